@@ -1,0 +1,122 @@
+#!/usr/bin/env node
+// One-step setup, run by both README commands: system packages (Debian/Ubuntu),
+// npm dependencies, the native addon and the TypeScript. Idempotent, and quick
+// when there is nothing to do (it compares timestamps, it does not rebuild).
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const quiet = process.argv.includes("--quiet");
+const say = (msg) => quiet || console.log(`[bootstrap] ${msg}`);
+
+// Packages the build needs, with what each is for.
+const systemPackages = [
+  "libtorch-dev", // libtorch headers and libraries (CPU)
+  "libgloo-dev", // headers that libtorch's CMake package requires
+  "libopenblas0-pthread", // a fast BLAS; the reference BLAS is ~20x slower
+  "cmake",
+  "g++",
+];
+
+function run(cmd, args, options = {}) {
+  const result = spawnSync(cmd, args, {
+    stdio: quiet ? ["ignore", "ignore", "inherit"] : "inherit",
+    cwd: root,
+    ...options,
+  });
+  if (result.error) throw result.error;
+  return result.status ?? 1;
+}
+
+function have(cmd) {
+  return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
+}
+
+function missingDebianPackages() {
+  const result = spawnSync("dpkg-query", ["-W", "-f=${Package} ${Status}\n", ...systemPackages], { encoding: "utf8" });
+  const installed = new Set(
+    (result.stdout ?? "")
+      .split("\n")
+      .filter((line) => line.endsWith("install ok installed"))
+      .map((line) => line.split(" ")[0]),
+  );
+  return systemPackages.filter((p) => !installed.has(p));
+}
+
+function ensureSystemPackages() {
+  if (process.env.LIBTORCH || process.env.Torch_DIR) return say("using libtorch from LIBTORCH/Torch_DIR");
+  if (!have("dpkg-query") || !have("apt-get")) {
+    if (!have("cmake") || !have("g++")) {
+      console.error("[bootstrap] sdtune needs cmake, a C++17 compiler and libtorch. Install them, and set LIBTORCH.");
+      process.exit(1);
+    }
+    return;
+  }
+  const missing = missingDebianPackages();
+  if (missing.length === 0) return;
+  const command = `apt-get update && apt-get install -y --no-install-recommends ${missing.join(" ")}`;
+  if (process.getuid?.() !== 0) {
+    console.error(`[bootstrap] missing system packages: ${missing.join(", ")}. Run:\n  sudo sh -c '${command}'`);
+    process.exit(1);
+  }
+  say(`installing ${missing.join(", ")}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  if (run("sh", ["-c", command], { env }) !== 0) {
+    console.error(`[bootstrap] apt-get failed; run it by hand:\n  ${command}`);
+    process.exit(1);
+  }
+}
+
+function newestMtime(paths) {
+  let newest = 0;
+  const visit = (p) => {
+    if (!existsSync(p)) return;
+    const st = statSync(p);
+    if (st.isDirectory()) for (const entry of readdirSync(p)) visit(join(p, entry));
+    else newest = Math.max(newest, st.mtimeMs);
+  };
+  paths.forEach((p) => visit(join(root, p)));
+  return newest;
+}
+
+function mtime(path) {
+  const full = join(root, path);
+  return existsSync(full) ? statSync(full).mtimeMs : 0;
+}
+
+function ensureNpmDependencies() {
+  const stamp = "node_modules/.package-lock.json";
+  if (
+    existsSync(join(root, stamp)) &&
+    mtime(stamp) >= mtime("package-lock.json") &&
+    mtime(stamp) >= mtime("package.json")
+  ) {
+    return;
+  }
+  say("installing npm dependencies");
+  const args = existsSync(join(root, "package-lock.json")) ? ["ci", "--no-audit", "--no-fund"] : ["install"];
+  if (run("npm", args) !== 0) process.exit(1);
+}
+
+function ensureAddon() {
+  const addon = "build/Release/sdtune.node";
+  const sources = newestMtime(["native", "CMakeLists.txt"]);
+  if (mtime(addon) > sources) return;
+  say("building the native addon (cmake-js)");
+  if (run(process.execPath, ["scripts/build-native.mjs"]) !== 0) process.exit(1);
+}
+
+function ensureTypeScript() {
+  const stamp = "dist/.stamp";
+  if (mtime(stamp) > newestMtime(["src", "tsconfig.json", "tsconfig.build.json"])) return;
+  say("compiling TypeScript");
+  if (run(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.build.json"]) !== 0) process.exit(1);
+  spawnSync("touch", [join(root, stamp)]);
+}
+
+ensureSystemPackages();
+ensureNpmDependencies();
+ensureAddon();
+ensureTypeScript();

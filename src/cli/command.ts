@@ -1,0 +1,42 @@
+// What every CLI command file exports, and argument helpers they share.
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+export interface Command {
+  help: string;
+  /** Resolves to the process exit code. */
+  run(argv: string[]): Promise<number>;
+}
+
+/** Bad command-line usage: printed with the command's help, exit code 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** node:util parseArgs with its errors turned into UsageErrors. */
+export function parseCommandArgs<T extends ParseArgsConfig["options"]>(
+  argv: string[],
+  options: T,
+  allowPositionals = true,
+): { values: Record<string, unknown>; positionals: string[] } {
+  try {
+    const parsed = parseArgs({ args: argv, options, allowPositionals, strict: true });
+    return { values: parsed.values as Record<string, unknown>, positionals: parsed.positionals };
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+}
+
+/** Stops a long operation on Ctrl-C / SIGTERM by aborting the returned signal. */
+export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const onSignal = (): void => controller.abort();
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    },
+  };
+}

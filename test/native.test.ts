@@ -1,0 +1,147 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { native } from "../src/native.js";
+import { cancelTokenFor, tensorFrom } from "../src/tensor.js";
+
+describe("the Tensor handle", () => {
+  it("carries dtype, shape and device", () => {
+    const t = tensorFrom(new Float32Array(6), [2, 3]);
+    expect(t.dtype).toBe("float32");
+    expect(t.shape).toEqual([2, 3]);
+    expect(t.device).toBe("cpu");
+    expect(t.numel).toBe(6);
+  });
+
+  it("is created from a typed array without a copy, and read back without one", () => {
+    const data = Float32Array.from([1, 2, 3, 4]);
+    const t = tensorFrom(data, [4]);
+    const view = t.toTypedArray() as Float32Array;
+    expect(Array.from(view)).toEqual([1, 2, 3, 4]);
+    data[0] = 42; // the tensor shares the array's memory ...
+    expect(view[0]).toBe(42); // ... and the view shares the tensor's
+    expect(view.buffer).not.toBe(data.buffer); // through an external buffer of its own
+  });
+
+  it("accepts every supported dtype with the right typed array, and refuses the wrong one", () => {
+    expect(tensorFrom(new Uint16Array(2), [2], "float16").dtype).toBe("float16");
+    expect(tensorFrom(new Uint16Array(2), [2], "bfloat16").dtype).toBe("bfloat16");
+    expect(tensorFrom(new BigInt64Array(2), [2]).dtype).toBe("int64");
+    expect(tensorFrom(new Int32Array(2), [2]).dtype).toBe("int32");
+    expect(tensorFrom(new Uint8Array(2), [2]).dtype).toBe("uint8");
+    expect(tensorFrom(new Uint8Array(2), [2], "bool").dtype).toBe("bool");
+    expect(() => tensorFrom(new Float32Array(2), [2], "int64")).toThrow(/cannot hold dtype int64/);
+    expect(() => tensorFrom(new Uint16Array(2), [2])).toThrow(/cannot infer a dtype/);
+    expect(() => tensorFrom(new Float32Array(3), [2, 2])).toThrow(/holds 4 elements but the array has 3/);
+  });
+
+  it("converts dtype and keeps values", async () => {
+    const t = tensorFrom(Float32Array.from([1.5, -2.25]), [2]);
+    const h = await t.to({ dtype: "float16" });
+    expect(h.dtype).toBe("float16");
+    expect(Array.from(h.toTypedArray() as Uint16Array)).toEqual([0x3e00, 0xc080]);
+    const back = await h.to({ dtype: "float32" });
+    expect(Array.from(back.toTypedArray() as Float32Array)).toEqual([1.5, -2.25]);
+  });
+
+  it("dispose() is idempotent and a disposed tensor says so", () => {
+    const t = tensorFrom(new Float32Array(4), [4]);
+    t.dispose();
+    t.dispose();
+    expect(t.disposed).toBe(true);
+    expect(() => t.toTypedArray()).toThrow(/disposed/);
+    // Argument errors of native calls are thrown synchronously, before any work is queued.
+    expect(() => native().ops.matmul(t, t)).toThrow(/a is a disposed Tensor/);
+  });
+
+  it("frees zero-copy tensors from worker threads without touching JS there", async () => {
+    // The result of a worker op over typed-array memory is released on the pool thread.
+    for (let i = 0; i < 50; i++) {
+      const a = tensorFrom(new Float32Array(64).fill(1), [8, 8]);
+      const out = await native().ops.matmul(a, a);
+      a.dispose();
+      out.dispose();
+    }
+    (globalThis as { gc?: () => void }).gc?.();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(true).toBe(true);
+  });
+});
+
+describe("native errors", () => {
+  it("a libtorch error is a JS Error without the C++ backtrace, with the caller's stack", async () => {
+    const a = native().ops.randn([2, 3], { seed: 1 });
+    const b = native().ops.randn([4, 5], { seed: 1 });
+    async function callerFunctionName(): Promise<unknown> {
+      return native().ops.matmul(a, b);
+    }
+    const error = (await callerFunctionName().catch((e: unknown) => e)) as Error;
+    expect(error).toBeInstanceOf(Error);
+    expect(error.message).toMatch(/shapes cannot be multiplied \(2x3 and 4x5\)/);
+    expect(error.message).not.toMatch(/Exception raised from|frame #\d/);
+    expect(error.stack).toContain("callerFunctionName");
+  });
+
+  it("bad arguments throw TypeErrors instead of aborting", () => {
+    expect(() => native().ops.maxAbsDiff({} as never, {} as never)).toThrow(/a must be a Tensor/);
+    expect(() => native().tensorFromTypedArray([] as never, [0], "float32")).toThrow(/typed array/);
+    expect(() => native().ops.randn([2], { dtype: "complex" as never })).toThrow(/unknown dtype "complex"/);
+  });
+});
+
+describe("off the JS thread", () => {
+  let a: ReturnType<typeof native>["ops"] extends { randn(...args: never[]): infer T } ? T : never;
+  beforeAll(() => {
+    a = native().ops.randn([1536, 1536], { seed: 3 });
+  });
+  afterAll(() => a.dispose());
+
+  it("the event loop keeps turning during a native op of at least 200 ms", async () => {
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const started = performance.now();
+    // Chain matmuls until the native work alone has taken 200 ms.
+    let nativeTime = 0;
+    let rounds = 0;
+    while (nativeTime < 200) {
+      const t0 = performance.now();
+      const out = await native().ops.matmul(a, a);
+      nativeTime += performance.now() - t0;
+      out.dispose();
+      rounds++;
+    }
+    clearInterval(timer);
+    const elapsed = performance.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(200);
+    // A blocked loop would tick about once per round; a free one every ~5 ms.
+    expect(ticks).toBeGreaterThan(rounds + 10);
+    expect(ticks).toBeGreaterThan(elapsed / 5 / 4);
+  });
+
+  it("a cancel token follows an AbortSignal", () => {
+    const controller = new AbortController();
+    const token = cancelTokenFor(controller.signal)!;
+    expect(token.cancelled).toBe(false);
+    controller.abort();
+    expect(token.cancelled).toBe(true);
+  });
+});
+
+describe("runtime", () => {
+  it("sets threads from the cores available and reports the BLAS", () => {
+    const info = native().info();
+    expect(info.threads).toBeGreaterThanOrEqual(1);
+    expect(info.threads).toBe(process.env.SDTUNE_NUM_THREADS ? Number(process.env.SDTUNE_NUM_THREADS) : info.cores);
+    expect(info.libtorchVersion).toMatch(/^\d+\.\d+/);
+    expect(Array.isArray(info.blasLibraries)).toBe(true);
+  });
+
+  it("seeded randn matches torch.Generator().manual_seed(seed) draws", async () => {
+    // golden/scheduler_euler_ancestral stores randn draws from a CPU generator seeded 20240632.
+    const { golden, get } = await import("./helpers/fixtures.js");
+    const g = await golden("scheduler_euler_ancestral");
+    const noise = get(g, "steps10.noise");
+    const first = native().ops.randn([1, 4, 4, 6], { seed: 20240632 });
+    const expected = (noise.toTypedArray() as Float32Array).subarray(0, 96);
+    expect(Array.from(first.toTypedArray() as Float32Array)).toEqual(Array.from(expected));
+  });
+});
