@@ -1,0 +1,67 @@
+#include "nn/attention_kernel.h"
+
+#include <torch/version.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace sdtune::nn {
+
+#if TORCH_VERSION_MAJOR >= 2
+#define SDTUNE_HAVE_SDPA 1
+#endif
+
+const char* attentionBackend() {
+#ifdef SDTUNE_HAVE_SDPA
+  return "sdpa";
+#else
+  return "sliced";
+#endif
+}
+
+namespace {
+
+torch::Tensor manual(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask,
+                     double scale, bool upcast) {
+  auto dtype = q.scalar_type();
+  bool promote = upcast || dtype == torch::kHalf || dtype == torch::kBFloat16;
+  torch::Tensor qq = promote ? q.to(torch::kFloat) : q;
+  torch::Tensor kk = promote ? k.to(torch::kFloat) : k;
+  torch::Tensor scores = torch::matmul(qq, kk.transpose(-1, -2)) * scale;  // [b, h, Lq, Lk]
+  if (mask.defined()) scores = scores + mask.to(scores.scalar_type());
+  torch::Tensor probs = torch::softmax(scores, -1).to(v.scalar_type());
+  return torch::matmul(probs, v);  // [b, h, Lq, D]
+}
+
+}  // namespace
+
+torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask,
+                     double scale, const AttentionKernelOptions& options) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attend: q, k, v must be [B, H, L, D]");
+#ifdef SDTUNE_HAVE_SDPA
+  if (!options.forceManual && !(options.upcast && q.scalar_type() != torch::kFloat)) {
+    c10::optional<torch::Tensor> m;
+    if (mask.defined()) m = mask.to(q.scalar_type());
+    return at::scaled_dot_product_attention(q, k, v, m, 0.0, false, scale);
+  }
+#endif
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2);
+  const int64_t bytesPerRow = Lq * Lk * 4;  // one (batch, head) score matrix in float32
+  const int64_t rows = B * H;
+  const int64_t perSlice = std::max<int64_t>(1, options.maxScoreBytes / std::max<int64_t>(bytesPerRow, 1));
+  if (perSlice >= rows) return manual(q, k, v, mask, scale, options.upcast);
+  // Slice over batch*heads: each slice's scores stay under maxScoreBytes.
+  auto flat = [&](const torch::Tensor& t) { return t.reshape({rows, 1, t.size(2), t.size(3)}); };
+  torch::Tensor qf = flat(q), kf = flat(k), vf = flat(v);
+  torch::Tensor mf;
+  if (mask.defined()) mf = mask.expand({B, H, Lq, Lk}).reshape({rows, 1, Lq, Lk});
+  std::vector<torch::Tensor> outs;
+  for (int64_t start = 0; start < rows; start += perSlice) {
+    int64_t end = std::min(rows, start + perSlice);
+    outs.push_back(manual(qf.slice(0, start, end), kf.slice(0, start, end), vf.slice(0, start, end),
+                          mf.defined() ? mf.slice(0, start, end) : torch::Tensor(), scale, options.upcast));
+  }
+  return torch::cat(outs, 0).reshape({B, H, Lq, v.size(3)});
+}
+
+}  // namespace sdtune::nn

@@ -1,0 +1,72 @@
+#include "nn/linear.h"
+
+#include <cmath>
+
+namespace sdtune::nn {
+
+namespace F = torch::nn::functional;
+
+torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, const torch::Tensor& x, torch::Tensor y,
+                            bool training, const Conv2dOptions* conv) {
+  for (const auto& [name, a] : adapters) {
+    if (!a.enabled || a.multiplier == 0.0) continue;
+    torch::Tensor h = x.to(a.down.scalar_type());
+    if (a.dropout > 0.0) h = F::dropout(h, F::DropoutFuncOptions().p(a.dropout).training(training));
+    if (conv) {
+      // down carries the layer's kernel, stride and padding; up is a 1x1 conv.
+      h = F::conv2d(h, a.down, F::Conv2dFuncOptions().stride(conv->stride()).padding(conv->padding()));
+      h = F::conv2d(h, a.up);
+    } else {
+      h = F::linear(F::linear(h, a.down), a.up);
+    }
+    y = y + (h * a.scale()).to(y.scalar_type());
+  }
+  return y;
+}
+
+LinearImpl::LinearImpl(const LinearOptions& options_) : options(options_) {
+  reset();
+}
+
+void LinearImpl::reset() {
+  weight = register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
+  if (options.bias()) bias = register_parameter("bias", torch::empty({options.out_features()}));
+  // torch.nn.Linear's init, so freshly built models (tests, the demo) look like real ones.
+  torch::NoGradGuard noGrad;
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (bias.defined()) {
+    double bound = 1.0 / std::sqrt(static_cast<double>(options.in_features()));
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = F::linear(x, weight, bias);
+  if (adapters_.empty()) return y;
+  return applyAdapters(adapters_, x, y, is_training(), nullptr);
+}
+
+Conv2dImpl::Conv2dImpl(const Conv2dOptions& options_) : options(options_) {
+  reset();
+}
+
+void Conv2dImpl::reset() {
+  int64_t k = options.kernel_size();
+  weight = register_parameter("weight", torch::empty({options.out_channels(), options.in_channels(), k, k}));
+  if (options.bias()) bias = register_parameter("bias", torch::empty({options.out_channels()}));
+  torch::NoGradGuard noGrad;
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (bias.defined()) {
+    double bound = 1.0 / std::sqrt(static_cast<double>(options.in_channels() * k * k));
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
+}
+
+torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y =
+      F::conv2d(x, weight, F::Conv2dFuncOptions().bias(bias).stride(options.stride()).padding(options.padding()));
+  if (adapters_.empty()) return y;
+  return applyAdapters(adapters_, x, y, is_training(), &options);
+}
+
+}  // namespace sdtune::nn

@@ -1,0 +1,89 @@
+// Linear and Conv2d layers that can carry LoRA adapters. Every model uses these
+// instead of torch::nn::Linear/Conv2d, so adapters attach to any layer by path
+// and the checkpoint keys stay "<path>.weight" / "<path>.bias".
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+
+namespace sdtune::nn {
+
+// One low-rank adapter: delta(x) = multiplier * alpha / rank * up(down(dropout(x))).
+struct LoraAdapter {
+  torch::Tensor down;  // Linear: [rank, in];  Conv2d: [rank, in, kh, kw]
+  torch::Tensor up;    // Linear: [out, rank]; Conv2d: [out, rank, 1, 1]
+  double alpha = 1.0;
+  double multiplier = 1.0;  // the user's runtime scale
+  double dropout = 0.0;
+  bool enabled = true;
+
+  int64_t rank() const { return down.size(0); }
+  double scale() const { return multiplier * alpha / static_cast<double>(rank()); }
+};
+
+// Adapters by name, applied in name order (deterministic sums).
+class AdaptableLayer {
+ public:
+  virtual ~AdaptableLayer() = default;
+  std::map<std::string, LoraAdapter>& adapters() { return adapters_; }
+  const std::map<std::string, LoraAdapter>& adapters() const { return adapters_; }
+  virtual torch::Tensor& baseWeight() = 0;
+  virtual bool isConv() const = 0;
+
+ protected:
+  std::map<std::string, LoraAdapter> adapters_;
+};
+
+struct LinearOptions {
+  LinearOptions(int64_t in, int64_t out) : in_features_(in), out_features_(out) {}
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, out_features);
+  TORCH_ARG(bool, bias) = true;
+};
+
+class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public AdaptableLayer {
+ public:
+  explicit LinearImpl(const LinearOptions& options);
+  void reset() override;
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor& baseWeight() override { return weight; }
+  bool isConv() const override { return false; }
+
+  LinearOptions options;
+  torch::Tensor weight;  // [out, in]
+  torch::Tensor bias;    // [out] or undefined
+};
+TORCH_MODULE(Linear);
+
+struct Conv2dOptions {
+  Conv2dOptions(int64_t in, int64_t out, int64_t kernel) : in_channels_(in), out_channels_(out), kernel_size_(kernel) {}
+  TORCH_ARG(int64_t, in_channels);
+  TORCH_ARG(int64_t, out_channels);
+  TORCH_ARG(int64_t, kernel_size);
+  TORCH_ARG(int64_t, stride) = 1;
+  TORCH_ARG(int64_t, padding) = 0;
+  TORCH_ARG(bool, bias) = true;
+};
+
+class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public AdaptableLayer {
+ public:
+  explicit Conv2dImpl(const Conv2dOptions& options);
+  void reset() override;
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor& baseWeight() override { return weight; }
+  bool isConv() const override { return true; }
+
+  Conv2dOptions options;
+  torch::Tensor weight;  // [out, in, k, k]
+  torch::Tensor bias;    // [out] or undefined
+};
+TORCH_MODULE(Conv2d);
+
+// The adapter sum for an input x whose base output is `y` (added in x's dtype;
+// the adapter math itself runs in the adapter weights' dtype, float32 when the base is half).
+torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, const torch::Tensor& x, torch::Tensor y,
+                            bool training, const Conv2dOptions* conv);
+
+}  // namespace sdtune::nn

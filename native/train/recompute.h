@@ -1,0 +1,23 @@
+// Gradient checkpointing by recompute: run a block without keeping its
+// activations, and run it again during backward. Gradients are identical to the
+// plain run (the RNG state is replayed, so dropout draws the same masks).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <vector>
+
+namespace sdtune::train {
+
+using BlockFn = std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)>;
+
+// Returns fn(inputs). Inputs that are undefined are passed through as undefined.
+// When grad mode is off or nothing requires grad, this is just fn(inputs).
+std::vector<torch::Tensor> checkpoint(const BlockFn& fn, const std::vector<torch::Tensor>& inputs);
+
+// Single-output convenience.
+torch::Tensor checkpoint1(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& fn,
+                          const std::vector<torch::Tensor>& inputs);
+
+}  // namespace sdtune::train
