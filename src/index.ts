@@ -14,3 +14,16 @@ export type {
 export { tensorFrom, disposeAll, cancelTokenFor } from "./tensor.js";
 export { inspectSafetensors, readSafetensors, writeSafetensors } from "./io/safetensors.js";
 export type { SafetensorsContents, TensorEntries } from "./io/safetensors.js";
+
+// CLIP: Stable Diffusion's text encoder and the full CLIP model.
+export { TextEncoder } from "./models/text_encoder.js";
+export type { ModelDType, ModelLoadOptions, TextEncoderForward } from "./models/text_encoder.js";
+export { ClipModel } from "./models/clip.js";
+export {
+  clipTextConfigSchema,
+  clipVisionConfigSchema,
+  parseClipConfig,
+  parseClipTextEncoderConfig,
+} from "./models/clip_config.js";
+export type { ClipConfig, ClipTextConfig, ClipVisionConfig } from "./models/clip_config.js";
+export type { TextEncoderOutput } from "./native.js";

@@ -1,0 +1,80 @@
+// CLIP (transformers CLIPModel folder: config.json + model.safetensors): text and
+// image features in the shared projection space, for CLIP score and friends.
+import { join } from "node:path";
+
+import { native, type NativeClipModel, type Tensor } from "../native.js";
+import { nativeClipModelConfig, parseClipConfig, type ClipConfig } from "./clip_config.js";
+import { readJsonFile, resolveWeightFiles } from "./files.js";
+import { checkLoadOptions, type ModelDType, type ModelLoadOptions } from "./text_encoder.js";
+
+export class ClipModel {
+  private constructor(
+    /** The native handle, for other native components. */
+    readonly handle: NativeClipModel,
+    readonly config: ClipConfig,
+    readonly path: string,
+  ) {}
+
+  static async load(dir: string, options: ModelLoadOptions = {}): Promise<ClipModel> {
+    checkLoadOptions(options, "ClipModel.load");
+    const configPath = join(dir, "config.json");
+    const config = parseClipConfig(readJsonFile(configPath), configPath);
+    const files = resolveWeightFiles(dir, { variant: options.variant });
+    const handle = await native().ClipModel.load({
+      config: nativeClipModelConfig(config),
+      files,
+      dtype: options.dtype ?? "float32",
+      device: options.device ?? "cpu",
+    });
+    return new ClipModel(handle, config, dir);
+  }
+
+  get dtype(): ModelDType {
+    return this.handle.dtype as ModelDType;
+  }
+
+  get device(): string {
+    return this.handle.device;
+  }
+
+  get disposed(): boolean {
+    return this.handle.disposed;
+  }
+
+  /** The stored logit_scale; similarity logits are exp(logitScale) * cos. */
+  get logitScale(): number {
+    return this.handle.logitScale;
+  }
+
+  /** inputIds int64 [n, L] (+ the tokenizer's attention mask) -> [n, projection_dim], not normalized. */
+  async getTextFeatures(inputIds: Tensor, attentionMask?: Tensor): Promise<Tensor> {
+    if (inputIds.dtype !== "int64" || inputIds.shape.length !== 2) {
+      throw new TypeError(
+        `ClipModel: inputIds must be an int64 [batch, length] tensor (got ${inputIds.dtype} [${inputIds.shape.join(", ")}])`,
+      );
+    }
+    if (attentionMask && attentionMask.shape.join(",") !== inputIds.shape.join(",")) {
+      throw new TypeError(
+        `ClipModel: attentionMask [${attentionMask.shape.join(", ")}] must have the shape of inputIds [${inputIds.shape.join(", ")}]`,
+      );
+    }
+    return this.handle.getTextFeatures(inputIds, attentionMask);
+  }
+
+  /** pixelValues float [n, 3, S, S] (CLIPImageProcessor output) -> [n, projection_dim], not normalized. */
+  async getImageFeatures(pixelValues: Tensor): Promise<Tensor> {
+    const v = this.config.vision_config;
+    const [, c, h, w] = pixelValues.shape;
+    if (pixelValues.shape.length !== 4 || c !== v.num_channels || h !== v.image_size || w !== v.image_size) {
+      throw new TypeError(
+        `ClipModel: pixelValues must be [batch, ${v.num_channels}, ${v.image_size}, ${v.image_size}] ` +
+          `(got [${pixelValues.shape.join(", ")}]); resize and center-crop to image_size first`,
+      );
+    }
+    return this.handle.getImageFeatures(pixelValues);
+  }
+
+  dispose(): void {
+    this.handle.dispose();
+  }
+}

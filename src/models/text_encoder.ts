@@ -1,0 +1,131 @@
+// Stable Diffusion's text encoder: a transformers CLIPTextModel folder
+// (config.json + model[.variant].safetensors), run natively.
+import { join } from "node:path";
+
+import { native, type NativeTextEncoder, type Tensor, type TextEncoderOutput } from "../native.js";
+import { nativeClipTextConfig, parseClipTextEncoderConfig, type ClipTextConfig } from "./clip_config.js";
+import { readJsonFile, resolveWeightFiles } from "./files.js";
+
+export type ModelDType = "float32" | "float16" | "bfloat16";
+
+export interface ModelLoadOptions {
+  /** Weights are converted to this dtype at load (default float32). */
+  dtype?: ModelDType;
+  /** "cpu" (default), "cuda", "cuda:N". */
+  device?: string;
+  /** Weight file variant, e.g. "fp16" for model.fp16.safetensors. */
+  variant?: string;
+}
+
+export interface TextEncoderForward {
+  /** Also return every hidden state ([0] = embeddings, [i] = layer i, no final LayerNorm). */
+  outputHiddenStates?: boolean;
+  /**
+   * Use the output of an earlier layer: lastHiddenState = final_layer_norm(hiddenStates[-(clipSkip+1)]),
+   * as diffusers' encode_prompt(clip_skip=k). The skipped layers are not run unless hidden states are asked for.
+   */
+  clipSkip?: number;
+  /** [n, L] 1/0 padding mask (Stable Diffusion passes none; CLIP score does). */
+  attentionMask?: Tensor;
+}
+
+const DTYPES: readonly string[] = ["float32", "float16", "bfloat16"];
+
+export class TextEncoder {
+  private constructor(
+    /** The native handle, for other native components (pipeline, trainer, LoRA). */
+    readonly handle: NativeTextEncoder,
+    readonly config: ClipTextConfig,
+    /** The folder it was loaded from. */
+    readonly path: string,
+  ) {}
+
+  /** Loads a CLIPTextModel folder (or the text tower of a CLIPModel folder). */
+  static async load(dir: string, options: ModelLoadOptions = {}): Promise<TextEncoder> {
+    checkLoadOptions(options, "TextEncoder.load");
+    const configPath = join(dir, "config.json");
+    const { config, ignorePrefixes } = parseClipTextEncoderConfig(readJsonFile(configPath), configPath);
+    const files = resolveWeightFiles(dir, { variant: options.variant });
+    const handle = await native().TextEncoder.load({
+      config: nativeClipTextConfig(config),
+      files,
+      dtype: options.dtype ?? "float32",
+      device: options.device ?? "cpu",
+      ignorePrefixes,
+    });
+    return new TextEncoder(handle, config, dir);
+  }
+
+  get dtype(): ModelDType {
+    return this.handle.dtype as ModelDType;
+  }
+
+  get device(): string {
+    return this.handle.device;
+  }
+
+  get disposed(): boolean {
+    return this.handle.disposed;
+  }
+
+  /** inputIds: int64 [n, L] with L <= max_position_embeddings. */
+  async forward(inputIds: Tensor, options: TextEncoderForward = {}): Promise<TextEncoderOutput> {
+    this.checkIds(inputIds, options);
+    return this.handle.forward(inputIds, options);
+  }
+
+  /**
+   * sum(lastHiddenState) and its gradients for the named parameters (e.g.
+   * "text_model.encoder.layers.0.self_attn.q_proj.weight"); every other parameter stays frozen.
+   * A diagnostic: gradient checks, checkpointing parity.
+   */
+  async lossAndGradients(
+    inputIds: Tensor,
+    options: { parameters: string[]; clipSkip?: number; attentionMask?: Tensor },
+  ): Promise<{ loss: number; gradients: Record<string, Tensor> }> {
+    this.checkIds(inputIds, options);
+    return this.handle.lossAndGradients(inputIds, options);
+  }
+
+  /** Recompute each encoder layer during backward instead of storing its activations. */
+  setGradientCheckpointing(on: boolean): void {
+    this.handle.setGradientCheckpointing(on);
+  }
+
+  get gradientCheckpointing(): boolean {
+    return this.handle.gradientCheckpointing;
+  }
+
+  /** Frees the weights (idempotent). */
+  dispose(): void {
+    this.handle.dispose();
+  }
+
+  private checkIds(inputIds: Tensor, options: { clipSkip?: number; attentionMask?: Tensor }): void {
+    if (inputIds.dtype !== "int64" || inputIds.shape.length !== 2) {
+      throw new TypeError(
+        `TextEncoder: inputIds must be an int64 [batch, length] tensor (got ${inputIds.dtype} [${inputIds.shape.join(", ")}])`,
+      );
+    }
+    const skip = options.clipSkip ?? 0;
+    const layers = this.config.num_hidden_layers;
+    if (!Number.isInteger(skip) || skip < 0 || skip > layers) {
+      throw new RangeError(`TextEncoder: clipSkip ${skip} must be an integer in [0, ${layers}] (num_hidden_layers)`);
+    }
+    const mask = options.attentionMask;
+    if (mask && mask.shape.join(",") !== inputIds.shape.join(",")) {
+      throw new TypeError(
+        `TextEncoder: attentionMask [${mask.shape.join(", ")}] must have the shape of inputIds [${inputIds.shape.join(", ")}]`,
+      );
+    }
+  }
+}
+
+export function checkLoadOptions(options: ModelLoadOptions, what: string): void {
+  if (options.dtype !== undefined && !DTYPES.includes(options.dtype)) {
+    throw new TypeError(`${what}: dtype "${String(options.dtype)}" is not supported (expected ${DTYPES.join(", ")})`);
+  }
+  if (options.device !== undefined && !/^(cpu|cuda(:\d+)?)$/.test(options.device)) {
+    throw new TypeError(`${what}: device "${options.device}" is not valid (expected cpu, cuda or cuda:N)`);
+  }
+}
