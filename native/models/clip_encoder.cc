@@ -22,7 +22,8 @@ std::string numberText(double v) {
 
 void CLIPEncoderOptions::validate(const std::string& what) const {
   auto positive = [&](const char* field, int64_t v) {
-    if (v <= 0) throw std::invalid_argument(what + "." + field + " must be a positive integer (got " + std::to_string(v) + ")");
+    if (v <= 0)
+      throw std::invalid_argument(what + "." + field + " must be a positive integer (got " + std::to_string(v) + ")");
   };
   positive("hidden_size", hiddenSize);
   positive("intermediate_size", intermediateSize);
@@ -55,7 +56,7 @@ bool isSupportedClipActivation(const std::string& name) {
 
 torch::Tensor clipActivation(const std::string& name, const torch::Tensor& x) {
   if (name == "quick_gelu") return x * torch::sigmoid(1.702 * x);  // OpenAI CLIP's approximation
-  if (name == "gelu") return torch::gelu(x);                        // exact (erf)
+  if (name == "gelu") return torch::gelu(x);                       // exact (erf)
   if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return torch::gelu(x, "tanh");
   if (name == "relu") return torch::relu(x);
   if (name == "silu" || name == "swish") return torch::silu(x);
@@ -91,7 +92,7 @@ torch::Tensor CLIPAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   torch::Tensor v = heads(v_proj->forward(x));  // [B, H, L, hd]
   double scale = 1.0 / std::sqrt(static_cast<double>(headDim_));
   torch::Tensor out = nn::attend(q, k, v, mask, scale);  // [B, H, L, hd]
-  out = out.transpose(1, 2).reshape({B, L, D});           // [B, L, D]
+  out = out.transpose(1, 2).reshape({B, L, D});          // [B, L, D]
   return out_proj->forward(out);
 }
 
@@ -118,7 +119,7 @@ CLIPEncoderLayerImpl::CLIPEncoderLayerImpl(const CLIPEncoderOptions& o) {
 
 torch::Tensor CLIPEncoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   torch::Tensor h = x + self_attn->forward(layer_norm1->forward(x), mask);  // pre-LN attention, residual
-  return h + mlp->forward(layer_norm2->forward(h));                       // pre-LN MLP, residual
+  return h + mlp->forward(layer_norm2->forward(h));                         // pre-LN MLP, residual
 }
 
 // ---------------------------------------------------------------- encoder
@@ -129,8 +130,7 @@ CLIPEncoderImpl::CLIPEncoderImpl(const CLIPEncoderOptions& o) {
     layerList.push_back(CLIPEncoderLayer(o));
     layers->push_back(layerList.back());
   }
-  // recompute.h keeps a pointer to the block function until backward, so each
-  // layer's function lives as long as the encoder, not just the forward call.
+  // Each layer as a recompute block (x, mask) -> layer(x, mask), built once.
   for (auto& layer : layerList) {
     std::shared_ptr<CLIPEncoderLayerImpl> impl = layer.ptr();
     checkpointFns_.push_back([impl](const std::vector<torch::Tensor>& in) {

@@ -86,7 +86,7 @@ class CLIPEncoderImpl : public torch::nn::Module {
   std::vector<CLIPEncoderLayer> layerList;
 
  private:
-  std::vector<train::BlockFn> checkpointFns_;  // one per layer; must outlive any backward pass
+  std::vector<train::BlockFn> checkpointFns_;  // layer i as a recompute block, built once
 };
 TORCH_MODULE(CLIPEncoder);
 

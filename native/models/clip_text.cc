@@ -41,7 +41,7 @@ torch::Tensor clipTextAttentionMask(int64_t length, const torch::Tensor& attenti
 torch::Tensor clipPooledIndex(const torch::Tensor& inputIds, int64_t eosTokenId) {
   torch::Tensor ids = inputIds.to(torch::kInt);
   // argmax returns the first maximal position, as in transformers.
-  if (eosTokenId == 2) return ids.argmax(-1);     // legacy: the end-of-text id is the largest id
+  if (eosTokenId == 2) return ids.argmax(-1);             // legacy: the end-of-text id is the largest id
   return (ids == eosTokenId).to(torch::kInt).argmax(-1);  // first end-of-text (0 when absent)
 }
 
@@ -55,7 +55,7 @@ CLIPTextEmbeddingsImpl::CLIPTextEmbeddingsImpl(const CLIPTextOptions& o) {
 
 torch::Tensor CLIPTextEmbeddingsImpl::forward(const torch::Tensor& ids) {
   const int64_t L = ids.size(1);
-  torch::Tensor tokens = token_embedding->forward(ids);             // [B, L, D]
+  torch::Tensor tokens = token_embedding->forward(ids);                 // [B, L, D]
   torch::Tensor positions = position_embedding->weight.slice(0, 0, L);  // [L, D] = positions 0..L-1
   return tokens + positions;
 }
@@ -72,14 +72,16 @@ CLIPTextTransformerImpl::CLIPTextTransformerImpl(const CLIPTextOptions& o) : opt
 }
 
 void CLIPTextTransformerImpl::checkInputs(const torch::Tensor& ids, const CLIPTextForwardOptions& o) const {
-  if (ids.dim() != 2) throw std::invalid_argument("inputIds must be [batch, length] (got " + shapeText(ids.sizes()) + ")");
+  if (ids.dim() != 2)
+    throw std::invalid_argument("inputIds must be [batch, length] (got " + shapeText(ids.sizes()) + ")");
   if (ids.scalar_type() != torch::kLong && ids.scalar_type() != torch::kInt) {
     throw std::invalid_argument("inputIds must be int64 (got " + std::string(c10::toString(ids.scalar_type())) + ")");
   }
   const int64_t L = ids.size(1);
   if (ids.size(0) == 0 || L == 0) throw std::invalid_argument("inputIds is empty " + shapeText(ids.sizes()));
   if (L > options_.maxPositionEmbeddings) {
-    throw std::invalid_argument("inputIds has " + std::to_string(L) + " tokens per row, more than max_position_embeddings " +
+    throw std::invalid_argument("inputIds has " + std::to_string(L) +
+                                " tokens per row, more than max_position_embeddings " +
                                 std::to_string(options_.maxPositionEmbeddings) + "; truncate (or chunk) the prompt");
   }
   int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
@@ -88,8 +90,8 @@ void CLIPTextTransformerImpl::checkInputs(const torch::Tensor& ids, const CLIPTe
                                 std::to_string(options_.vocabSize) + ") (vocab_size)");
   }
   if (o.attentionMask.defined() && o.attentionMask.sizes() != ids.sizes()) {
-    throw std::invalid_argument("attentionMask " + shapeText(o.attentionMask.sizes()) + " must have the shape of inputIds " +
-                                shapeText(ids.sizes()));
+    throw std::invalid_argument("attentionMask " + shapeText(o.attentionMask.sizes()) +
+                                " must have the shape of inputIds " + shapeText(ids.sizes()));
   }
   const int64_t layers = options_.encoder.numHiddenLayers;
   if (o.clipSkip < 0 || o.clipSkip > layers) {

@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/custom_class.h>
 
 #ifdef SDTUNE_WITH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
@@ -47,11 +48,24 @@ struct RngState {
   }
 };
 
+// What backward needs besides tensors. An IValue carries a C++ object only as a registered
+// custom class; the function is held by value so callers' temporaries may go away.
+struct RngHolder : torch::CustomClassHolder {
+  explicit RngHolder(std::shared_ptr<RngState> s) : state(std::move(s)) {}
+  std::shared_ptr<RngState> state;
+};
+struct FnHolder : torch::CustomClassHolder {
+  explicit FnHolder(BlockFn f) : fn(std::move(f)) {}
+  BlockFn fn;
+};
+const auto rngHolderClass = torch::class_<RngHolder>("sdtune", "RecomputeRngState");
+const auto fnHolderClass = torch::class_<FnHolder>("sdtune", "RecomputeBlockFn");
+
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
   static variable_list forward(AutogradContext* ctx, at::TensorList inputs, const BlockFn* fn,
                                std::vector<bool> defined) {
     auto rng = std::make_shared<RngState>(RngState::capture());
-    ctx->saved_data["fn"] = reinterpret_cast<int64_t>(fn);
+    ctx->saved_data["fn"] = c10::IValue(c10::make_intrusive<FnHolder>(*fn));
     ctx->saved_data["rng"] = c10::IValue(c10::make_intrusive<RngHolder>(rng));
     c10::List<bool> definedList;
     for (bool d : defined) definedList.push_back(d);
@@ -63,7 +77,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list gradOutputs) {
-    const BlockFn* fn = reinterpret_cast<const BlockFn*>(ctx->saved_data["fn"].toInt());
+    const BlockFn* fn = &ctx->saved_data["fn"].toCustomClass<FnHolder>()->fn;
     auto rng = ctx->saved_data["rng"].toCustomClass<RngHolder>()->state;
     auto definedList = ctx->saved_data["defined"].toBoolList();
     std::vector<bool> defined(definedList.begin(), definedList.end());
@@ -95,11 +109,6 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     return result;
   }
 
-  struct RngHolder : torch::CustomClassHolder {
-    explicit RngHolder(std::shared_ptr<RngState> s) : state(std::move(s)) {}
-    std::shared_ptr<RngState> state;
-  };
-
   // Re-inserts undefined inputs at their positions.
   static std::vector<torch::Tensor> expand(const std::vector<torch::Tensor>& compact,
                                            const std::vector<bool>& defined) {
@@ -129,7 +138,7 @@ std::vector<torch::Tensor> checkpoint(const BlockFn& fn, const std::vector<torch
 
 torch::Tensor checkpoint1(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& fn,
                           const std::vector<torch::Tensor>& inputs) {
-  BlockFn wrapped = [&fn](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{fn(in)}; };
+  BlockFn wrapped = [fn](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{fn(in)}; };
   return checkpoint(wrapped, inputs).at(0);
 }
 

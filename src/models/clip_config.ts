@@ -19,7 +19,7 @@ export const CLIP_ACTIVATIONS = [
 
 const positiveInt = z.number().int().positive();
 const hiddenAct = z.enum(CLIP_ACTIVATIONS, {
-  error: (issue) => `unsupported activation (expected one of ${CLIP_ACTIVATIONS.join(", ")})`,
+  error: () => `unsupported activation (expected one of ${CLIP_ACTIVATIONS.join(", ")})`,
 });
 // Released CLIP checkpoints all use 0; the native attention kernel has no dropout.
 const attentionDropout = z.number().refine((v) => v === 0, { message: "only 0.0 is supported" });
