@@ -14,6 +14,8 @@ export type {
 export { tensorFrom, disposeAll, cancelTokenFor } from "./tensor.js";
 export { inspectSafetensors, readSafetensors, writeSafetensors } from "./io/safetensors.js";
 export type { SafetensorsContents, TensorEntries } from "./io/safetensors.js";
+export { ClipTokenizer } from "./text/clip_tokenizer.js";
+export type { DecodeOptions, EncodedBatch, EncodeOptions } from "./text/clip_tokenizer.js";
 
 // CLIP: Stable Diffusion's text encoder and the full CLIP model.
 export { TextEncoder } from "./models/text_encoder.js";

@@ -205,6 +205,26 @@ export interface NativeClipModel {
   dispose(): void;
 }
 
+// ---------------------------------------------------------------- optimisation
+
+export interface AdamWOptions {
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+}
+
+/** torch.optim.AdamW over named tensors (updated in place); float32 master copies for half params. */
+export interface AdamW {
+  /** One update; uses each parameter's gradient, or `grads` in parameter order. */
+  step(lr: number, grads?: Tensor[]): Promise<void>;
+  /** "<name>.exp_avg", "<name>.exp_avg_sq", "<name>.master", "__step__" (copies). */
+  stateDict(): [string, Tensor][];
+  loadStateDict(state: [string, Tensor][]): void;
+  readonly stepCount: number;
+  dispose(): void;
+}
+
 // ---------------------------------------------------------------- the addon
 
 export interface NativeAddon {
@@ -221,6 +241,9 @@ export interface NativeAddon {
     randn(shape: number[], options?: { seed?: number; dtype?: DType }): Tensor;
     maxAbsDiff(a: Tensor, b: Tensor): number;
   };
+  AdamW: new (params: [string, Tensor][], options?: AdamWOptions) => AdamW;
+  /** torch.nn.utils.clip_grad_norm_ in place; resolves to the norm before clipping (maxNorm <= 0 only measures). */
+  clipGradNorm(grads: Tensor[], maxNorm: number): Promise<number>;
   info(): RuntimeInfo;
   setNumThreads(threads: number): number;
   manualSeed(seed: number): void;

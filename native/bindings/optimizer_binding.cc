@@ -1,0 +1,153 @@
+// AdamW and gradient clipping from JS. Training steps call the C++ classes
+// directly; this handle serves custom loops, tests and tools.
+#include <napi.h>
+
+#include "bindings/async.h"
+#include "bindings/common.h"
+#include "bindings/tensor_handle.h"
+#include "train/adamw.h"
+
+namespace sdtune {
+
+namespace {
+
+std::vector<std::pair<std::string, at::Tensor>> toNamedTensors(const Napi::Value& value, const std::string& what) {
+  if (!value.IsArray()) throw Napi::TypeError::New(value.Env(), what + " must be an array of [name, Tensor]");
+  auto array = value.As<Napi::Array>();
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value entry = array.Get(i);
+    if (!entry.IsArray() || entry.As<Napi::Array>().Length() != 2 || !entry.As<Napi::Array>().Get(0u).IsString()) {
+      throw Napi::TypeError::New(value.Env(), what + "[" + std::to_string(i) + "] must be [name, Tensor]");
+    }
+    std::string name = entry.As<Napi::Array>().Get(0u).As<Napi::String>().Utf8Value();
+    out.emplace_back(name, TensorHandle::unwrap(entry.As<Napi::Array>().Get(1u), what + " \"" + name + "\""));
+  }
+  return out;
+}
+
+std::vector<at::Tensor> toTensors(const Napi::Value& value, const std::string& what) {
+  if (!value.IsArray()) throw Napi::TypeError::New(value.Env(), what + " must be an array of Tensors");
+  auto array = value.As<Napi::Array>();
+  std::vector<at::Tensor> out;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    out.push_back(TensorHandle::unwrap(array.Get(i), what + "[" + std::to_string(i) + "]"));
+  }
+  return out;
+}
+
+Napi::Array namedToJs(Napi::Env env, const std::vector<std::pair<std::string, at::Tensor>>& items) {
+  auto out = Napi::Array::New(env);
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto pair = Napi::Array::New(env);
+    pair.Set(0u, items[i].first);
+    pair.Set(1u, TensorHandle::wrap(env, items[i].second.clone()));
+    out.Set(static_cast<uint32_t>(i), pair);
+  }
+  return out;
+}
+
+class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
+ public:
+  static void init(Napi::Env env, Napi::Object exports) {
+    Napi::Function ctor = DefineClass(env, "AdamW",
+                                      {
+                                          InstanceMethod<&AdamWHandle::step>("step"),
+                                          InstanceMethod<&AdamWHandle::stateDict>("stateDict"),
+                                          InstanceMethod<&AdamWHandle::loadStateDict>("loadStateDict"),
+                                          InstanceAccessor<&AdamWHandle::stepCount>("stepCount"),
+                                          InstanceMethod<&AdamWHandle::dispose>("dispose"),
+                                      });
+    addonData(env).constructors["AdamW"] = Napi::Persistent(ctor);
+    exports.Set("AdamW", ctor);
+  }
+
+  // new AdamW([[name, Tensor], ...], {beta1, beta2, eps, weightDecay})
+  explicit AdamWHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdamWHandle>(info) {
+    Napi::Env env = info.Env();
+    guard(env, [&] {
+      auto params = toNamedTensors(info[0], "params");
+      train::AdamWOptions options;
+      if (!info[1].IsUndefined()) {
+        auto o = requireObject(info[1], "options");
+        options.beta1 = getOptionalNumber(o, "beta1", "options").value_or(options.beta1);
+        options.beta2 = getOptionalNumber(o, "beta2", "options").value_or(options.beta2);
+        options.eps = getOptionalNumber(o, "eps", "options").value_or(options.eps);
+        options.weightDecay = getOptionalNumber(o, "weightDecay", "options").value_or(options.weightDecay);
+      }
+      optimizer_ = std::make_shared<train::AdamW>(std::move(params), options);
+    });
+  }
+
+ private:
+  train::AdamW& live(Napi::Env env) {
+    if (!optimizer_) throw Napi::Error::New(env, "AdamW is disposed");
+    return *optimizer_;
+  }
+
+  // step(lr, grads?) -> Promise<void>
+  Napi::Value step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guard(env, [&]() -> Napi::Value {
+      live(env);
+      if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "lr must be a number");
+      double lr = info[0].As<Napi::Number>().DoubleValue();
+      std::vector<at::Tensor> grads;
+      if (!info[1].IsUndefined()) grads = toTensors(info[1], "grads");
+      auto optimizer = optimizer_;
+      return PromiseWorker<bool>::run(
+          env, "sdtune:adamw.step",
+          [optimizer, lr, grads]() {
+            optimizer->step(lr, grads);
+            return true;
+          },
+          [](Napi::Env env, bool&) { return env.Undefined(); });
+    });
+  }
+
+  Napi::Value stateDict(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guard(env, [&]() -> Napi::Value { return namedToJs(env, live(env).stateDict()); });
+  }
+
+  void loadStateDict(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    guard(env, [&] {
+      std::map<std::string, at::Tensor> state;
+      for (auto& [name, t] : toNamedTensors(info[0], "state")) state[name] = t;
+      live(env).loadStateDict(state);
+    });
+  }
+
+  Napi::Value stepCount(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env()).stepCount()));
+  }
+
+  void dispose(const Napi::CallbackInfo&) { optimizer_.reset(); }
+
+  std::shared_ptr<train::AdamW> optimizer_;
+};
+
+// clipGradNorm(grads, maxNorm) -> Promise<number>: the norm before clipping.
+Napi::Value clipGradNorm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    auto grads = toTensors(info[0], "grads");
+    if (!info[1].IsNumber()) throw Napi::TypeError::New(env, "maxNorm must be a number");
+    double maxNorm = info[1].As<Napi::Number>().DoubleValue();
+    return PromiseWorker<double>::run(
+        env, "sdtune:clipGradNorm", [grads, maxNorm]() { return train::clipGradNorm(grads, maxNorm); },
+        [](Napi::Env env, double& norm) { return Napi::Number::New(env, norm); });
+  });
+}
+
+void initOptimizer(Napi::Env env, Napi::Object exports) {
+  AdamWHandle::init(env, exports);
+  exports.Set("clipGradNorm", Napi::Function::New(env, clipGradNorm));
+}
+
+}  // namespace
+
+SDTUNE_REGISTER_BINDING(optimizer, initOptimizer);
+
+}  // namespace sdtune

@@ -1,0 +1,273 @@
+// The training config: one YAML/JSON file (or object) for text-to-image LoRA,
+// DreamBooth (with prior preservation), full fine-tuning and multi-stage runs.
+// Key names follow diffusers' training scripts where they exist, so a diffusers
+// user can read a config without a manual. Every field has a default except the
+// model, the output folder, the dataset and the step count.
+import { z } from "zod";
+
+import { LR_SCHEDULES } from "../train/lr_schedule.js";
+import { ConfigError, parseConfig } from "./errors.js";
+
+export const LoraSchema = z.strictObject({
+  rank: z.int().min(1).default(4).describe("LoRA rank r"),
+  alpha: z.number().positive().optional().describe("LoRA alpha; the update is scaled by alpha / rank (default: rank)"),
+  dropout: z.number().min(0).max(1).default(0),
+  init: z
+    .enum(["gaussian", "kaiming"])
+    .default("gaussian")
+    .describe("gaussian: A ~ N(0, 1/r), B = 0 (diffusers scripts); kaiming: peft's default"),
+  unet_targets: z
+    .array(z.string().min(1))
+    .default(["to_q", "to_k", "to_v", "to_out.0"])
+    .describe("peft-style target_modules for the UNet"),
+  text_encoder_targets: z.array(z.string().min(1)).default(["q_proj", "k_proj", "v_proj", "out_proj"]),
+});
+
+export const DatasetSchema = z.strictObject({
+  type: z
+    .enum(["imagefolder", "parquet", "captions", "dreambooth"])
+    .optional()
+    .describe("inferred from the folder when omitted"),
+  path: z.string().min(1).describe("a local folder/file or a Hugging Face dataset id"),
+  revision: z.string().optional(),
+  split: z.string().default("train"),
+  caption_column: z.string().default("text"),
+  image_column: z.string().default("image"),
+  caption_ext: z.string().default(".txt"),
+  repeats: z.int().min(1).default(1).describe("how many times each image appears per epoch (kohya's repeats)"),
+});
+
+export const PriorPreservationSchema = z.strictObject({
+  class_prompt: z.string().min(1),
+  class_data_dir: z.string().optional().describe("class images; generated with the base model when missing or too few"),
+  num_class_images: z.int().min(1).default(100),
+  prior_loss_weight: z.number().min(0).default(1),
+  sample_batch_size: z.int().min(1).default(4),
+  num_inference_steps: z.int().min(1).default(25),
+  guidance_scale: z.number().min(0).default(7.5),
+  sampler: z.string().optional(),
+});
+
+export const ValidationSchema = z.strictObject({
+  prompts: z.array(z.string()).min(1),
+  negative_prompt: z.string().default(""),
+  every_n_steps: z.int().min(1).default(100),
+  seeds: z.array(z.int().min(0)).min(1).default([0]),
+  num_inference_steps: z.int().min(1).default(25),
+  guidance_scale: z.number().min(0).default(7.5),
+  sampler: z.string().optional(),
+  width: z.int().min(8).multipleOf(8).optional(),
+  height: z.int().min(8).multipleOf(8).optional(),
+});
+
+export const SaveSchema = z.strictObject({
+  lora_formats: z
+    .array(z.enum(["diffusers", "kohya", "peft"]))
+    .min(1)
+    .default(["diffusers", "kohya"]),
+  full_model: z.boolean().default(false).describe("also write a full diffusers model (with any LoRA merged in)"),
+});
+
+export const BucketSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  min_side: z.int().min(64).default(256),
+  max_side: z.int().min(64).default(1024),
+  step: z.int().min(8).default(64),
+});
+
+const stageShape = {
+  name: z.string().min(1).optional(),
+  method: z.enum(["text-to-image", "dreambooth"]).default("text-to-image"),
+  dataset: DatasetSchema,
+  instance_prompt: z.string().min(1).optional().describe("DreamBooth: the prompt with the subject's identifier"),
+  prior_preservation: PriorPreservationSchema.optional(),
+  train_unet: z.enum(["lora", "full", "none"]).default("lora"),
+  train_text_encoder: z.enum(["none", "lora", "full"]).default("none"),
+  lora: LoraSchema.default(LoraSchema.parse({})),
+  resolution: z.int().min(64).multipleOf(8).optional().describe("default: the model's sample_size * 8"),
+  center_crop: z.boolean().default(false),
+  random_flip: z.boolean().default(false),
+  buckets: BucketSchema.optional(),
+  caption_dropout: z.number().min(0).max(1).default(0),
+  shuffle_tags: z.boolean().default(false),
+  keep_tags: z.int().min(0).default(0),
+  train_batch_size: z.int().min(1).default(1),
+  gradient_accumulation_steps: z.int().min(1).default(1),
+  max_train_steps: z.int().min(1),
+  learning_rate: z.number().positive().default(1e-4),
+  text_encoder_learning_rate: z.number().positive().optional(),
+  lr_scheduler: z.enum(LR_SCHEDULES).default("constant"),
+  lr_warmup_steps: z.int().min(0).default(0),
+  lr_num_cycles: z.number().positive().optional(),
+  lr_power: z.number().positive().default(1),
+  optimizer: z.enum(["adamw", "adamw8bit"]).default("adamw"),
+  adam_beta1: z.number().min(0).lt(1).default(0.9),
+  adam_beta2: z.number().min(0).lt(1).default(0.999),
+  adam_weight_decay: z.number().min(0).default(1e-2),
+  adam_epsilon: z.number().positive().default(1e-8),
+  max_grad_norm: z.number().min(0).default(1).describe("0 turns clipping off"),
+  snr_gamma: z.number().positive().optional().describe("min-SNR-gamma loss weighting (5 is the paper's value)"),
+  noise_offset: z.number().min(0).default(0),
+  prediction_type: z.enum(["epsilon", "v_prediction"]).optional().describe("default: the scheduler config's"),
+  gradient_checkpointing: z.boolean().default(false),
+  cache_latents: z.boolean().default(false),
+  cache_text_embeddings: z.boolean().default(false),
+  use_ema: z.boolean().default(false),
+  ema_decay: z.number().min(0).max(1).default(0.9999),
+  checkpointing_steps: z.int().min(1).default(500),
+  checkpoints_total_limit: z.int().min(1).default(3),
+  validation: ValidationSchema.optional(),
+  save: SaveSchema.default(SaveSchema.parse({})),
+};
+
+export const StageSchema = z.strictObject(stageShape).superRefine((stage, ctx) => {
+  if (stage.method === "dreambooth" && !stage.instance_prompt) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["instance_prompt"],
+      message: 'DreamBooth needs an instance_prompt (e.g. "a photo of sks dog")',
+    });
+  }
+  if (stage.method !== "dreambooth" && stage.prior_preservation) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["prior_preservation"],
+      message: "prior preservation applies to method: dreambooth only",
+    });
+  }
+  if (stage.train_unet === "none" && stage.train_text_encoder === "none") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["train_unet"],
+      message: "nothing to train: train_unet and train_text_encoder are both none",
+    });
+  }
+  if (stage.use_ema && stage.train_unet !== "full") {
+    ctx.addIssue({ code: "custom", path: ["use_ema"], message: "EMA applies to full fine-tuning (train_unet: full)" });
+  }
+  if (stage.cache_text_embeddings && stage.train_text_encoder !== "none") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["cache_text_embeddings"],
+      message: "text embeddings cannot be cached while the text encoder trains",
+    });
+  }
+  if (stage.buckets?.enabled && stage.buckets.min_side > stage.buckets.max_side) {
+    ctx.addIssue({ code: "custom", path: ["buckets", "min_side"], message: "min_side must not exceed max_side" });
+  }
+});
+export type StageConfig = z.output<typeof StageSchema>;
+
+const topShape = {
+  $schema: z.string().optional(),
+  model: z.string().min(1).describe("a diffusers folder or a Hugging Face model id"),
+  revision: z.string().optional(),
+  variant: z.string().optional().describe('weights variant, e.g. "fp16"'),
+  output_dir: z.string().min(1),
+  seed: z.int().min(0).default(0),
+  device: z.string().default("auto").describe('"auto", "cpu", "cuda" or "cuda:N"'),
+  mixed_precision: z
+    .enum(["auto", "no", "fp16", "bf16"])
+    .default("auto")
+    .describe("auto: bf16 on GPUs that have it, fp16 with loss scaling on older ones, fp32 on CPU"),
+  stages: z.array(z.record(z.string(), z.unknown())).min(1).optional(),
+};
+
+/** The top level: run-wide keys, plus any stage key as a default for every stage. */
+const TopSchema = z.strictObject({ ...topShape, ...partialShape(stageShape) });
+
+export interface TrainConfig {
+  model: string;
+  revision?: string;
+  variant?: string;
+  output_dir: string;
+  seed: number;
+  device: string;
+  mixed_precision: "auto" | "no" | "fp16" | "bf16";
+  stages: (StageConfig & { name: string })[];
+}
+
+/**
+ * Validates a raw config (parsed YAML/JSON). A config without `stages` is one
+ * stage; with `stages`, top-level stage keys are defaults each stage may override.
+ * Throws a ConfigError that names every bad path.
+ */
+export function resolveTrainConfig(raw: unknown, source = "config"): TrainConfig {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(`${source}: the config must be a mapping of keys to values`);
+  }
+  const top = parseConfig(TopSchema, raw, source);
+  const input = raw as Record<string, unknown>;
+  const topKeys = new Set(Object.keys(topShape));
+  const defaults = Object.fromEntries(Object.entries(input).filter(([k]) => !topKeys.has(k)));
+  const rawStages = (input.stages as Record<string, unknown>[] | undefined) ?? [{}];
+  const problems: string[] = [];
+  const stages: TrainConfig["stages"] = [];
+  rawStages.forEach((stage, i) => {
+    const where = input.stages ? `stages[${i}]` : "";
+    try {
+      const parsed = parseConfig(StageSchema, deepMerge(defaults, stage), source);
+      stages.push({ ...parsed, name: parsed.name ?? (rawStages.length > 1 ? `stage-${i + 1}` : "train") });
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(
+        ...error.problems.map((p) =>
+          where && !p.startsWith("(top level)")
+            ? `${where}.${p}`
+            : where
+              ? `${where}: ${p.replace(/^\(top level\): /, "")}`
+              : p,
+        ),
+      );
+    }
+  });
+  if (problems.length) throw new ConfigError(`${source}: invalid config:\n  ${problems.join("\n  ")}`, problems);
+  const names = stages.map((s) => s.name);
+  const duplicate = names.find((n, i) => names.indexOf(n) !== i);
+  if (duplicate) throw new ConfigError(`${source}: two stages are named "${duplicate}"; stage names must be unique`);
+  return {
+    model: top.model,
+    revision: top.revision,
+    variant: top.variant,
+    output_dir: top.output_dir,
+    seed: top.seed,
+    device: top.device,
+    mixed_precision: top.mixed_precision,
+    stages,
+  };
+}
+
+/** JSON Schema of the config file, for editors (yaml-language-server, VS Code). */
+export function trainConfigJsonSchema(): Record<string, unknown> {
+  const schema = z.toJSONSchema(
+    z.strictObject({
+      ...topShape,
+      ...partialShape(stageShape),
+      stages: z
+        .array(z.strictObject(partialShape(stageShape)))
+        .min(1)
+        .optional(),
+    }),
+    { unrepresentable: "any" },
+  ) as Record<string, unknown>;
+  return { ...schema, title: "sdtune training config" };
+}
+
+function partialShape<T extends Record<string, z.ZodType>>(shape: T): { [K in keyof T]: z.ZodOptional<T[K]> } {
+  return Object.fromEntries(Object.entries(shape).map(([k, v]) => [k, v.optional()])) as {
+    [K in keyof T]: z.ZodOptional<T[K]>;
+  };
+}
+
+function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isPlainObject(b) && isPlainObject(v) ? deepMerge(b, v) : v;
+  }
+  return out;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}

@@ -1,0 +1,148 @@
+// Checkpoint folders that are either whole or invisible. A checkpoint is written
+// into checkpoint-<step>.partial-<pid>/, every file fsynced, its manifest written
+// last, then the folder is renamed to checkpoint-<step>/. A process killed midway
+// (even with SIGKILL) leaves only a .partial folder, which `latest` never picks
+// and the next run removes. Only the newest `keep` checkpoints are kept.
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+
+import { syncDir, writeFileAtomic } from "../io/atomic.js";
+
+const MANIFEST = "manifest.json";
+const NAME = /^checkpoint-(\d+)$/;
+
+export interface CheckpointManifest<State> {
+  step: number;
+  createdAt: string;
+  /** file name -> sha256, checked when the checkpoint is loaded. */
+  files: Record<string, string>;
+  state: State;
+}
+
+export interface Checkpoint<State> {
+  step: number;
+  dir: string;
+  manifest: CheckpointManifest<State>;
+}
+
+export class CheckpointStore<State> {
+  constructor(
+    readonly dir: string,
+    private readonly keep: number = 3,
+  ) {}
+
+  /**
+   * Writes a checkpoint: `writeFiles(folder)` writes its files into the partial
+   * folder; the manifest (with their hashes and `state`) is written last.
+   */
+  async save(step: number, state: State, writeFiles: (folder: string) => Promise<void>): Promise<Checkpoint<State>> {
+    await mkdir(this.dir, { recursive: true });
+    const final = join(this.dir, `checkpoint-${step}`);
+    const partial = `${final}.partial-${process.pid}`;
+    await rm(partial, { recursive: true, force: true });
+    await mkdir(partial, { recursive: true });
+    await writeFiles(partial);
+    const files: Record<string, string> = {};
+    for (const name of (await readdir(partial)).sort()) {
+      const path = join(partial, name);
+      await fsyncFile(path);
+      files[name] = await sha256File(path);
+    }
+    const manifest: CheckpointManifest<State> = { step, createdAt: new Date().toISOString(), files, state };
+    await writeFileAtomic(join(partial, MANIFEST), JSON.stringify(manifest, null, 2));
+    await syncDir(partial);
+    // Replacing an existing checkpoint of the same step: move the old one aside first.
+    if (existsSync(final)) await rm(final, { recursive: true, force: true });
+    await rename(partial, final);
+    await syncDir(this.dir);
+    await this.prune();
+    return { step, dir: final, manifest };
+  }
+
+  /** Complete checkpoints, oldest first. */
+  async list(): Promise<{ step: number; dir: string }[]> {
+    if (!existsSync(this.dir)) return [];
+    const out: { step: number; dir: string }[] = [];
+    for (const name of await readdir(this.dir)) {
+      const match = NAME.exec(name);
+      if (match && existsSync(join(this.dir, name, MANIFEST)))
+        out.push({ step: Number(match[1]), dir: join(this.dir, name) });
+    }
+    return out.sort((a, b) => a.step - b.step);
+  }
+
+  /** The newest complete checkpoint whose files match their manifest, or undefined. */
+  async latest(): Promise<Checkpoint<State> | undefined> {
+    const all = await this.list();
+    for (let i = all.length - 1; i >= 0; i--) {
+      try {
+        return await this.load(all[i]!.dir);
+      } catch {
+        // A damaged checkpoint (disk trouble, manual edits) is skipped in favour of an older one.
+      }
+    }
+    return undefined;
+  }
+
+  /** Loads and verifies one checkpoint folder. */
+  async load(dir: string): Promise<Checkpoint<State>> {
+    const folder = resolve(dir);
+    const manifestPath = join(folder, MANIFEST);
+    if (!existsSync(manifestPath)) {
+      throw new Error(
+        `${folder}: not a complete checkpoint (no ${MANIFEST}); it may have been interrupted while saving`,
+      );
+    }
+    const manifest = JSON.parse(await readFile(manifestPath, "utf8")) as CheckpointManifest<State>;
+    for (const [name, hash] of Object.entries(manifest.files)) {
+      const path = join(folder, name);
+      if (!existsSync(path)) throw new Error(`${folder}: checkpoint file ${name} is missing`);
+      if ((await sha256File(path)) !== hash)
+        throw new Error(`${folder}: checkpoint file ${name} is damaged (hash mismatch)`);
+    }
+    return { step: manifest.step, dir: folder, manifest };
+  }
+
+  /** Removes folders left by interrupted saves. */
+  async removePartial(): Promise<string[]> {
+    if (!existsSync(this.dir)) return [];
+    const removed: string[] = [];
+    for (const name of await readdir(this.dir)) {
+      if (/^checkpoint-\d+\.partial-\d+$/.test(name)) {
+        await rm(join(this.dir, name), { recursive: true, force: true });
+        removed.push(name);
+      }
+    }
+    return removed;
+  }
+
+  private async prune(): Promise<void> {
+    if (this.keep <= 0) return;
+    const all = await this.list();
+    for (const old of all.slice(0, Math.max(0, all.length - this.keep)))
+      await rm(old.dir, { recursive: true, force: true });
+  }
+}
+
+async function fsyncFile(path: string): Promise<void> {
+  if (!(await stat(path)).isFile()) return;
+  const handle = await open(path, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  const handle = await open(path, "r");
+  try {
+    for await (const chunk of handle.createReadStream()) hash.update(chunk as Buffer);
+  } finally {
+    await handle.close();
+  }
+  return hash.digest("hex");
+}

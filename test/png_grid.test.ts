@@ -1,0 +1,71 @@
+import sharp from "sharp";
+import { describe, expect, it } from "vitest";
+
+import { makeGrid } from "../src/eval/grid.js";
+import { addPngText, formatInfotext, readPngText } from "../src/io/png.js";
+
+async function solid(width: number, height: number, r: number): Promise<Buffer> {
+  return sharp({ create: { width, height, channels: 3, background: { r, g: 10, b: 20 } } })
+    .png()
+    .toBuffer();
+}
+
+describe("PNG parameters", () => {
+  it("writes A1111 infotext into a tEXt chunk that reads back intact and keeps the image valid", async () => {
+    const png = await solid(16, 8, 200);
+    const text = formatInfotext({
+      prompt: "a photo of sks dog",
+      negativePrompt: "blurry, low quality",
+      steps: 25,
+      sampler: "DPM++ 2M Karras",
+      guidanceScale: 7.5,
+      seed: 1234,
+      width: 16,
+      height: 8,
+      loras: { mine: 0.8 },
+    });
+    expect(text).toBe(
+      "a photo of sks dog <lora:mine:0.8>\nNegative prompt: blurry, low quality\n" +
+        'Steps: 25, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 1234, Size: 16x8, Lora scales: "mine: 0.8"',
+    );
+    const tagged = addPngText(png, { parameters: text });
+    expect(readPngText(tagged)).toEqual({ parameters: text });
+    const meta = await sharp(tagged).metadata();
+    expect([meta.width, meta.height]).toEqual([16, 8]);
+    const { data } = await sharp(tagged).raw().toBuffer({ resolveWithObject: true });
+    expect(data[0]).toBe(200);
+  });
+
+  it("uses iTXt (UTF-8) for text outside Latin-1", async () => {
+    const tagged = addPngText(await solid(4, 4, 1), { parameters: "東京 タワー 🐶" });
+    expect(tagged.includes(Buffer.from("iTXt"))).toBe(true);
+    expect(readPngText(tagged).parameters).toBe("東京 タワー 🐶");
+    await expect(sharp(tagged).metadata()).resolves.toBeTruthy();
+  });
+
+  it("refuses what is not a PNG", () => {
+    expect(() => addPngText(Buffer.from("GIF89a........................"), { a: "b" })).toThrow(/not a PNG/);
+  });
+});
+
+describe("grids", () => {
+  it("lays images out in rows and columns with labels", async () => {
+    const images = await Promise.all([10, 60, 110, 160, 210].map((r) => solid(20, 10, r)));
+    const grid = await makeGrid(images, {
+      columns: 2,
+      gap: 2,
+      columnLabels: ["a", "b"],
+      rowLabels: ["x", "y", "z"],
+      labelHeight: 20,
+      labelWidth: 30,
+    });
+    const meta = await sharp(grid).metadata();
+    expect(meta.width).toBe(30 + 2 * 20 + 3 * 2);
+    expect(meta.height).toBe(20 + 3 * 10 + 4 * 2);
+    // Cell (row 1, column 1) holds the fourth image.
+    const { data, info } = await sharp(grid).raw().toBuffer({ resolveWithObject: true });
+    const x = 30 + 2 + 20 + 2 + 5;
+    const y = 20 + 2 + 10 + 2 + 5;
+    expect(data[(y * info.width + x) * info.channels]).toBe(160);
+  });
+});
