@@ -120,6 +120,11 @@ export interface NativeAddon {
     randn(shape: number[], options?: { seed?: number; dtype?: DType }): Tensor;
     maxAbsDiff(a: Tensor, b: Tensor): number;
   };
+  /** Data pipeline ops (native/bindings/data_ops.cc). */
+  data: {
+    /** uint8 [B, H, W, 3] -> float32 [B, 3, H, W] as (v / 255 - 0.5) / 0.5, off the JS thread. */
+    pixelsToTensor(pixels: Tensor): Promise<Tensor>;
+  };
   info(): RuntimeInfo;
   setNumThreads(threads: number): number;
   manualSeed(seed: number): void;

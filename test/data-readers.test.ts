@@ -263,6 +263,23 @@ describe("dreambooth", () => {
   });
 });
 
+describe("progress and cancellation", () => {
+  it("reports scan progress and stops on an aborted signal", async () => {
+    const root = join(dir.path, "hf");
+    const events: [string, number, number][] = [];
+    await openDataset({ path: root }, { onProgress: (e) => events.push([e.phase, e.step, e.total]) });
+    expect(events).toEqual([
+      ["scan", 1, 2],
+      ["scan", 2, 2],
+    ]);
+    const controller = new AbortController();
+    controller.abort();
+    await expect(openDataset({ path: root }, { signal: controller.signal })).rejects.toMatchObject({
+      name: "AbortError",
+    });
+  });
+});
+
 describe("resolveDataset", () => {
   it("keeps local paths, sends hub ids to the registered resolver and explains failures", async () => {
     expect(await resolveDataset(dir.path)).toBe(dir.path);

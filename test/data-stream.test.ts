@@ -15,6 +15,8 @@ import {
   type Dataset,
   type RawBatch,
 } from "../src/data/index.js";
+import { native } from "../src/native.js";
+import { tensorFrom } from "../src/tensor.js";
 import { tempDir } from "./helpers/fixtures.js";
 import { writeImage, writeText } from "./helpers/images.js";
 
@@ -133,15 +135,42 @@ describe("batch stream", () => {
     expect(() => createRawBatchStream(ds, { captionDropout: 2 })).toThrow(/captionDropout/);
   });
 
-  it("hands the addon one float32 tensor [B, 3, H, W] over the batch data", async () => {
-    const stream = createBatchStream(ds, { ...OPTIONS, epochs: 1 });
-    for await (const batch of stream) {
-      expect(batch.pixels.shape).toEqual(batch.shape);
+  it("stops with an AbortError when its signal aborts", async () => {
+    const controller = new AbortController();
+    let taken = 0;
+    const run = async (): Promise<void> => {
+      for await (const batch of createRawBatchStream(ds, { ...OPTIONS, signal: controller.signal })) {
+        expect(batch.shape[0]).toBeGreaterThan(0);
+        if (++taken === 2) controller.abort();
+      }
+    };
+    await expect(run()).rejects.toMatchObject({ name: "AbortError" });
+    expect(taken).toBe(2);
+  });
+
+  it("hands the addon one float32 tensor [B, 3, H, W], equal to the JS conversion byte for byte", async () => {
+    const raw = await collect({ ...OPTIONS, epochs: 1 });
+    let i = 0;
+    for await (const batch of createBatchStream(ds, { ...OPTIONS, epochs: 1 })) {
+      const expected = raw[i++]!;
+      expect(batch.pixels.shape).toEqual(expected.shape);
       expect(batch.pixels.dtype).toBe("float32");
-      expect(
-        Buffer.from((batch.pixels.toTypedArray() as Float32Array).buffer).equals(Buffer.from(batch.data.buffer)),
-      ).toBe(true);
+      expect(Buffer.from(batch.hwc).equals(Buffer.from(expected.hwc))).toBe(true);
+      const got = batch.pixels.toTypedArray() as Float32Array;
+      expect(Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(Buffer.from(expected.data.buffer))).toBe(
+        true,
+      );
       batch.pixels.dispose();
+    }
+    expect(i).toBe(raw.length);
+    // Bad arguments are refused on the JS thread, before any work is queued.
+    expect(() => native().data.pixelsToTensor(tensorFrom(new Float32Array(3), [1, 1, 1, 3]))).toThrow(
+      /pixels must be a uint8 CPU tensor \[B, H, W, 3\], got float32/,
+    );
+    // Stopping early frees what was prefetched; the stream can be iterated again from the start.
+    for await (const batch of createBatchStream(ds, { ...OPTIONS, prefetch: 3 })) {
+      batch.pixels.dispose();
+      break;
     }
   });
 });

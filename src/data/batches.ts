@@ -1,8 +1,8 @@
 // The batch stream: an async iterator of ready batches, decoded ahead of the
 // consumer with bounded concurrency, byte-identical for a given seed, and
 // resumable from a saved {epoch, index}.
+import { native, type Tensor } from "../native.js";
 import { tensorFrom } from "../tensor.js";
-import type { Tensor } from "../native.js";
 import {
   centerOffsetRoundHalfEven,
   fitShortSide,
@@ -25,7 +25,7 @@ export interface BatchOptions extends PlanOptions, CaptionOptions {
   crop?: "center" | "random";
   /** Mirror each example left-right with probability 0.5. */
   flip?: boolean;
-  /** Stop after this many epochs (default: never; training stops the stream). */
+  /** Stop before epoch `epochs` (counted from the start, also when resuming). Default: never; training stops the stream. */
   epochs?: number;
   /** Where to start: a batch's `next` saved in a checkpoint (default {epoch: 0, index: 0}). */
   position?: StreamPosition;
@@ -56,9 +56,11 @@ export interface ExampleCrop {
   flipped: boolean;
 }
 
-export interface RawBatch {
-  /** float32 [B, 3, H, W] in [-1, 1], CHW per example. Treat as read-only. */
-  data: Float32Array;
+/** What every batch carries besides its pixels as floats. */
+export interface BatchInfo {
+  /** The examples' pixels as packed 8-bit RGB, [B, H, W, 3]. Treat as read-only. */
+  hwc: Uint8Array;
+  /** [B, 3, H, W]: the shape of the float pixels. */
   shape: [number, number, number, number];
   captions: string[];
   /** Content keys (sha256 of the encoded image) of the examples. */
@@ -74,8 +76,13 @@ export interface RawBatch {
   next: StreamPosition;
 }
 
-export interface Batch extends RawBatch {
-  /** The pixels as one tensor [B, 3, H, W] over `data` (zero-copy). The consumer disposes it. */
+export interface RawBatch extends BatchInfo {
+  /** float32 [B, 3, H, W] in [-1, 1], computed in JS. Treat as read-only. */
+  data: Float32Array;
+}
+
+export interface Batch extends BatchInfo {
+  /** float32 [B, 3, H, W] in [-1, 1], converted natively off the JS thread. The consumer disposes it. */
   pixels: Tensor;
 }
 
@@ -89,23 +96,47 @@ export interface BatchStream<T> extends AsyncIterable<T> {
   epochPlan(epoch: number): { bucket: Bucket; items: DataItem[]; classItems: DataItem[] }[];
 }
 
-/** Batches as tensors for training. */
+/** Batches as tensors for training: the uint8 -> float conversion runs natively, in the prefetch pipeline. */
 export function createBatchStream(dataset: Dataset, options: BatchOptions = {}): BatchStream<Batch> {
-  const raw = createRawBatchStream(dataset, options);
-  return {
-    ...describe(raw),
-    async *[Symbol.asyncIterator]() {
-      for await (const batch of raw) yield { ...batch, pixels: tensorFrom(batch.data, batch.shape) };
+  return createStream(dataset, options, {
+    async finish(info) {
+      const { shape } = info;
+      const bytes = tensorFrom(info.hwc, [shape[0], shape[2], shape[3], 3], "uint8");
+      try {
+        return { ...info, pixels: await native().data.pixelsToTensor(bytes) };
+      } finally {
+        bytes.dispose();
+      }
     },
-  };
+    discard: (batch) => batch.pixels.dispose(),
+  });
 }
 
-/** Batches as typed arrays only (no native addon needed). */
+/** Batches as typed arrays, converted in JS (no native addon needed). */
 export function createRawBatchStream(dataset: Dataset, options: BatchOptions = {}): BatchStream<RawBatch> {
+  return createStream(dataset, options, {
+    async finish(info) {
+      const [n, , h, w] = info.shape;
+      const data = new Float32Array(n * 3 * h * w);
+      for (let k = 0; k < n; k++)
+        hwcToChw(info.hwc.subarray(k * h * w * 3, (k + 1) * h * w * 3), data, k * 3 * h * w, h * w);
+      return { ...info, data };
+    },
+  });
+}
+
+interface Finisher<T> {
+  /** Turns decoded bytes into the batch handed out; runs inside the prefetch window. */
+  finish(info: BatchInfo): Promise<T>;
+  /** Frees a prefetched batch the consumer never took. */
+  discard?(batch: T): void;
+}
+
+function createStream<T>(dataset: Dataset, options: BatchOptions, finisher: Finisher<T>): BatchStream<T> {
   const planner = new EpochPlanner(dataset, options);
   validate(options);
   const start = planner.normalise(options.position ?? { epoch: 0, index: 0 });
-  const stream: BatchStream<RawBatch> = {
+  return {
     buckets: planner.buckets,
     bucketStats: planner.stats(),
     batchesPerEpoch: planner.batchesPerEpoch,
@@ -116,18 +147,7 @@ export function createRawBatchStream(dataset: Dataset, options: BatchOptions = {
         items: b.entries.map((i) => dataset.items[i]!),
         classItems: b.classEntries.map((i) => dataset.items[i]!),
       })),
-    [Symbol.asyncIterator]: () => run(dataset, planner, options, start),
-  };
-  return stream;
-}
-
-function describe<T>(s: BatchStream<T>): Omit<BatchStream<T>, typeof Symbol.asyncIterator> {
-  return {
-    buckets: s.buckets,
-    bucketStats: s.bucketStats,
-    batchesPerEpoch: s.batchesPerEpoch,
-    examplesPerEpoch: s.examplesPerEpoch,
-    epochPlan: s.epochPlan,
+    [Symbol.asyncIterator]: () => run(dataset, planner, options, start, finisher),
   };
 }
 
@@ -168,19 +188,20 @@ class Limiter {
   }
 }
 
-async function* run(
+async function* run<T>(
   dataset: Dataset,
   planner: EpochPlanner,
   options: BatchOptions,
   start: StreamPosition,
-): AsyncGenerator<RawBatch> {
+  finisher: Finisher<T>,
+): AsyncGenerator<T> {
   const limiter = new Limiter(options.concurrency ?? 4);
   const prefetch = options.prefetch ?? 2;
   const endEpoch = options.epochs ?? Infinity;
   const failed = new Set<number>();
   const background = parseBackground(options.background);
   let cursor: StreamPosition = { ...start };
-  const pending: Promise<{ batch?: RawBatch; error?: unknown }>[] = [];
+  const pending: Promise<{ batch?: T; error?: unknown }>[] = [];
 
   const schedule = (): void => {
     while (pending.length < prefetch && cursor.epoch < endEpoch) {
@@ -188,22 +209,31 @@ async function* run(
       const next = planner.normalise({ epoch: cursor.epoch, index: cursor.index + 1 });
       const planned = planner.epoch(position.epoch)[position.index]!;
       pending.push(
-        loadBatch(dataset, planner, options, planned, position, next, limiter, failed, background).then(
-          (batch) => ({ batch }),
-          (error: unknown) => ({ error }),
-        ),
+        loadBatch(dataset, planner, options, planned, position, next, limiter, failed, background)
+          .then((info) => (info ? finisher.finish(info) : undefined))
+          .then(
+            (batch) => ({ batch }),
+            (error: unknown) => ({ error }),
+          ),
       );
       cursor = next;
     }
   };
 
-  schedule();
-  while (pending.length > 0) {
-    if (options.signal?.aborted) throw abortError();
-    const settled = await pending.shift()!;
-    if (settled.error !== undefined) throw settled.error;
-    schedule(); // keep `prefetch` batches in flight while the consumer works on this one
-    if (settled.batch) yield settled.batch;
+  try {
+    schedule();
+    while (pending.length > 0) {
+      if (options.signal?.aborted) throw abortError();
+      const settled = await pending.shift()!;
+      if (settled.error !== undefined) throw settled.error;
+      schedule(); // keep `prefetch` batches in flight while the consumer works on this one
+      if (settled.batch !== undefined) yield settled.batch;
+    }
+  } finally {
+    // The consumer stopped early (or failed): free what was decoded ahead for it.
+    for (const p of pending.splice(0)) {
+      void p.then((settled) => settled.batch !== undefined && finisher.discard?.(settled.batch));
+    }
   }
 }
 
@@ -229,7 +259,7 @@ async function loadBatch(
   limiter: Limiter,
   failed: Set<number>,
   background: { r: number; g: number; b: number },
-): Promise<RawBatch | undefined> {
+): Promise<BatchInfo | undefined> {
   const bucket = planner.buckets[planned.bucket]!;
   const seed = options.seed ?? 0;
   const slots = [...planned.entries, ...planned.classEntries];
@@ -261,9 +291,8 @@ async function loadBatch(
     return { item, index, role: item.role, caption, fit, left, top, flip };
   });
 
-  const pixels = bucket.width * bucket.height;
-  const stride = 3 * pixels;
-  const data = new Float32Array(examples.length * stride);
+  const stride = bucket.width * bucket.height * 3;
+  const hwc = new Uint8Array(examples.length * stride);
   const ok = await Promise.all(
     examples.map((example, slot) =>
       failed.has(example.index)
@@ -283,8 +312,8 @@ async function loadBatch(
               }),
             )
             .then(
-              (hwc) => {
-                hwcToChw(hwc, data, slot * stride, pixels); // convert as each image lands, overlapping the others
+              (bytes) => {
+                hwc.set(bytes, slot * stride);
                 return true;
               },
               (error: unknown) => {
@@ -308,16 +337,16 @@ async function loadBatch(
   if (planned.classEntries.length > 0) keep = balancePairs(keep, planned.entries.length);
   const kept = examples.filter((_, slot) => keep[slot]);
   if (kept.length === 0) return undefined;
-  let out = data;
+  let out = hwc;
   if (kept.length < examples.length) {
-    out = new Float32Array(kept.length * stride);
+    out = new Uint8Array(kept.length * stride);
     let k = 0;
     examples.forEach((_, slot) => {
-      if (keep[slot]) out.set(data.subarray(slot * stride, (slot + 1) * stride), stride * k++);
+      if (keep[slot]) out.set(hwc.subarray(slot * stride, (slot + 1) * stride), stride * k++);
     });
   }
   return {
-    data: out,
+    hwc: out,
     shape: [kept.length, 3, bucket.height, bucket.width],
     captions: kept.map((e) => e.caption),
     keys: kept.map((e) => e.item.key),

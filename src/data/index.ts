@@ -2,7 +2,7 @@
 export { openDataset, resolveDataset, setDatasetResolver, detectType } from "./dataset.js";
 export type { DatasetResolver } from "./dataset.js";
 export { createBatchStream, createRawBatchStream } from "./batches.js";
-export type { Batch, BatchOptions, BatchStream, ExampleCrop, RawBatch, StreamPosition } from "./batches.js";
+export type { Batch, BatchInfo, BatchOptions, BatchStream, ExampleCrop, RawBatch, StreamPosition } from "./batches.js";
 export { makeBuckets, resolveBucketOptions, selectBucket, fitToBucket } from "./buckets.js";
 export type { Bucket, BucketOptions, BucketStat } from "./buckets.js";
 export { processCaption, containsToken, checkInstanceToken } from "./caption-text.js";
