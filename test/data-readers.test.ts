@@ -206,6 +206,16 @@ describe("caption folders (kohya)", () => {
     const skipping = await openDataset({ path: root, type: "captions", missingCaption: "skip" });
     expect(skipping.items.map((i) => i.name)).not.toContain("plain/d.png");
 
+    // A caption file that is not UTF-8 (Latin-1 "café"): replaced and reported, or skipped.
+    await writeImage(join(root, "latin", "e.png"), { width: 32, height: 32, seed: 24 });
+    await writeText(join(root, "latin", "e.txt"), Uint8Array.from([0x63, 0x61, 0x66, 0xe9]));
+    const latin = await openDataset({ path: join(root, "latin") });
+    expect(byName(latin)).toEqual({ "e.png": "caf\uFFFD" });
+    expect(latin.report.map((r) => [r.file, r.code, r.skipped])).toEqual([["e.txt", "invalid-utf8", false]]);
+    await expect(openDataset({ path: join(root, "latin"), invalidUtf8: "skip" })).rejects.toThrow(
+      /skipped 1: 1 invalid-utf8/,
+    );
+
     await writeText(join(root, "plain", "d.caption"), "from .caption");
     const other = await openDataset({ path: join(root, "plain"), type: "captions", captionExt: "caption" });
     expect(byName(other)).toEqual({ "c.webp": "", "d.png": "from .caption" });
