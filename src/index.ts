@@ -29,3 +29,34 @@ export {
 } from "./models/clip_config.js";
 export type { ClipConfig, ClipTextConfig, ClipVisionConfig } from "./models/clip_config.js";
 export type { TextEncoderOutput } from "./native.js";
+
+// Datasets and the training image pipeline (src/data).
+export {
+  openDataset,
+  resolveDataset,
+  setDatasetResolver,
+  createBatchStream,
+  createRawBatchStream,
+  makeBuckets,
+  resolveBucketOptions,
+  selectBucket,
+  checkDataset,
+  buildImageFolder,
+  DatasetError,
+} from "./data/index.js";
+export type {
+  Batch,
+  BatchInfo,
+  BatchOptions,
+  BatchStream,
+  BucketOptions,
+  BucketStat,
+  CheckReport,
+  DataItem,
+  Dataset,
+  DatasetIssue,
+  DatasetResolver,
+  DatasetSpec,
+  RawBatch,
+  StreamPosition,
+} from "./data/index.js";

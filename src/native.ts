@@ -244,6 +244,11 @@ export interface NativeAddon {
   AdamW: new (params: [string, Tensor][], options?: AdamWOptions) => AdamW;
   /** torch.nn.utils.clip_grad_norm_ in place; resolves to the norm before clipping (maxNorm <= 0 only measures). */
   clipGradNorm(grads: Tensor[], maxNorm: number): Promise<number>;
+  /** Data pipeline ops (native/bindings/data_ops.cc). */
+  data: {
+    /** uint8 [B, H, W, 3] -> float32 [B, 3, H, W] as (v / 255 - 0.5) / 0.5, off the JS thread. */
+    pixelsToTensor(pixels: Tensor): Promise<Tensor>;
+  };
   info(): RuntimeInfo;
   setNumThreads(threads: number): number;
   manualSeed(seed: number): void;

@@ -1,0 +1,93 @@
+// kohya-style folders: each image has a same-name caption file beside it
+// ("cat.png" + "cat.txt"); a first-level folder named "N_tokens" repeats its
+// images N times per epoch and lends "tokens" as the caption of images without one.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+
+import { decodeCaption, firstLine, isImageFile, mapLimit, walkFiles } from "./files.js";
+import type { ReaderResult } from "./imagefolder.js";
+import type { Candidate } from "./probe.js";
+import { DATA_DEFAULTS, type DatasetIssue, type DatasetSpec, type ItemRole, type OpenOptions } from "./types.js";
+
+const KOHYA_FOLDER = /^(\d+)_(.*)$/;
+
+export async function readCaptionFolder(
+  root: string,
+  spec: DatasetSpec,
+  options: OpenOptions,
+  report: DatasetIssue[],
+): Promise<ReaderResult> {
+  const ext = normaliseExt(spec.captionExt ?? DATA_DEFAULTS.captionExt);
+  const files = await walkFiles(root, options.signal);
+  const images = files.filter(isImageFile);
+  const candidates = await captionCandidates(root, images, new Set(files), ext, spec, options, report, "train");
+  const searched = `${root} (caption files "*${ext}": ${images.length} image files)`;
+  return { candidates: candidates.filter((c): c is Candidate => c !== undefined), splits: [], searched };
+}
+
+/** Candidates for `images` (relative paths) with their sidecar captions; undefined where skipped. */
+export async function captionCandidates(
+  root: string,
+  images: readonly string[],
+  existing: ReadonlySet<string>,
+  ext: string,
+  spec: DatasetSpec,
+  options: OpenOptions,
+  report: DatasetIssue[],
+  role: ItemRole,
+  fallbackCaption?: string,
+): Promise<(Candidate | undefined)[]> {
+  return mapLimit(
+    images,
+    options.concurrency ?? DATA_DEFAULTS.concurrency,
+    async (rel) => {
+      const folder = rel.includes("/") ? KOHYA_FOLDER.exec(rel.slice(0, rel.indexOf("/"))) : null;
+      const repeats = folder ? Math.max(1, Number(folder[1])) : 1;
+      const captionRel = rel.slice(0, rel.length - extOf(rel).length) + ext;
+      const candidate = (caption: string): Candidate => ({
+        name: rel,
+        source: { kind: "file", path: join(root, rel) },
+        caption,
+        role,
+        repeats,
+      });
+      if (!existing.has(captionRel)) {
+        const fallback = fallbackCaption ?? folder?.[2]?.trim();
+        if (fallback !== undefined) return candidate(fallback);
+        if (spec.missingCaption === "skip") {
+          report.push({ file: rel, code: "missing-caption", reason: `no caption file ${captionRel}`, skipped: true });
+          return undefined;
+        }
+        report.push({
+          file: rel,
+          code: "missing-caption",
+          reason: `no caption file ${captionRel}; the caption is empty`,
+          skipped: false,
+        });
+        return candidate("");
+      }
+      const { text, invalidUtf8 } = decodeCaption(await readFile(join(root, captionRel)));
+      if (invalidUtf8) {
+        const skip = spec.invalidUtf8 === "skip";
+        report.push({
+          file: captionRel,
+          code: "invalid-utf8",
+          reason: skip
+            ? "the caption is not valid UTF-8"
+            : "the caption is not valid UTF-8; invalid bytes became U+FFFD",
+          skipped: skip,
+        });
+        if (skip) return undefined;
+      }
+      return candidate(firstLine(text));
+    },
+    options.signal,
+  );
+}
+
+const extOf = (rel: string): string => {
+  const dot = rel.lastIndexOf(".");
+  return dot > rel.lastIndexOf("/") ? rel.slice(dot) : "";
+};
+
+export const normaliseExt = (ext: string): string => (ext.startsWith(".") ? ext : `.${ext}`);

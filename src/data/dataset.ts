@@ -1,0 +1,142 @@
+// openDataset: resolve the path, pick a reader, read every image's header and
+// content key once, and report what was skipped.
+import { stat } from "node:fs/promises";
+import { extname, resolve } from "node:path";
+
+import { checkInstanceToken } from "./caption-text.js";
+import { normaliseExt } from "./captions.js";
+import { readCaptionFolder } from "./captions.js";
+import { readDreamBooth } from "./dreambooth.js";
+import { isImageFile, walkFiles } from "./files.js";
+import { readImageFolder, type ReaderResult } from "./imagefolder.js";
+import { readParquet } from "./parquet.js";
+import { probeCandidates, type Candidate } from "./probe.js";
+import {
+  DATA_DEFAULTS,
+  DatasetError,
+  type Dataset,
+  type DatasetIssue,
+  type DatasetSpec,
+  type DatasetType,
+  type OpenOptions,
+} from "./types.js";
+
+/** Turns a hub dataset id into a local folder (src/hub registers one). */
+export type DatasetResolver = (id: string, options: { signal?: AbortSignal }) => Promise<string>;
+
+let hubResolver: DatasetResolver | undefined;
+
+/** Registers the resolver for hub dataset ids ("owner/name"); src/hub calls this. */
+export function setDatasetResolver(resolver: DatasetResolver | undefined): void {
+  hubResolver = resolver;
+}
+
+/**
+ * A local path for `pathOrId`: an existing file or folder as it is; otherwise a
+ * hub id through the registered resolver. The hook for hub datasets.
+ */
+export async function resolveDataset(pathOrId: string, options: { signal?: AbortSignal } = {}): Promise<string> {
+  const local = resolve(pathOrId);
+  if (await exists(local)) return local;
+  const looksLikeHubId = /^[\w.-]+\/[\w.-]+$/.test(pathOrId) && !pathOrId.startsWith(".");
+  if (looksLikeHubId && hubResolver) return hubResolver(pathOrId, options);
+  throw new DatasetError(
+    looksLikeHubId
+      ? `${pathOrId} is not a local folder, and no hub resolver is registered to fetch it as a dataset id`
+      : `dataset path ${local} does not exist`,
+  );
+}
+
+export async function openDataset(spec: DatasetSpec, options: OpenOptions = {}): Promise<Dataset> {
+  const root = await resolveDataset(spec.path, options);
+  const type = spec.type && spec.type !== "auto" ? spec.type : await detectType(root, spec);
+  const report: DatasetIssue[] = [];
+  let result: ReaderResult;
+  let classCandidates: Candidate[] = [];
+  switch (type) {
+    case "imagefolder":
+      result = await readImageFolder(await folderOf(root), spec, options, report);
+      break;
+    case "parquet":
+      result = await readParquet(root, spec, options, report);
+      break;
+    case "captions":
+      result = await readCaptionFolder(await folderOf(root), spec, options, report);
+      break;
+    case "dreambooth": {
+      const db = await readDreamBooth(await folderOf(root), spec, options, report);
+      result = db;
+      classCandidates = db.classCandidates;
+      break;
+    }
+  }
+  const probeIssues: DatasetIssue[] = [];
+  const items = await probeCandidates([...result.candidates, ...classCandidates], spec, options, probeIssues);
+  // A caption warning about an image that turned out unusable is noise: the skip says it all.
+  const unusable = new Set(probeIssues.map((i) => i.file));
+  report.splice(0, report.length, ...report.filter((i) => i.skipped || !unusable.has(i.file)), ...probeIssues);
+  const trainable = items.filter((i) => i.role !== "class");
+  if (trainable.length === 0) {
+    const skipped = report.filter((r) => r.skipped);
+    const counts = new Map<string, number>();
+    for (const r of skipped) counts.set(r.code, (counts.get(r.code) ?? 0) + 1);
+    const summary = [...counts].map(([code, n]) => `${n} ${code}`).join(", ");
+    throw new DatasetError(
+      `no usable images in ${result.searched}` + (skipped.length ? `; skipped ${skipped.length}: ${summary}` : ""),
+      report,
+    );
+  }
+  const tokenIssues = checkInstanceToken({ ...spec, type }, items);
+  if (tokenIssues.length > 0 && spec.tokenCheck === "error") {
+    throw new DatasetError(tokenIssues.map((i) => `${i.file}: ${i.reason}`).join("\n"), [...report, ...tokenIssues]);
+  }
+  report.push(...tokenIssues);
+  const classCount = items.length - trainable.length;
+  return {
+    type,
+    root,
+    split: result.split,
+    splits: result.splits,
+    items,
+    report,
+    classImagesNeeded: Math.max(0, (spec.numClassImages ?? 0) - classCount),
+    spec,
+  };
+}
+
+/**
+ * Picks a reader from the folder: parquet shards -> parquet; metadata.jsonl/csv
+ * -> imagefolder; an instance prompt -> dreambooth; caption sidecars -> captions;
+ * otherwise an imagefolder without captions.
+ */
+export async function detectType(root: string, spec: DatasetSpec): Promise<DatasetType> {
+  if (spec.instancePrompt !== undefined) return "dreambooth";
+  const info = await stat(root);
+  if (info.isFile()) {
+    if (extname(root).toLowerCase() === ".parquet") return "parquet";
+    throw new DatasetError(`${root} is a file; a dataset is a folder or a .parquet file`);
+  }
+  const files = await walkFiles(root);
+  const names = new Set(files.map((f) => f.slice(f.lastIndexOf("/") + 1)));
+  const images = files.filter(isImageFile);
+  if (names.has("metadata.jsonl") || names.has("metadata.csv")) return "imagefolder";
+  if (images.length === 0 && files.some((f) => f.endsWith(".parquet"))) return "parquet";
+  const ext = normaliseExt(spec.captionExt ?? DATA_DEFAULTS.captionExt);
+  const fileSet = new Set(files);
+  if (images.some((f) => fileSet.has(f.slice(0, f.length - extname(f).length) + ext))) return "captions";
+  return "imagefolder";
+}
+
+async function folderOf(root: string): Promise<string> {
+  if ((await stat(root)).isDirectory()) return root;
+  throw new DatasetError(`${root} is not a folder`);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
