@@ -6,6 +6,14 @@ namespace sdtune::nn {
 
 namespace F = torch::nn::functional;
 
+namespace {
+thread_local bool skipInit = false;
+}  // namespace
+
+SkipInitGuard::SkipInitGuard() : previous_(skipInit) { skipInit = true; }
+SkipInitGuard::~SkipInitGuard() { skipInit = previous_; }
+bool skippingInit() { return skipInit; }
+
 torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, const torch::Tensor& x, torch::Tensor y,
                             bool training, const Conv2dOptions* conv) {
   for (const auto& [name, a] : adapters) {
@@ -31,6 +39,7 @@ LinearImpl::LinearImpl(const LinearOptions& options_) : options(options_) {
 void LinearImpl::reset() {
   weight = register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
   if (options.bias()) bias = register_parameter("bias", torch::empty({options.out_features()}));
+  if (skipInit) return;
   // torch.nn.Linear's init, so freshly built models (tests, the demo) look like real ones.
   torch::NoGradGuard noGrad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
@@ -54,6 +63,7 @@ void Conv2dImpl::reset() {
   int64_t k = options.kernel_size();
   weight = register_parameter("weight", torch::empty({options.out_channels(), options.in_channels(), k, k}));
   if (options.bias()) bias = register_parameter("bias", torch::empty({options.out_channels()}));
+  if (skipInit) return;
   torch::NoGradGuard noGrad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
   if (bias.defined()) {

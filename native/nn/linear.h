@@ -81,6 +81,20 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public AdaptableLaye
 };
 TORCH_MODULE(Conv2d);
 
+// While alive, Linear/Conv2d layers built on this thread skip their random init:
+// a loader is about to overwrite every weight (an SD UNet would spend seconds on it).
+class SkipInitGuard {
+ public:
+  SkipInitGuard();
+  ~SkipInitGuard();
+  SkipInitGuard(const SkipInitGuard&) = delete;
+  SkipInitGuard& operator=(const SkipInitGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+bool skippingInit();
+
 // The adapter sum for an input x whose base output is `y` (added in x's dtype;
 // the adapter math itself runs in the adapter weights' dtype, float32 when the base is half).
 torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, const torch::Tensor& x, torch::Tensor y,
