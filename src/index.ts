@@ -14,3 +14,4 @@ export type {
 export { tensorFrom, disposeAll, cancelTokenFor } from "./tensor.js";
 export { inspectSafetensors, readSafetensors, writeSafetensors } from "./io/safetensors.js";
 export type { SafetensorsContents, TensorEntries } from "./io/safetensors.js";
+export * from "./lora/index.js";

@@ -104,6 +104,23 @@ export interface RuntimeInfo {
   };
 }
 
+// ---------------------------------------------------------------- LoRA files (native/bindings/lora_files.cc)
+
+export interface LoraFilesOps {
+  /** tensor * factor in the tensor's dtype, rounded as PyTorch rounds `tensor * python_float`. */
+  fold(tensor: Tensor, factor: number): Promise<Tensor>;
+  /**
+   * fold, plus what makes it invertible: `residual` (int8, the tensor's shape) is the original's
+   * bit pattern minus unfold(folded)'s, non-zero only where two floats fold to one value.
+   */
+  foldExact(tensor: Tensor, factor: number): Promise<{ folded: Tensor; residual: Tensor; nonzero: number }>;
+  /**
+   * The inverse of fold: x with fold(x, factor) == tensor for every element where such an x
+   * exists (`inexact` counts those where none does); with foldExact's residual, the original.
+   */
+  unfold(tensor: Tensor, factor: number, residual?: Tensor): Promise<{ tensor: Tensor; inexact: number }>;
+}
+
 // ---------------------------------------------------------------- the addon
 
 export interface NativeAddon {
@@ -120,6 +137,7 @@ export interface NativeAddon {
     randn(shape: number[], options?: { seed?: number; dtype?: DType }): Tensor;
     maxAbsDiff(a: Tensor, b: Tensor): number;
   };
+  loraFiles: LoraFilesOps;
   info(): RuntimeInfo;
   setNumThreads(threads: number): number;
   manualSeed(seed: number): void;

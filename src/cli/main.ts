@@ -5,6 +5,7 @@ import { UsageError, type Command } from "./command.js";
 const commands: Record<string, () => Promise<Command>> = {
   info: async () => (await import("./info.js")).command,
   inspect: async () => (await import("./inspect.js")).command,
+  lora: async () => (await import("./lora.js")).command,
 };
 
 /** Later commands add themselves here; kept separate so the table reads top to bottom. */
