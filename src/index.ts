@@ -60,3 +60,4 @@ export type {
   RawBatch,
   StreamPosition,
 } from "./data/index.js";
+export * from "./lora/index.js";

@@ -225,6 +225,23 @@ export interface AdamW {
   dispose(): void;
 }
 
+// ---------------------------------------------------------------- LoRA files (native/bindings/lora_files.cc)
+
+export interface LoraFilesOps {
+  /** tensor * factor in the tensor's dtype, rounded as PyTorch rounds `tensor * python_float`. */
+  fold(tensor: Tensor, factor: number): Promise<Tensor>;
+  /**
+   * fold, plus what makes it invertible: `residual` (int8, the tensor's shape) is the original's
+   * bit pattern minus unfold(folded)'s, non-zero only where two floats fold to one value.
+   */
+  foldExact(tensor: Tensor, factor: number): Promise<{ folded: Tensor; residual: Tensor; nonzero: number }>;
+  /**
+   * The inverse of fold: x with fold(x, factor) == tensor for every element where such an x
+   * exists (`inexact` counts those where none does); with foldExact's residual, the original.
+   */
+  unfold(tensor: Tensor, factor: number, residual?: Tensor): Promise<{ tensor: Tensor; inexact: number }>;
+}
+
 // ---------------------------------------------------------------- the addon
 
 export interface NativeAddon {
@@ -249,6 +266,7 @@ export interface NativeAddon {
     /** uint8 [B, H, W, 3] -> float32 [B, 3, H, W] as (v / 255 - 0.5) / 0.5, off the JS thread. */
     pixelsToTensor(pixels: Tensor): Promise<Tensor>;
   };
+  loraFiles: LoraFilesOps;
   info(): RuntimeInfo;
   setNumThreads(threads: number): number;
   manualSeed(seed: number): void;
