@@ -10,9 +10,15 @@ namespace {
 thread_local bool skipInit = false;
 }  // namespace
 
-SkipInitGuard::SkipInitGuard() : previous_(skipInit) { skipInit = true; }
-SkipInitGuard::~SkipInitGuard() { skipInit = previous_; }
-bool skippingInit() { return skipInit; }
+SkipInitGuard::SkipInitGuard() : previous_(skipInit) {
+  skipInit = true;
+}
+SkipInitGuard::~SkipInitGuard() {
+  skipInit = previous_;
+}
+bool skippingInit() {
+  return skipInit;
+}
 
 torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, const torch::Tensor& x, torch::Tensor y,
                             bool training, const Conv2dOptions* conv) {
