@@ -14,3 +14,21 @@ export type {
 export { tensorFrom, disposeAll, cancelTokenFor } from "./tensor.js";
 export { inspectSafetensors, readSafetensors, writeSafetensors } from "./io/safetensors.js";
 export type { SafetensorsContents, TensorEntries } from "./io/safetensors.js";
+export {
+  NoiseSchedule,
+  SAMPLER_FOR_CLASS,
+  createGenerator,
+  createScheduler,
+  defaultSamplerName,
+  readSchedulerConfig,
+  samplerNames,
+  schedulerConfigSchema,
+} from "./sched/index.js";
+export type {
+  Generator,
+  SamplerName,
+  Scheduler,
+  SchedulerConfig,
+  SchedulerOverrides,
+  SchedulerStepResult,
+} from "./sched/index.js";
