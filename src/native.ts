@@ -161,6 +161,11 @@ export interface Scheduler {
   timestepAt(stepIndex: number): number;
   /** The model input at call `stepIndex` (the sample itself except for Euler samplers). */
   scaleModelInput(sample: Tensor, stepIndex: number): Tensor;
+  /**
+   * img2img: `x0` noised to the level of call `stepIndex` (diffusers' scheduler.add_noise):
+   * sqrt(acp) x0 + sqrt(1 - acp) noise, or x0 + sigma noise for the Euler samplers.
+   */
+  addNoise(x0: Tensor, noise: Tensor, stepIndex: number): Tensor;
   /** One denoising step; steps run in order. Random draws come from `generator` (CPU, like diffusers). */
   step(
     modelOutput: Tensor,

@@ -298,6 +298,34 @@ describe("DPM-Solver variants", () => {
   });
 });
 
+describe("img2img noising (Scheduler.addNoise)", () => {
+  // Not dpmpp_2m_karras: its sigmas lie between the training table's entries (only the
+  // timesteps are rounded), so no integer timestep of the forward process has its level.
+  it.each(GOLDEN_SAMPLERS.filter((name) => name !== "dpmpp_2m_karras"))(
+    "%s noises x0 to the level of a step as the forward process does",
+    async (name) => {
+      const ref = await golden("scheduler_ddpm_train");
+      const x0 = get(ref, "x0");
+      const noise = get(ref, "noise");
+      const scheduler = createScheduler(name, config);
+      scheduler.setTimesteps(10);
+      const schedule = NoiseSchedule.fromConfig(config);
+      const index = 3;
+      const t = tensorFrom(new BigInt64Array(x0.shape[0]!).fill(BigInt(scheduler.timestepAt(index))), [x0.shape[0]!]);
+      const expected = schedule.addNoise(x0, noise, t); // golden-checked above
+      let noisy = scheduler.addNoise(x0, noise, index);
+      if (name === "euler" || name === "euler_ancestral") {
+        // Euler works on x0 + sigma * noise = x_t / sqrt(acp): its model input is the VP sample.
+        noisy = scheduler.scaleModelInput(noisy, index);
+      }
+      const exact = !scheduler.sigmas; // DDPM/DDIM/PNDM use the same formula; sigma samplers go through sigma
+      await expectClose(noisy, expected, exact ? { atol: 0, rtol: 0 } : { atol: 1e-6, rtol: 1e-5 }, name);
+      scheduler.dispose();
+      schedule.dispose();
+    },
+  );
+});
+
 describe("sampler options", () => {
   it("DDIM eta > 0 adds eta-scaled noise from the generator, one draw per step", async () => {
     const ref = await golden("scheduler_ddim");

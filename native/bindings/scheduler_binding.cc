@@ -108,6 +108,7 @@ class SchedulerHandle : public Napi::ObjectWrap<SchedulerHandle> {
                                           InstanceMethod<&SchedulerHandle::setTimesteps>("setTimesteps"),
                                           InstanceMethod<&SchedulerHandle::timestepAt>("timestepAt"),
                                           InstanceMethod<&SchedulerHandle::scaleModelInput>("scaleModelInput"),
+                                          InstanceMethod<&SchedulerHandle::addNoise>("addNoise"),
                                           InstanceMethod<&SchedulerHandle::step>("step"),
                                           InstanceMethod<&SchedulerHandle::dispose>("dispose"),
                                       });
@@ -205,6 +206,15 @@ class SchedulerHandle : public Napi::ObjectWrap<SchedulerHandle> {
     at::Tensor sample = TensorHandle::unwrap(info[0], "sample");
     return locked(info, [&](sched::Sampler& s) -> Napi::Value {
       return TensorHandle::wrap(info.Env(), s.scaleModelInput(sample, toIndex(info[1], "stepIndex")));
+    });
+  }
+
+  // addNoise(x0, noise, stepIndex) -> Tensor (img2img start latents)
+  Napi::Value addNoise(const Napi::CallbackInfo& info) {
+    at::Tensor x0 = TensorHandle::unwrap(info[0], "x0");
+    at::Tensor noise = TensorHandle::unwrap(info[1], "noise");
+    return locked(info, [&](sched::Sampler& s) -> Napi::Value {
+      return TensorHandle::wrap(info.Env(), s.addNoise(x0, noise, toIndex(info[2], "stepIndex")));
     });
   }
 

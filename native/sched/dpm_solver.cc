@@ -67,6 +67,15 @@ class DpmSolverSampler : public Sampler {
   StepOutput stepAt(const at::Tensor& modelOutput, int64_t index, const at::Tensor& sample,
                     c10::ArrayRef<at::Generator> generators) override;
 
+ public:
+  // alpha_t x0 + sigma_t noise at the call's sigma, computed in x0's dtype like diffusers.
+  at::Tensor addNoise(const at::Tensor& x0, const at::Tensor& noise, int64_t index) const override {
+    checkIndex(index, "addNoise");
+    at::Tensor sigma = at::full({1}, sigmaAt(index), x0.options());  // [1]
+    at::Tensor alpha = at::reciprocal((sigma.pow(2) + 1).pow(0.5));
+    return alpha * x0 + (sigma * alpha) * noise;
+  }
+
  private:
   at::Tensor convertModelOutput(const at::Tensor& modelOutput, int64_t index, const at::Tensor& sample) const;
   at::Tensor firstOrder(const at::Tensor& m0, int64_t index, const at::Tensor& x, const at::Tensor& noise) const;

@@ -68,6 +68,12 @@ at::Tensor EulerSampler::scaleModelInput(const at::Tensor& sample, int64_t index
   return sample / std::sqrt(sigma * sigma + 1.0f);
 }
 
+at::Tensor EulerSampler::addNoise(const at::Tensor& x0, const at::Tensor& noise, int64_t index) const {
+  checkIndex(index, "addNoise");
+  at::Tensor sigma = at::full({1}, sigmaAt(index), x0.options());  // in x0's dtype, as diffusers casts the table
+  return x0 + noise * sigma;
+}
+
 at::Tensor EulerSampler::predictOriginal(const at::Tensor& modelOutput, float sigma, const at::Tensor& sample) const {
   switch (config_.prediction_type) {
     case PredictionType::Epsilon: return sample - sigma * modelOutput;

@@ -15,6 +15,8 @@ class EulerSampler : public Sampler {
   float initNoiseSigma() const override;
   // sample / sqrt(sigma^2 + 1): the model sees unit-variance input.
   at::Tensor scaleModelInput(const at::Tensor& sample, int64_t index) const override;
+  // x0 + sigma * noise (the Euler samplers work on unscaled samples).
+  at::Tensor addNoise(const at::Tensor& x0, const at::Tensor& noise, int64_t index) const override;
 
  protected:
   void buildSchedule(int64_t steps) override;

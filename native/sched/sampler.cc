@@ -143,6 +143,12 @@ at::Tensor Sampler::scaleModelInput(const at::Tensor& sample, int64_t index) con
   return sample;
 }
 
+at::Tensor Sampler::addNoise(const at::Tensor& x0, const at::Tensor& noise, int64_t index) const {
+  checkIndex(index, "addNoise");
+  at::Tensor t = timesteps_.slice(0, index, index + 1).to(at::kLong);  // [1]: one level for every row
+  return schedule_.addNoise(x0, noise, t);
+}
+
 StepOutput Sampler::step(const at::Tensor& modelOutput, int64_t index, const at::Tensor& sample,
                          c10::ArrayRef<at::Generator> generators) {
   checkIndex(index, "step");

@@ -70,6 +70,11 @@ class Sampler {
   // The model input at call `index` (identity except for the Euler samplers).
   virtual at::Tensor scaleModelInput(const at::Tensor& sample, int64_t index) const;
 
+  // img2img: x0 noised to the level of call `index` (diffusers' scheduler.add_noise with
+  // begin_index = index): sqrt(acp) x0 + sqrt(1 - acp) noise, or x0 + sigma noise for the
+  // Euler samplers. One level for the whole batch, in x0's dtype and device.
+  virtual at::Tensor addNoise(const at::Tensor& x0, const at::Tensor& noise, int64_t index) const;
+
   // One denoising step from the model output at call `index`.
   StepOutput step(const at::Tensor& modelOutput, int64_t index, const at::Tensor& sample,
                   c10::ArrayRef<at::Generator> generators = {});
