@@ -61,3 +61,21 @@ export type {
   StreamPosition,
 } from "./data/index.js";
 export * from "./lora/index.js";
+export {
+  NoiseSchedule,
+  SAMPLER_FOR_CLASS,
+  createGenerator,
+  createScheduler,
+  defaultSamplerName,
+  readSchedulerConfig,
+  samplerNames,
+  schedulerConfigSchema,
+} from "./sched/index.js";
+export type {
+  Generator,
+  SamplerName,
+  Scheduler,
+  SchedulerConfig,
+  SchedulerOverrides,
+  SchedulerStepResult,
+} from "./sched/index.js";
