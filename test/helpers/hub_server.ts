@@ -41,6 +41,12 @@ export interface HubServerOptions {
   token?: string;
   /** Entries per page of the tree API. Default 1000. */
   treePageSize?: number;
+  /**
+   * Host name in the CDN redirects. Default "127.0.0.1" (another port: another
+   * origin for fetch). Python's huggingface_hub >= 1.0 follows redirects to the
+   * same host name as its own, so cross-checks with it use "localhost".
+   */
+  cdnHost?: string;
 }
 
 export interface HubRequest {
@@ -149,7 +155,7 @@ export async function startHubServer(options: HubServerOptions): Promise<HubServ
   const hub = createServer((req, res) => handleHub(req, res));
   const cdn = createServer((req, res) => handleCdn(req, res));
   const endpoint = await listen(hub);
-  const cdnOrigin = await listen(cdn);
+  const cdnOrigin = (await listen(cdn)).replace("127.0.0.1", options.cdnHost ?? "127.0.0.1");
 
   function log(server: "hub" | "cdn", req: IncomingMessage, res: ServerResponse): void {
     const entry: HubRequest = {
