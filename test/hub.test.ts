@@ -453,6 +453,10 @@ describe("access errors", () => {
   it("explains a gated repo without a token and works with one (never sending it to the CDN)", async () => {
     const error = await rejection(resolveModel("tiny/sd-gated"));
     expect(error.code).toBe("gated");
+    expect(error.status).toBe(401);
+    expect(error.where).toBe(
+      `${server.endpoint}/tiny/sd-gated/resolve/${server.commit("tiny/sd-gated")}/model_index.json`,
+    );
     expect(error.message).toContain(
       `repo tiny/sd-gated is gated or private: accept its license at ${server.endpoint}/tiny/sd-gated and set HF_TOKEN (or pass token)`,
     );

@@ -8,6 +8,7 @@
 //       LFS files: 302 to a second "CDN" server (another origin) with X-Linked-Etag
 //       "<sha256>", X-Linked-Size, X-Repo-Commit; the CDN honours Range
 //   errors carry X-Error-Code: RepoNotFound / RevisionNotFound / EntryNotFound / GatedRepo
+//   (a gated repo's API answers are public; resolve/ wants the token)
 //
 // Switches: a gated repo that wants `Authorization: Bearer <token>`, cutNext()
 // (drop the connection after N bytes), stallNext() (send N bytes, then hang),
@@ -176,15 +177,24 @@ export async function startHubServer(options: HubServerOptions): Promise<HubServ
     res.end(JSON.stringify({ error: message }));
   }
 
-  /** The repo of a request, or an error answer (auth checked like the hub does). */
-  function findRepo(req: IncomingMessage, res: ServerResponse, type: string, id: string): Repo | undefined {
+  /**
+   * The repo of a request, or an error answer. As on the hub, a gated repo's
+   * metadata and file list are public; its files need the token.
+   */
+  function findRepo(
+    req: IncomingMessage,
+    res: ServerResponse,
+    type: string,
+    id: string,
+    files = false,
+  ): Repo | undefined {
     const repo = repos.get(`${type}:${id}`);
     const auth = req.headers.authorization;
     if (!repo) {
       fail(res, auth ? 404 : 401, "RepoNotFound", "Repository not found");
       return undefined;
     }
-    if (repo.gated && auth !== `Bearer ${token}`) {
+    if (repo.gated && files && auth !== `Bearer ${token}`) {
       if (auth)
         fail(res, 403, "GatedRepo", `Access to model ${id} is restricted and you are not in the authorized list.`);
       else fail(res, 401, "GatedRepo", `Access to model ${id} is restricted. You must be authenticated to access it.`);
@@ -285,7 +295,7 @@ export async function startHubServer(options: HubServerOptions): Promise<HubServ
     revision: string,
     path: string,
   ): void {
-    const repo = findRepo(req, res, type, id);
+    const repo = findRepo(req, res, type, id, true);
     if (!repo || !checkRevision(res, repo, revision)) return;
     const file = repo.files.get(path);
     if (!file) {
