@@ -33,8 +33,6 @@ export type { TextEncoderOutput } from "./native.js";
 // Datasets and the training image pipeline (src/data).
 export {
   openDataset,
-  resolveDataset,
-  setDatasetResolver,
   createBatchStream,
   createRawBatchStream,
   makeBuckets,
@@ -55,7 +53,6 @@ export type {
   DataItem,
   Dataset,
   DatasetIssue,
-  DatasetResolver,
   DatasetSpec,
   RawBatch,
   StreamPosition,
@@ -79,3 +76,19 @@ export type {
   SchedulerOverrides,
   SchedulerStepResult,
 } from "./sched/index.js";
+export {
+  resolveModel,
+  resolveFiles,
+  resolveDataset,
+  CLIP_FILES,
+  DATASET_PATTERNS,
+  HubError,
+  hubCacheDir,
+} from "./hub/index.js";
+export type {
+  HubErrorCode,
+  HubProgressEvent,
+  ResolveDatasetOptions,
+  ResolveFilesOptions,
+  ResolveModelOptions,
+} from "./hub/index.js";
