@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/custom_class.h>
 
 #ifdef SDTUNE_WITH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
@@ -47,26 +48,37 @@ struct RngState {
   }
 };
 
+// Everything backward needs besides the saved inputs. A registered custom class,
+// so it can live in saved_data and is freed with the graph.
+struct RecomputeState : torch::CustomClassHolder {
+  BlockFn fn;                 // owned copy: the caller's function object may be gone by backward
+  RngState rng;               // the RNG as it was when forward ran
+  std::vector<bool> defined;  // which of the caller's inputs were defined
+  bool dummy = false;         // the last compact input is a grad-requiring placeholder
+};
+
+const auto recomputeStateRegistration = torch::class_<RecomputeState>("sdtune", "RecomputeState");
+
+// Re-inserts undefined inputs at their positions (and drops the placeholder).
+std::vector<torch::Tensor> expand(const std::vector<torch::Tensor>& compact, const RecomputeState& state) {
+  std::vector<torch::Tensor> full;
+  size_t j = 0;
+  for (bool d : state.defined) full.push_back(d ? compact[j++] : torch::Tensor());
+  return full;
+}
+
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
-  static variable_list forward(AutogradContext* ctx, at::TensorList inputs, const BlockFn* fn,
-                               std::vector<bool> defined) {
-    auto rng = std::make_shared<RngState>(RngState::capture());
-    ctx->saved_data["fn"] = reinterpret_cast<int64_t>(fn);
-    ctx->saved_data["rng"] = c10::IValue(c10::make_intrusive<RngHolder>(rng));
-    c10::List<bool> definedList;
-    for (bool d : defined) definedList.push_back(d);
-    ctx->saved_data["defined"] = definedList;
+  static variable_list forward(AutogradContext* ctx, at::TensorList inputs, c10::intrusive_ptr<RecomputeState> state) {
+    state->rng = RngState::capture();
     ctx->save_for_backward(inputs.vec());
-    std::vector<torch::Tensor> full = expand(inputs.vec(), defined);
+    std::vector<torch::Tensor> full = expand(inputs.vec(), *state);
+    ctx->saved_data["state"] = c10::IValue(state);
     torch::NoGradGuard noGrad;
-    return (*fn)(full);
+    return state->fn(full);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list gradOutputs) {
-    const BlockFn* fn = reinterpret_cast<const BlockFn*>(ctx->saved_data["fn"].toInt());
-    auto rng = ctx->saved_data["rng"].toCustomClass<RngHolder>()->state;
-    auto definedList = ctx->saved_data["defined"].toBoolList();
-    std::vector<bool> defined(definedList.begin(), definedList.end());
+    auto state = ctx->saved_data["state"].toCustomClass<RecomputeState>();
     variable_list saved = ctx->get_saved_variables();
     std::vector<torch::Tensor> detached;
     for (const auto& t : saved) detached.push_back(t.detach().requires_grad_(t.requires_grad()));
@@ -75,9 +87,9 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     {
       // Replay the forward with the RNG as it was, then put the current state back.
       RngState now = RngState::capture();
-      rng->restore();
+      state->rng.restore();
       torch::AutoGradMode enable(true);
-      outputs = (*fn)(expand(detached, defined));
+      outputs = state->fn(expand(detached, *state));
       now.restore();
     }
     variable_list roots, grads;
@@ -90,46 +102,37 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     if (!roots.empty()) torch::autograd::backward(roots, grads);
     variable_list result;
     for (const auto& t : detached) result.push_back(t.requires_grad() ? t.grad() : torch::Tensor());
-    result.push_back(torch::Tensor());  // fn
-    result.push_back(torch::Tensor());  // defined
+    result.push_back(torch::Tensor());  // state
     return result;
-  }
-
-  struct RngHolder : torch::CustomClassHolder {
-    explicit RngHolder(std::shared_ptr<RngState> s) : state(std::move(s)) {}
-    std::shared_ptr<RngState> state;
-  };
-
-  // Re-inserts undefined inputs at their positions.
-  static std::vector<torch::Tensor> expand(const std::vector<torch::Tensor>& compact,
-                                           const std::vector<bool>& defined) {
-    std::vector<torch::Tensor> full;
-    size_t j = 0;
-    for (bool d : defined) full.push_back(d ? compact[j++] : torch::Tensor());
-    return full;
   }
 };
 
 }  // namespace
 
 std::vector<torch::Tensor> checkpoint(const BlockFn& fn, const std::vector<torch::Tensor>& inputs) {
-  bool anyGrad = false;
-  for (const auto& t : inputs) anyGrad = anyGrad || (t.defined() && t.requires_grad());
   if (!torch::GradMode::is_enabled()) return fn(inputs);
-  // Parameters inside fn may require grad even when no input does, so recompute whenever grad mode is on.
-  (void)anyGrad;
+  auto state = c10::make_intrusive<RecomputeState>();
+  state->fn = fn;
   std::vector<torch::Tensor> compact;
-  std::vector<bool> defined;
+  bool anyGrad = false;
   for (const auto& t : inputs) {
-    defined.push_back(t.defined());
-    if (t.defined()) compact.push_back(t);
+    state->defined.push_back(t.defined());
+    if (!t.defined()) continue;
+    compact.push_back(t);
+    anyGrad = anyGrad || t.requires_grad();
   }
-  return CheckpointFunction::apply(at::TensorList(compact), &fn, defined);
+  // Parameters inside fn may require grad even when no input does (a frozen base with
+  // adapters inside the block): a placeholder input keeps the block in the graph.
+  if (!anyGrad) {
+    compact.push_back(torch::zeros({1}).requires_grad_(true));
+    state->dummy = true;
+  }
+  return CheckpointFunction::apply(at::TensorList(compact), state);
 }
 
 torch::Tensor checkpoint1(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& fn,
                           const std::vector<torch::Tensor>& inputs) {
-  BlockFn wrapped = [&fn](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{fn(in)}; };
+  BlockFn wrapped = [fn](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{fn(in)}; };
   return checkpoint(wrapped, inputs).at(0);
 }
 

@@ -13,7 +13,9 @@ namespace sdtune::train {
 using BlockFn = std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)>;
 
 // Returns fn(inputs). Inputs that are undefined are passed through as undefined.
-// When grad mode is off or nothing requires grad, this is just fn(inputs).
+// When grad mode is off, this is just fn(inputs). fn is copied into the graph (it
+// runs again during backward), so capture modules by holder (shared_ptr), not by
+// reference. Parameters inside fn get gradients even when no input requires grad.
 std::vector<torch::Tensor> checkpoint(const BlockFn& fn, const std::vector<torch::Tensor>& inputs);
 
 // Single-output convenience.
