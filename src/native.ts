@@ -231,10 +231,19 @@ export interface LatentDistribution {
 export interface NativeVAE {
   /** images in [-1, 1], [B, 3, H, W]. */
   encode(images: Tensor, options?: NativeCallOptions): Promise<LatentDistribution>;
-  /** mean + std * noise (noise given, or randn from a CPU generator seeded with `seed`); unscaled. */
-  sample(images: Tensor, options?: NativeCallOptions & { seed?: number; noise?: Tensor }): Promise<Tensor>;
-  /** Unscaled latents [B, latent, h, w] -> images [B, 3, h*f, w*f]; tileSize (latent px) decodes in blended tiles. */
-  decode(latents: Tensor, options?: NativeCallOptions & { tileSize?: number; tileOverlap?: number }): Promise<Tensor>;
+  /** mean + std * noise (noise given, or randn from a CPU generator seeded with `seed`); times scalingFactor when `scaled`. */
+  sample(
+    images: Tensor,
+    options?: NativeCallOptions & { seed?: number; noise?: Tensor; scaled?: boolean },
+  ): Promise<Tensor>;
+  /**
+   * Latents [B, latent, h, w] (divided by scalingFactor first when `scaled`) -> images [B, 3, h*f, w*f];
+   * tileSize (latent px) decodes in cross-faded tiles.
+   */
+  decode(
+    latents: Tensor,
+    options?: NativeCallOptions & { scaled?: boolean; tileSize?: number; tileOverlap?: number },
+  ): Promise<Tensor>;
   readonly scalingFactor: number;
   /** Spatial factor between images and latents (8 for SD). */
   readonly scaleFactor: number;

@@ -159,14 +159,16 @@ Napi::Value VAEHandle::encode(const Napi::CallbackInfo& info) {
         [holder, images, control]() {
           std::lock_guard<std::mutex> lock(holder->mutex);
           torch::NoGradGuard noGrad;
+          control.check();
           return holder->module->encode(images.to(holder->device, holder->dtype), control.callback("vae.encode"));
         },
         [](Napi::Env env, models::LatentDistribution& d) -> Napi::Value { return distributionToJs(env, d); });
   });
 }
 
-// sample(images, {seed, noise, onProgress, cancel}) -> Promise<Tensor>: mean + std * noise,
-// noise = the given tensor or randn from a CPU generator seeded like torch.Generator().manual_seed(seed).
+// sample(images, {seed, noise, scaled, onProgress, cancel}) -> Promise<Tensor>: mean + std * noise,
+// noise = the given tensor or randn from a CPU generator seeded like torch.Generator().manual_seed(seed);
+// scaled: multiplied by scaling_factor (the UNet's latent space).
 Napi::Value VAEHandle::sample(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
@@ -175,17 +177,20 @@ Napi::Value VAEHandle::sample(const Napi::CallbackInfo& info) {
     CallControl control = CallControl::read(info[1], "sample options");
     at::Tensor noise;
     std::optional<int64_t> seed;
+    bool scaled = false;
     if (info[1].IsObject()) {
       Napi::Object o = info[1].As<Napi::Object>();
       if (!o.Get("noise").IsUndefined()) noise = TensorHandle::unwrap(o.Get("noise"), "sample options.noise");
       seed = getOptionalInt(o, "seed", "sample options");
+      scaled = getBool(o, "scaled", false, "sample options");
     }
     uint64_t seedValue = seed ? static_cast<uint64_t>(*seed) : static_cast<uint64_t>(std::random_device{}());
     return PromiseWorker<at::Tensor>::run(
         env, "sdtune:vae.sample",
-        [holder, images, control, noise, seedValue]() {
+        [holder, images, control, noise, seedValue, scaled]() {
           std::lock_guard<std::mutex> lock(holder->mutex);
           torch::NoGradGuard noGrad;
+          control.check();
           auto d = holder->module->encode(images.to(holder->device, holder->dtype), control.callback("vae.encode"));
           at::Tensor eps = noise;
           if (eps.defined()) {
@@ -195,14 +200,16 @@ Napi::Value VAEHandle::sample(const Napi::CallbackInfo& info) {
             auto generator = at::detail::createCPUGenerator(seedValue);
             eps = at::randn(d.mean.sizes(), generator, at::TensorOptions().dtype(at::kFloat));
           }
-          return d.mean + d.std * eps.to(d.mean.device(), d.mean.scalar_type());
+          at::Tensor latents = d.mean + d.std * eps.to(d.mean.device(), d.mean.scalar_type());
+          return scaled ? latents * holder->config.scalingFactor : latents;
         },
         [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorHandle::wrap(env, t); });
   });
 }
 
-// decode(latents, {tileSize, tileOverlap, onProgress, cancel}) -> Promise<Tensor>. Latents are
-// unscaled (divide by scalingFactor first). tileSize (latent pixels) switches to tiled decoding.
+// decode(latents, {scaled, tileSize, tileOverlap, onProgress, cancel}) -> Promise<Tensor>. Latents are
+// unscaled unless `scaled` (then divided by scaling_factor first). tileSize (latent pixels) switches
+// to tiled decoding.
 Napi::Value VAEHandle::decode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
@@ -211,8 +218,10 @@ Napi::Value VAEHandle::decode(const Napi::CallbackInfo& info) {
     CallControl control = CallControl::read(info[1], "decode options");
     std::optional<int64_t> tileSize;
     double overlap = 0.25;
+    bool scaled = false;
     if (info[1].IsObject()) {
       Napi::Object o = info[1].As<Napi::Object>();
+      scaled = getBool(o, "scaled", false, "decode options");
       tileSize = getOptionalInt(o, "tileSize", "decode options");
       overlap = getOptionalNumber(o, "tileOverlap", "decode options").value_or(0.25);
       if (tileSize && *tileSize <= 0) throw std::invalid_argument("decode options.tileSize must be positive");
@@ -220,10 +229,12 @@ Napi::Value VAEHandle::decode(const Napi::CallbackInfo& info) {
     }
     return PromiseWorker<at::Tensor>::run(
         env, "sdtune:vae.decode",
-        [holder, latents, control, tileSize, overlap]() {
+        [holder, latents, control, tileSize, overlap, scaled]() {
           std::lock_guard<std::mutex> lock(holder->mutex);
           torch::NoGradGuard noGrad;
+          control.check();
           at::Tensor z = latents.to(holder->device, holder->dtype);
+          if (scaled) z = z / holder->config.scalingFactor;  // as the pipeline: latents / scaling_factor
           if (tileSize && (z.size(2) > *tileSize || z.size(3) > *tileSize)) {
             at::Tensor out = holder->module->decodeTiled(z, *tileSize, overlap);
             control.check();

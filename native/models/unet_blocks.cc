@@ -47,9 +47,8 @@ torch::Tensor runAttention(const torch::nn::ModuleList& attentions, size_t i, co
 
 torch::Tensor runResnet(const std::shared_ptr<nn::ResnetBlock2DImpl>& resnet, const torch::Tensor& x,
                         const torch::Tensor& temb, bool checkpoint) {
-  if (!checkpoint) return resnet->forward(x, temb);
-  return train::checkpoint1([resnet](const std::vector<torch::Tensor>& in) { return resnet->forward(in[0], in[1]); },
-                            {x, temb});
+  return train::block1([resnet](const std::vector<torch::Tensor>& in) { return resnet->forward(in[0], in[1]); },
+                       {x, temb}, checkpoint);
 }
 
 // ---- down

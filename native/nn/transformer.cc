@@ -94,12 +94,8 @@ torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x, const torc
 
   for (size_t i = 0; i < transformer_blocks->size(); ++i) {
     auto block = transformer_blocks->ptr<BasicTransformerBlockImpl>(i);
-    if (checkpoint) {
-      h = train::checkpoint1([block](const std::vector<torch::Tensor>& in) { return block->forward(in[0], in[1]); },
-                             {h, context});
-    } else {
-      h = block->forward(h, context);
-    }
+    h = train::block1([block](const std::vector<torch::Tensor>& in) { return block->forward(in[0], in[1]); },
+                      {h, context}, checkpoint);
   }
 
   h = options.useLinearProjection ? toMap(proj_out_linear(h)) : proj_out_conv(toMap(h));  // [B, C, H, W]

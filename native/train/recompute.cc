@@ -107,6 +107,45 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
   }
 };
 
+std::vector<int64_t> contiguousStrides(at::IntArrayRef sizes) {
+  std::vector<int64_t> strides(sizes.size(), 1);
+  for (int64_t d = static_cast<int64_t>(sizes.size()) - 2; d >= 0; --d) {
+    strides[d] = strides[d + 1] * std::max<int64_t>(sizes[d + 1], 1);
+  }
+  return strides;
+}
+
+// Identity in forward and backward: groups the gradients of the block's inputs, and
+// hands them back in the layout checkpoint's leaf inputs give them (AccumulateGrad's
+// layout contract: the input's strides when it is dense, else contiguous). Same values
+// in the same layout make every later reduction (e.g. a bias gradient) bitwise equal.
+struct BoundaryFunction : public torch::autograd::Function<BoundaryFunction> {
+  static variable_list forward(AutogradContext* ctx, at::TensorList inputs) {
+    variable_list out;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const auto& t = inputs[i];
+      std::vector<int64_t> strides =
+          t.is_non_overlapping_and_dense() ? t.strides().vec() : contiguousStrides(t.sizes());
+      ctx->saved_data["sizes" + std::to_string(i)] = t.sizes().vec();
+      ctx->saved_data["strides" + std::to_string(i)] = strides;
+      out.push_back(t.alias());
+    }
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list gradOutputs) {
+    for (size_t i = 0; i < gradOutputs.size(); ++i) {
+      auto& g = gradOutputs[i];
+      if (!g.defined()) continue;
+      auto sizes = ctx->saved_data["sizes" + std::to_string(i)].toIntVector();
+      auto strides = ctx->saved_data["strides" + std::to_string(i)].toIntVector();
+      if (g.sizes() == at::IntArrayRef(sizes) && g.strides() != at::IntArrayRef(strides)) {
+        g = at::empty_strided(sizes, strides, g.options()).copy_(g);
+      }
+    }
+    return gradOutputs;
+  }
+};
+
 }  // namespace
 
 std::vector<torch::Tensor> checkpoint(const BlockFn& fn, const std::vector<torch::Tensor>& inputs) {
@@ -128,6 +167,27 @@ std::vector<torch::Tensor> checkpoint(const BlockFn& fn, const std::vector<torch
     state->dummy = true;
   }
   return CheckpointFunction::apply(at::TensorList(compact), state);
+}
+
+std::vector<torch::Tensor> block(const BlockFn& fn, const std::vector<torch::Tensor>& inputs, bool recompute) {
+  if (!torch::GradMode::is_enabled()) return fn(inputs);
+  if (recompute) return checkpoint(fn, inputs);
+  std::vector<torch::Tensor> tracked;
+  for (const auto& t : inputs) {
+    if (t.defined() && t.requires_grad()) tracked.push_back(t);
+  }
+  if (tracked.empty()) return fn(inputs);
+  variable_list passed = BoundaryFunction::apply(at::TensorList(tracked));
+  std::vector<torch::Tensor> full;
+  size_t j = 0;
+  for (const auto& t : inputs) full.push_back(t.defined() && t.requires_grad() ? passed[j++] : t);
+  return fn(full);
+}
+
+torch::Tensor block1(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& fn,
+                     const std::vector<torch::Tensor>& inputs, bool recompute) {
+  BlockFn wrapped = [fn](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{fn(in)}; };
+  return block(wrapped, inputs, recompute).at(0);
 }
 
 torch::Tensor checkpoint1(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& fn,

@@ -18,6 +18,8 @@ export interface VAECallOptions {
 }
 
 export interface VAEDecodeOptions extends VAECallOptions {
+  /** The latents are in the UNet's space (multiplied by scalingFactor): divide them back first, as the pipeline does. */
+  scaled?: boolean;
   /**
    * Decode in overlapping tiles of this many latent pixels, cross-faded at the seams
    * (diffusers' tiled_decode), when the latents are larger than one tile.
@@ -96,18 +98,27 @@ export class VAE {
   }
 
   /**
-   * A draw from the latent distribution, unscaled: mean + std * noise, with `noise` given or
-   * drawn from a CPU generator seeded with `seed` (as torch.Generator().manual_seed(seed)).
+   * A draw from the latent distribution: mean + std * noise, with `noise` given or drawn from a
+   * CPU generator seeded with `seed` (as torch.Generator().manual_seed(seed)). `scaled`: multiplied
+   * by scalingFactor, i.e. the UNet's latents for training.
    */
-  async sample(images: Tensor, options: VAECallOptions & { seed?: number; noise?: Tensor } = {}): Promise<Tensor> {
+  async sample(
+    images: Tensor,
+    options: VAECallOptions & { seed?: number; noise?: Tensor; scaled?: boolean } = {},
+  ): Promise<Tensor> {
     this.checkImages(images);
     if (options.seed !== undefined && (!Number.isSafeInteger(options.seed) || options.seed < 0)) {
       throw new RangeError(`VAE.sample: seed ${options.seed} must be a non-negative integer`);
     }
-    return this.handle.sample(images, { ...nativeCall(options), seed: options.seed, noise: options.noise });
+    return this.handle.sample(images, {
+      ...nativeCall(options),
+      seed: options.seed,
+      noise: options.noise,
+      scaled: options.scaled,
+    });
   }
 
-  /** Images (about [-1, 1]) from unscaled latents [B, latent_channels, h, w]: divide the UNet's latents by scalingFactor first. */
+  /** Images (about [-1, 1]) from latents [B, latent_channels, h, w]; pass `scaled` for the UNet's latents. */
   async decode(latents: Tensor, options: VAEDecodeOptions = {}): Promise<Tensor> {
     const c = this.config;
     if (latents.shape.length !== 4 || latents.shape[1] !== c.latent_channels) {
@@ -123,6 +134,7 @@ export class VAE {
     }
     return this.handle.decode(latents, {
       ...nativeCall(options),
+      scaled: options.scaled,
       tileSize: options.tileSize,
       tileOverlap: options.tileOverlap,
     });
