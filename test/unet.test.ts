@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
-import { parseUNetConfig } from "../src/models/config.js";
+import { nativeUNetConfig, parseUNetConfig } from "../src/models/config.js";
 import { UNet } from "../src/models/unet.js";
 import { native, type Tensor } from "../src/native.js";
 import { expectClose, fixture, get, golden, tempDir, TOL } from "./helpers/fixtures.js";
@@ -170,6 +170,138 @@ describe("SD-1-style UNet (conv projections, 2 transformer layers, per-block cro
     unet.dispose(); // idempotent
     expect(unet.disposed).toBe(true);
     await expect(unet.forward(sample, 1, ehs)).rejects.toThrow(/disposed/);
+  });
+});
+
+// unet/config.json of published checkpoints, verbatim (values as on the Hugging Face hub).
+const SD15_UNET = {
+  _class_name: "UNet2DConditionModel",
+  _diffusers_version: "0.17.0.dev0",
+  act_fn: "silu",
+  addition_embed_type: null,
+  addition_embed_type_num_heads: 64,
+  attention_head_dim: 8,
+  block_out_channels: [320, 640, 1280, 1280],
+  center_input_sample: false,
+  class_embed_type: null,
+  class_embeddings_concat: false,
+  conv_in_kernel: 3,
+  conv_out_kernel: 3,
+  cross_attention_dim: 768,
+  cross_attention_norm: null,
+  down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  downsample_padding: 1,
+  dual_cross_attention: false,
+  encoder_hid_dim: null,
+  flip_sin_to_cos: true,
+  freq_shift: 0,
+  in_channels: 4,
+  layers_per_block: 2,
+  mid_block_only_cross_attention: null,
+  mid_block_scale_factor: 1,
+  mid_block_type: "UNetMidBlock2DCrossAttn",
+  norm_eps: 1e-5,
+  norm_num_groups: 32,
+  num_class_embeds: null,
+  only_cross_attention: false,
+  out_channels: 4,
+  projection_class_embeddings_input_dim: null,
+  resnet_out_scale_factor: 1.0,
+  resnet_skip_time_act: false,
+  resnet_time_scale_shift: "default",
+  sample_size: 64,
+  time_cond_proj_dim: null,
+  time_embedding_act_fn: null,
+  time_embedding_dim: null,
+  time_embedding_type: "positional",
+  timestep_post_act: null,
+  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+  upcast_attention: null,
+  use_linear_projection: false,
+};
+const SD21_BASE_UNET = {
+  _class_name: "UNet2DConditionModel",
+  _diffusers_version: "0.10.0.dev0",
+  act_fn: "silu",
+  attention_head_dim: [5, 10, 20, 20],
+  block_out_channels: [320, 640, 1280, 1280],
+  center_input_sample: false,
+  cross_attention_dim: 1024,
+  down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  downsample_padding: 1,
+  dual_cross_attention: false,
+  flip_sin_to_cos: true,
+  freq_shift: 0,
+  in_channels: 4,
+  layers_per_block: 2,
+  mid_block_scale_factor: 1,
+  norm_eps: 1e-5,
+  norm_num_groups: 32,
+  num_class_embeds: null,
+  only_cross_attention: false,
+  out_channels: 4,
+  sample_size: 64,
+  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+  use_linear_projection: true,
+};
+
+describe("less common UNet config values", () => {
+  it("builds and runs scale_shift, custom time embeddings, odd kernels, no mid block", async () => {
+    const unet = await UNet.fromConfig(
+      {
+        ...(await tinyConfig()),
+        resnet_time_scale_shift: "scale_shift",
+        time_embedding_dim: 96,
+        time_embedding_act_fn: "silu",
+        timestep_post_act: "gelu",
+        conv_in_kernel: 1,
+        conv_out_kernel: 5,
+        center_input_sample: true,
+        mid_block_type: null,
+        act_fn: "mish",
+      },
+      { seed: 5 },
+    );
+    const shapes = new Map(unet.parameterInfo().map((p) => [p.name, p.shape]));
+    expect(shapes.get("time_embedding.linear_1.weight")).toEqual([96, 32]);
+    expect(shapes.get("down_blocks.0.resnets.0.time_emb_proj.weight")).toEqual([64, 96]); // 2 * channels
+    expect(shapes.get("conv_in.weight")).toEqual([32, 4, 1, 1]);
+    expect(shapes.get("conv_out.weight")).toEqual([4, 32, 5, 5]);
+    expect([...shapes.keys()].some((k) => k.startsWith("mid_block."))).toBe(false);
+    const out = await unet.forward(native().ops.randn([1, 4, 8, 8], { seed: 1 }), 10.5, native().ops.randn([1, 3, 32]));
+    expect(out.shape).toEqual([1, 4, 8, 8]);
+    expect(Array.from(out.toTypedArray() as Float32Array).every(Number.isFinite)).toBe(true);
+    unet.dispose();
+  });
+});
+
+describe("published SD configs", () => {
+  it("SD 1.5: 8 heads everywhere (head dim 40..160), conv projections, cross 768, null upcast_attention", () => {
+    const n = nativeUNetConfig(parseUNetConfig(SD15_UNET, "sd15/unet/config.json"));
+    expect(n.numAttentionHeads).toEqual([8, 8, 8, 8]);
+    expect(n.crossAttentionDim).toEqual([768, 768, 768, 768]);
+    expect(n.layersPerBlock).toEqual([2, 2, 2, 2]);
+    expect(n.useLinearProjection).toBe(false);
+    expect(n.upcastAttention).toBe(false);
+    expect(n.midBlockType).toBe("UNetMidBlock2DCrossAttn");
+  });
+
+  it("SD 2.x: per-block head counts [5, 10, 20, 20] (head dim 64), linear projections, cross 1024", () => {
+    const n = nativeUNetConfig(parseUNetConfig(SD21_BASE_UNET, "sd21/unet/config.json"));
+    expect(n.numAttentionHeads).toEqual([5, 10, 20, 20]);
+    expect(n.crossAttentionDim).toEqual([1024, 1024, 1024, 1024]);
+    expect(n.useLinearProjection).toBe(true);
+    const v = nativeUNetConfig(
+      parseUNetConfig({ ...SD21_BASE_UNET, upcast_attention: true }, "sd21-v/unet/config.json"),
+    );
+    expect(v.upcastAttention).toBe(true);
+  });
+
+  it("SDXL is refused by name", () => {
+    const sdxl = { ...SD21_BASE_UNET, addition_embed_type: "text_time", addition_time_embed_dim: 256 };
+    expect(() => parseUNetConfig(sdxl, "sdxl/unet/config.json")).toThrow(
+      /^sdxl\/unet\/config\.json: "addition_embed_type" = "text_time" is not supported/,
+    );
   });
 });
 

@@ -29,10 +29,6 @@ ModelLoadOptions readModelLoadOptions(const Napi::Object& o, const std::string& 
   return out;
 }
 
-void seedForInit(const ModelLoadOptions& options) {
-  if (options.randomSeed) torch::manual_seed(*options.randomSeed);
-}
-
 void finishLoad(torch::nn::Module& module, const ModelLoadOptions& options, const std::string& component,
                 const std::function<std::string(const std::string&)>& rename) {
   if (options.files.empty()) {

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "nn/linear.h"
+
 namespace sdtune {
 
 struct ModelLoadOptions {
@@ -21,8 +23,17 @@ struct ModelLoadOptions {
 // Reads {files, randomSeed, dtype, device} from a JS load-options object; `what` names it in errors.
 ModelLoadOptions readModelLoadOptions(const Napi::Object& options, const std::string& what);
 
-// Seeds libtorch's global generator when a random init is asked for (call before building the module).
-void seedForInit(const ModelLoadOptions& options);
+// Builds a module for these options: seeded random init when asked for, otherwise
+// without the (wasted) random init of layers whose weights the checkpoint replaces.
+template <typename Make>
+auto buildModule(const ModelLoadOptions& options, Make make) -> decltype(make()) {
+  if (options.randomSeed) {
+    torch::manual_seed(*options.randomSeed);
+    return make();
+  }
+  nn::SkipInitGuard skip;
+  return make();
+}
 
 // Fills the module from options.files (or casts the random init), then puts it in eval
 // mode with every parameter frozen. `component` names it in errors ("unet", "vae").

@@ -106,8 +106,7 @@ Napi::Value load(const Napi::CallbackInfo& info) {
           holder->config = config;
           holder->dtype = load.dtype;
           holder->device = load.device;
-          seedForInit(load);
-          holder->module = models::UNet2DConditionModel(config);
+          holder->module = buildModule(load, [&] { return models::UNet2DConditionModel(config); });
           finishLoad(*holder->module, load, "unet");
           return holder;
         },

@@ -86,8 +86,7 @@ Napi::Value load(const Napi::CallbackInfo& info) {
           holder->config = config;
           holder->dtype = load.dtype;
           holder->device = load.device;
-          seedForInit(load);
-          holder->module = models::AutoencoderKL(config);
+          holder->module = buildModule(load, [&] { return models::AutoencoderKL(config); });
           finishLoad(*holder->module, load, "vae", renameLegacyAttention);
           return holder;
         },

@@ -13,6 +13,14 @@ const intOrList = z.union([positiveInt, z.array(positiveInt).min(1)]);
 /** Activations the native blocks implement (diffusers get_activation names). */
 export const ACTIVATIONS = ["silu", "swish", "gelu", "mish", "relu"] as const;
 const activation = z.enum(ACTIVATIONS);
+// A boolean config flag; null (written by some diffusers versions, e.g. SD 1.5's
+// "upcast_attention": null) reads as Python's falsy None.
+const flag = (fallback: boolean) =>
+  z
+    .boolean()
+    .nullable()
+    .default(fallback)
+    .transform((v) => v ?? false);
 
 /** UNet2DConditionModel.__init__ arguments with diffusers' defaults (v0.27). */
 export const unetConfigSchema = z.object({
@@ -24,8 +32,8 @@ export const unetConfigSchema = z.object({
     .default(null),
   in_channels: positiveInt.default(4),
   out_channels: positiveInt.default(4),
-  center_input_sample: z.boolean().default(false),
-  flip_sin_to_cos: z.boolean().default(true),
+  center_input_sample: flag(false),
+  flip_sin_to_cos: flag(true),
   freq_shift: z.number().default(0),
   down_block_types: z
     .array(z.string())
@@ -54,16 +62,16 @@ export const unetConfigSchema = z.object({
   encoder_hid_dim_type: z.unknown().nullable().default(null),
   attention_head_dim: intOrList.default(8),
   num_attention_heads: z.unknown().nullable().default(null),
-  dual_cross_attention: z.boolean().default(false),
-  use_linear_projection: z.boolean().default(false),
+  dual_cross_attention: flag(false),
+  use_linear_projection: flag(false),
   class_embed_type: z.unknown().nullable().default(null),
   addition_embed_type: z.unknown().nullable().default(null),
   addition_time_embed_dim: z.unknown().nullable().default(null),
   num_class_embeds: z.unknown().nullable().default(null),
-  upcast_attention: z.boolean().default(false),
+  upcast_attention: flag(false),
   resnet_time_scale_shift: z.string().default("default"),
   // Only read by block types sdtune does not build (ResnetDownsampleBlock2D, SimpleCrossAttn*): ignored, as diffusers does here.
-  resnet_skip_time_act: z.boolean().default(false),
+  resnet_skip_time_act: flag(false),
   resnet_out_scale_factor: z.number().default(1.0),
   time_embedding_type: z.string().default("positional"),
   time_embedding_dim: positiveInt.nullable().default(null),
@@ -74,7 +82,7 @@ export const unetConfigSchema = z.object({
   conv_out_kernel: positiveInt.default(3),
   projection_class_embeddings_input_dim: z.unknown().nullable().default(null),
   attention_type: z.string().default("default"),
-  class_embeddings_concat: z.boolean().default(false),
+  class_embeddings_concat: flag(false),
   mid_block_only_cross_attention: z.boolean().nullable().default(null),
   cross_attention_norm: z.unknown().nullable().default(null),
   addition_embed_type_num_heads: positiveInt.default(64),
@@ -100,10 +108,10 @@ export const vaeConfigSchema = z.object({
   shift_factor: z.number().nullable().optional(),
   latents_mean: z.array(z.number()).nullable().default(null),
   latents_std: z.array(z.number()).nullable().default(null),
-  force_upcast: z.boolean().default(true),
-  mid_block_add_attention: z.boolean().default(true),
-  use_quant_conv: z.boolean().default(true),
-  use_post_quant_conv: z.boolean().default(true),
+  force_upcast: flag(true),
+  mid_block_add_attention: flag(true),
+  use_quant_conv: flag(true),
+  use_post_quant_conv: flag(true),
 });
 
 export type VAEConfig = z.output<typeof vaeConfigSchema>;
