@@ -419,5 +419,15 @@ describe("UNet loading", () => {
   it("validates dtype and device before loading", async () => {
     await expect(UNet.load(unetDir, { dtype: "float64" as never })).rejects.toThrow(/dtype "float64" is not supported/);
     await expect(UNet.load(unetDir, { device: "tpu" })).rejects.toThrow(/device "tpu" is not valid/);
+    // float16 on the CPU: refused at load where libtorch cannot multiply half matrices there (1.13), else it runs.
+    const half = await UNet.load(unetDir, { dtype: "float16" }).catch((e: Error) => e);
+    if (half instanceof Error) {
+      expect(half.message).toMatch(/"float16" cannot run on the CPU with this libtorch .*use bfloat16 or float32/);
+    } else {
+      const g = await golden("unet");
+      const out = await half.forward(get(g, "sample"), 1, get(g, "encoder_hidden_states"));
+      expect(out.dtype).toBe("float16");
+      half.dispose();
+    }
   });
 });

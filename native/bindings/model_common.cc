@@ -3,6 +3,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include <torch/version.h>
+
 #include "bindings/common.h"
 #include "bindings/tensor_handle.h"
 #include "models/state_dict.h"
@@ -26,6 +28,16 @@ ModelLoadOptions readModelLoadOptions(const Napi::Object& o, const std::string& 
     throw std::invalid_argument(what + ".dtype \"" + dtype + "\" is not a model dtype (float32, float16 or bfloat16)");
   }
   out.device = parseDevice(getOptionalString(o, "device", what).value_or("cpu"));
+  if (out.dtype == at::kHalf && out.device.is_cpu()) {
+    // libtorch 1.13 has no float16 matrix products on the CPU: fail at load, not at the first forward.
+    try {
+      auto probe = at::ones({2, 2}, at::TensorOptions().dtype(at::kHalf));
+      (void)at::matmul(probe, probe);
+    } catch (const c10::Error&) {
+      throw std::invalid_argument(what + ".dtype \"float16\" cannot run on the CPU with this libtorch (" +
+                                  std::string(TORCH_VERSION) + "): use bfloat16 or float32 there, float16 on CUDA");
+    }
+  }
   return out;
 }
 
