@@ -92,3 +92,26 @@ export type {
   ResolveFilesOptions,
   ResolveModelOptions,
 } from "./hub/index.js";
+export { UNet, loadUNet } from "./models/unet.js";
+export type { UNetDType, UNetLoadOptions } from "./models/unet.js";
+export { VAE, loadVAE } from "./models/vae.js";
+export type { VAECallOptions, VAEDecodeOptions, VAELoadOptions } from "./models/vae.js";
+export {
+  ConfigError,
+  nativeUNetConfig,
+  nativeVAEConfig,
+  parseUNetConfig,
+  parseVAEConfig,
+  unetConfigSchema,
+  vaeConfigSchema,
+} from "./models/config.js";
+export type { UNetConfig, VAEConfig } from "./models/config.js";
+export type {
+  LatentDistribution,
+  NativeUNet,
+  NativeUNetConfig,
+  NativeVAE,
+  NativeVAEConfig,
+  ParameterInfo,
+  UNetLossAndGradients,
+} from "./native.js";

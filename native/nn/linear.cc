@@ -6,20 +6,6 @@ namespace sdtune::nn {
 
 namespace F = torch::nn::functional;
 
-namespace {
-thread_local bool skipInit = false;
-}  // namespace
-
-SkipInitGuard::SkipInitGuard() : previous_(skipInit) {
-  skipInit = true;
-}
-SkipInitGuard::~SkipInitGuard() {
-  skipInit = previous_;
-}
-bool skippingInit() {
-  return skipInit;
-}
-
 torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, const torch::Tensor& x, torch::Tensor y,
                             bool training, const Conv2dOptions* conv) {
   for (const auto& [name, a] : adapters) {
@@ -38,6 +24,22 @@ torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, 
   return y;
 }
 
+namespace {
+thread_local bool skipInit = false;
+}  // namespace
+
+SkipInitGuard::SkipInitGuard() : previous_(skipInit) {
+  skipInit = true;
+}
+
+SkipInitGuard::~SkipInitGuard() {
+  skipInit = previous_;
+}
+
+bool SkipInitGuard::active() {
+  return skipInit;
+}
+
 LinearImpl::LinearImpl(const LinearOptions& options_) : options(options_) {
   reset();
 }
@@ -45,7 +47,7 @@ LinearImpl::LinearImpl(const LinearOptions& options_) : options(options_) {
 void LinearImpl::reset() {
   weight = register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
   if (options.bias()) bias = register_parameter("bias", torch::empty({options.out_features()}));
-  if (skipInit) return;
+  if (SkipInitGuard::active()) return;
   // torch.nn.Linear's init, so freshly built models (tests, the demo) look like real ones.
   torch::NoGradGuard noGrad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
@@ -69,7 +71,7 @@ void Conv2dImpl::reset() {
   int64_t k = options.kernel_size();
   weight = register_parameter("weight", torch::empty({options.out_channels(), options.in_channels(), k, k}));
   if (options.bias()) bias = register_parameter("bias", torch::empty({options.out_channels()}));
-  if (skipInit) return;
+  if (SkipInitGuard::active()) return;
   torch::NoGradGuard noGrad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
   if (bias.defined()) {

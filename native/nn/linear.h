@@ -36,6 +36,21 @@ class AdaptableLayer {
   std::map<std::string, LoraAdapter> adapters_;
 };
 
+// While one is alive on this thread, new Linear / Conv2d layers skip their random
+// init: for models whose every weight is about to be read from a checkpoint (an
+// SD UNet's init alone takes seconds and touches gigabytes).
+class SkipInitGuard {
+ public:
+  SkipInitGuard();
+  ~SkipInitGuard();
+  SkipInitGuard(const SkipInitGuard&) = delete;
+  SkipInitGuard& operator=(const SkipInitGuard&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
 struct LinearOptions {
   LinearOptions(int64_t in, int64_t out) : in_features_(in), out_features_(out) {}
   TORCH_ARG(int64_t, in_features);
@@ -80,20 +95,6 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public AdaptableLaye
   torch::Tensor bias;    // [out] or undefined
 };
 TORCH_MODULE(Conv2d);
-
-// While alive, Linear/Conv2d layers built on this thread skip their random init:
-// a loader is about to overwrite every weight (an SD UNet would spend seconds on it).
-class SkipInitGuard {
- public:
-  SkipInitGuard();
-  ~SkipInitGuard();
-  SkipInitGuard(const SkipInitGuard&) = delete;
-  SkipInitGuard& operator=(const SkipInitGuard&) = delete;
-
- private:
-  bool previous_;
-};
-bool skippingInit();
 
 // The adapter sum for an input x whose base output is `y` (added in x's dtype;
 // the adapter math itself runs in the adapter weights' dtype, float32 when the base is half).
