@@ -113,6 +113,18 @@ describe("CLIPImageProcessor parity (PIL bicubic, center crop, rescale, normaliz
     expect([...rgb.data]).toEqual([10, 20, 30, 40, 50, 60]);
   });
 
+  it("ignores embedded ICC profiles, as PIL does (the stored values are the pixels)", async () => {
+    // sharp converts these sRGB pixels into Display P3 and tags the file with that profile.
+    const srgb = Buffer.from([200, 30, 40, 10, 220, 60]);
+    const png = await sharp(srgb, { raw: { width: 2, height: 1, channels: 3 } })
+      .withIccProfile("p3")
+      .png()
+      .toBuffer();
+    const inFile = await sharp(png).keepIccProfile().raw().toBuffer();
+    expect([...inFile]).not.toEqual([...srgb]);
+    expect([...(await decodeRgb(png)).data]).toEqual([...inFile]);
+  });
+
   it("resizing to the same size is a copy (PIL returns self.copy())", async () => {
     const src = tensorFrom(
       new Uint8Array(4 * 6 * 3).map((_, i) => (i * 37) % 256),

@@ -84,29 +84,34 @@ void horizontalPass(const uint8_t* src, int width, int channels, int rowBegin, i
     for (int x = 0; x < outWidth; ++x) {
       const int32_t* k = c.weights.data() + static_cast<size_t>(x) * c.taps;
       const uint8_t* s = in + static_cast<size_t>(c.first[x]) * channels;
-      for (int ch = 0; ch < channels; ++ch) {
-        int32_t sum = half;
-        for (int t = 0; t < c.count[x]; ++t) sum += static_cast<int32_t>(s[t * channels + ch]) * k[t];
-        out[x * channels + ch] = clip8(sum);
+      int32_t sum[4] = {half, half, half, half};
+      for (int t = 0; t < c.count[x]; ++t) {
+        const uint8_t* px = s + t * channels;
+        for (int ch = 0; ch < channels; ++ch) sum[ch] += static_cast<int32_t>(px[ch]) * k[t];
       }
+      for (int ch = 0; ch < channels; ++ch) out[x * channels + ch] = clip8(sum[ch]);
     }
   }
 }
 
 // Vertical pass: src has `height` rows (already offset so c.first is relative to it) -> outHeight rows.
+// Whole rows are accumulated tap by tap (integer sums are exact, so the order does not matter).
 void verticalPass(const uint8_t* src, int width, int channels, uint8_t* dst, int outHeight,
                   const ResampleCoefficients& c, int rowOffset) {
   const int32_t half = 1 << (kPrecisionBits - 1);
   const size_t stride = static_cast<size_t>(width) * channels;
+  std::vector<int32_t> sums(stride);
   for (int y = 0; y < outHeight; ++y) {
     const int32_t* k = c.weights.data() + static_cast<size_t>(y) * c.taps;
     const uint8_t* base = src + static_cast<size_t>(c.first[y] - rowOffset) * stride;
-    uint8_t* out = dst + static_cast<size_t>(y) * stride;
-    for (size_t i = 0; i < stride; ++i) {
-      int32_t sum = half;
-      for (int t = 0; t < c.count[y]; ++t) sum += static_cast<int32_t>(base[t * stride + i]) * k[t];
-      out[i] = clip8(sum);
+    std::fill(sums.begin(), sums.end(), half);
+    for (int t = 0; t < c.count[y]; ++t) {
+      const uint8_t* row = base + t * stride;
+      const int32_t w = k[t];
+      for (size_t i = 0; i < stride; ++i) sums[i] += static_cast<int32_t>(row[i]) * w;
     }
+    uint8_t* out = dst + static_cast<size_t>(y) * stride;
+    for (size_t i = 0; i < stride; ++i) out[i] = clip8(sums[i]);
   }
 }
 

@@ -23,15 +23,17 @@ export interface DecodedImage {
 const MAX_PIXELS = 178_956_970;
 
 /**
- * Decodes any image sharp reads into packed 8-bit RGB. EXIF orientation is applied
- * (diffusers' DreamBooth applies exif_transpose to instance images too). Alpha is dropped
- * without compositing, as PIL's convert("RGB") does: a transparent pixel keeps its colour.
- * Greyscale becomes three equal channels; palettes expand to their colours.
+ * Decodes any image sharp reads into packed 8-bit RGB, as PIL's Image.open(...).convert("RGB")
+ * sees it: alpha is dropped without compositing (a transparent pixel keeps its colour),
+ * greyscale becomes three equal channels, palettes expand to their colours, and an embedded
+ * ICC profile is ignored (PIL does not colour-manage; sharp would convert to sRGB by default).
+ * EXIF orientation is applied (diffusers' DreamBooth exif_transposes instance images too).
  */
 export async function decodeRgb(input: string | Uint8Array, what = "image"): Promise<DecodedImage> {
   const source = typeof input === "string" ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   try {
     const { data, info } = await sharp(source, { failOn: "error", limitInputPixels: MAX_PIXELS, autoOrient: true })
+      .keepIccProfile()
       .removeAlpha()
       .toColourspace("srgb")
       .raw({ depth: "uchar" })
