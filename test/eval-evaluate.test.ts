@@ -11,7 +11,8 @@ import { aggregateClipScore, clipImageSimilarity, ClipScorer } from "../src/eval
 import { parseEvalConfig } from "../src/eval/config.js";
 import { evaluate, type EvaluateOutput } from "../src/eval/evaluate.js";
 import { generatorFromPipeline, setImageGeneratorLoader, variantPlan } from "../src/eval/generate.js";
-import { evalReportHref } from "../src/eval/hooks.js";
+import { evalReportHref, evaluateRun, runEvalDir } from "../src/eval/hooks.js";
+import { buildConfig } from "../src/cli/eval.js";
 import { parseInfotext, readEvalImages } from "../src/eval/images.js";
 import { stat, type EvalResult } from "../src/eval/results.js";
 import { parseMetricsJsonl, readRunCurves } from "../src/eval/runs.js";
@@ -209,6 +210,43 @@ describe("mode B (generation) seams", () => {
         generate: { model: fixture("tiny-sd"), prompts: ["a photo"], seeds: [1] },
       }),
     ).rejects.toThrow(/needs the diffusion pipeline/);
+  });
+
+  it("evaluateRun (the training hook) goes through the same generation seam", async () => {
+    await expect(
+      evaluateRun({
+        runDir: fx.runDir,
+        stage: "personal",
+        model: fixture("tiny-sd"),
+        loras: [{ path: join(fx.runDir, "lora.safetensors") }],
+        prompts: ["a photo of sks dog"],
+        clipModel: CLIP,
+      }),
+    ).rejects.toThrow(/needs the diffusion pipeline/);
+    expect(runEvalDir(fx.runDir, "personal")).toBe(join(fx.runDir, "eval", "personal"));
+  });
+
+  it("sdtune eval turns --model/--lora/--prompt/--seeds into a generate config", () => {
+    const config = parseEvalConfig(
+      buildConfig(
+        {
+          model: "sd",
+          lora: ["loras/dog/pytorch_lora_weights.safetensors@0.8", "style.safetensors"],
+          prompt: ["a dog", "a cat"],
+          seeds: "3,4",
+          out: "o",
+          "no-base": true,
+        },
+        ["generate.steps=12"],
+        {},
+      ),
+    );
+    expect(config.generate).toMatchObject({ model: "sd", prompts: ["a dog", "a cat"], seeds: [3, 4], steps: 12 });
+    expect(config.generate!.include_base).toBe(false);
+    expect(config.generate!.variants.map((v) => [v.name, v.loras[0]!.scale])).toEqual([
+      ["dog", 0.8],
+      ["style", 1],
+    ]);
   });
 
   it("plans base + one variant per LoRA set, with the same seeds for all", () => {

@@ -9,6 +9,7 @@ import type { ProgressEvent } from "../native.js";
 import type { ClipScorer } from "./clip_score.js";
 import type { EvalConfigInput } from "./config.js";
 import { evaluate, type EvaluateOutput } from "./evaluate.js";
+import { findRunMetrics } from "./runs.js";
 
 export interface EvaluateRunOptions {
   /** The training run's folder: metrics.jsonl (or one per stage folder) and report.html live there. */
@@ -42,6 +43,15 @@ export interface EvaluateRunOptions {
   onProgress?: (event: ProgressEvent) => void;
 }
 
+async function hasMetrics(runDir: string): Promise<boolean> {
+  try {
+    await findRunMetrics(runDir);
+    return true;
+  } catch {
+    return false; // a run without metrics.jsonl still gets its images scored
+  }
+}
+
 /** Where evaluateRun writes for this run and stage. */
 export function runEvalDir(runDir: string, stage?: string): string {
   return stage ? join(runDir, "eval", stage) : join(runDir, "eval");
@@ -71,7 +81,7 @@ export async function evaluateRun(o: EvaluateRunOptions): Promise<EvaluateOutput
         },
       ],
     },
-    runs: [o.runDir],
+    runs: (await hasMetrics(o.runDir)) ? [o.runDir] : [],
     ...(o.instanceImages ? { instance_images: o.instanceImages } : {}),
     ...(o.clipModel ? { clip_model: o.clipModel } : {}),
   };

@@ -55,7 +55,11 @@ function metricsTable(r: EvalResult): string {
       "</tr>",
     ].join(""),
   );
-  return `<table id="metrics"><thead><tr>${head.map((h) => `<th>${h}</th>`).join("")}</tr></thead><tbody>${rows.join("")}</tbody></table>`;
+  const bySample = r.variants.filter((v) => v.replicateBy === "sample").map((v) => escapeHtml(v.name));
+  const note = bySample.length
+    ? `<p class="meta">No seeds recorded for ${bySample.join(", ")}: their images count as replicates in file-name order per prompt.</p>`
+    : "";
+  return `<table id="metrics"><thead><tr>${head.map((h) => `<th>${h}</th>`).join("")}</tr></thead><tbody>${rows.join("")}</tbody></table>${note}`;
 }
 
 function promptTable(r: EvalResult): string {
