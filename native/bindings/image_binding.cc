@@ -82,8 +82,8 @@ image::ClipPreprocessOptions readClipPreprocessOptions(const Napi::Value& value)
   p.doRescale = getBool(o, "doRescale", true, what);
   p.rescaleFactor = getOptionalNumber(o, "rescaleFactor", what).value_or(1.0 / 255.0);
   p.doNormalize = getBool(o, "doNormalize", true, what);
-  if (!o.Get("mean").IsUndefined()) p.mean = toNumberVector(o.Get("mean"), what + ".mean");
-  if (!o.Get("std").IsUndefined()) p.std = toNumberVector(o.Get("std"), what + ".std");
+  if (!o.Get("mean").IsUndefined()) p.imageMean = toNumberVector(o.Get("mean"), what + ".mean");
+  if (!o.Get("std").IsUndefined()) p.imageStd = toNumberVector(o.Get("std"), what + ".std");
   p.validate();
   return p;
 }

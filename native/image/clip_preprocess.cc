@@ -51,9 +51,9 @@ at::Tensor toPixelValues(const at::Tensor& hwc, const ClipPreprocessOptions& o) 
   at::Tensor x = o.doRescale ? (chw.to(at::kDouble) * o.rescaleFactor).to(at::kFloat) : chw.to(at::kFloat);
   if (o.doNormalize) {
     auto f64 = at::TensorOptions().dtype(at::kDouble);
-    at::Tensor mean = at::tensor(o.mean, f64).to(at::kFloat).view({-1, 1, 1});  // [3, 1, 1], np.float32(mean)
-    at::Tensor std = at::tensor(o.std, f64).to(at::kFloat).view({-1, 1, 1});
-    x = (x - mean) / std;
+    at::Tensor mean = at::tensor(o.imageMean, f64).to(at::kFloat).view({-1, 1, 1});  // [3, 1, 1], np.float32(mean)
+    at::Tensor stdev = at::tensor(o.imageStd, f64).to(at::kFloat).view({-1, 1, 1});
+    x = (x - mean) / stdev;
   }
   return x.contiguous();
 }
@@ -71,10 +71,10 @@ void ClipPreprocessOptions::validate() const {
   if (doCenterCrop && (cropHeight <= 0 || cropWidth <= 0)) {
     throw std::invalid_argument("crop_size height and width must be positive");
   }
-  if (doNormalize && (mean.size() != 3 || std.size() != 3)) {
+  if (doNormalize && (imageMean.size() != 3 || imageStd.size() != 3)) {
     throw std::invalid_argument("image_mean and image_std must hold 3 values (RGB)");
   }
-  for (double s : std) {
+  for (double s : imageStd) {
     if (doNormalize && s == 0.0) throw std::invalid_argument("image_std must not contain 0");
   }
 }

@@ -26,8 +26,8 @@ struct ClipPreprocessOptions {
   bool doRescale = true;
   double rescaleFactor = 1.0 / 255.0;
   bool doNormalize = true;
-  std::vector<double> mean{0.48145466, 0.4578275, 0.40821073};
-  std::vector<double> std{0.26862954, 0.26130258, 0.27577711};
+  std::vector<double> imageMean{0.48145466, 0.4578275, 0.40821073};
+  std::vector<double> imageStd{0.26862954, 0.26130258, 0.27577711};
 
   // Throws std::invalid_argument naming the preprocessor_config.json field at fault.
   void validate() const;
