@@ -33,8 +33,6 @@ export type { TextEncoderOutput } from "./native.js";
 // Datasets and the training image pipeline (src/data).
 export {
   openDataset,
-  resolveDataset,
-  setDatasetResolver,
   createBatchStream,
   createRawBatchStream,
   makeBuckets,
@@ -55,11 +53,68 @@ export type {
   DataItem,
   Dataset,
   DatasetIssue,
-  DatasetResolver,
   DatasetSpec,
   RawBatch,
   StreamPosition,
 } from "./data/index.js";
+export * from "./lora/index.js";
+export {
+  NoiseSchedule,
+  SAMPLER_FOR_CLASS,
+  createGenerator,
+  createScheduler,
+  defaultSamplerName,
+  readSchedulerConfig,
+  samplerNames,
+  schedulerConfigSchema,
+} from "./sched/index.js";
+export type {
+  Generator,
+  SamplerName,
+  Scheduler,
+  SchedulerConfig,
+  SchedulerOverrides,
+  SchedulerStepResult,
+} from "./sched/index.js";
+export {
+  resolveModel,
+  resolveFiles,
+  resolveDataset,
+  CLIP_FILES,
+  DATASET_PATTERNS,
+  HubError,
+  hubCacheDir,
+} from "./hub/index.js";
+export type {
+  HubErrorCode,
+  HubProgressEvent,
+  ResolveDatasetOptions,
+  ResolveFilesOptions,
+  ResolveModelOptions,
+} from "./hub/index.js";
+export { UNet, loadUNet } from "./models/unet.js";
+export type { UNetDType, UNetLoadOptions } from "./models/unet.js";
+export { VAE, loadVAE } from "./models/vae.js";
+export type { VAECallOptions, VAEDecodeOptions, VAELoadOptions } from "./models/vae.js";
+export {
+  ConfigError,
+  nativeUNetConfig,
+  nativeVAEConfig,
+  parseUNetConfig,
+  parseVAEConfig,
+  unetConfigSchema,
+  vaeConfigSchema,
+} from "./models/config.js";
+export type { UNetConfig, VAEConfig } from "./models/config.js";
+export type {
+  LatentDistribution,
+  NativeUNet,
+  NativeUNetConfig,
+  NativeVAE,
+  NativeVAEConfig,
+  ParameterInfo,
+  UNetLossAndGradients,
+} from "./native.js";
 
 // Evaluation: CLIP score (torchmetrics semantics), CLIP-I / CLIP-T, grids, report (src/eval).
 export {

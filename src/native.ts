@@ -249,6 +249,330 @@ export interface AdamW {
   dispose(): void;
 }
 
+// ---------------------------------------------------------------- LoRA files (native/bindings/lora_files.cc)
+
+export interface LoraFilesOps {
+  /** tensor * factor in the tensor's dtype, rounded as PyTorch rounds `tensor * python_float`. */
+  fold(tensor: Tensor, factor: number): Promise<Tensor>;
+  /**
+   * fold, plus what makes it invertible: `residual` (int8, the tensor's shape) is the original's
+   * bit pattern minus unfold(folded)'s, non-zero only where two floats fold to one value.
+   */
+  foldExact(tensor: Tensor, factor: number): Promise<{ folded: Tensor; residual: Tensor; nonzero: number }>;
+  /**
+   * The inverse of fold: x with fold(x, factor) == tensor for every element where such an x
+   * exists (`inexact` counts those where none does); with foldExact's residual, the original.
+   */
+  unfold(tensor: Tensor, factor: number, residual?: Tensor): Promise<{ tensor: Tensor; inexact: number }>;
+}
+
+// ---------------------------------------------------------------- schedulers and random numbers
+
+/** Sampler names; see src/sched and the README section "Samplers". */
+export type SamplerName =
+  "ddpm" | "ddim" | "pndm" | "euler" | "euler_ancestral" | "dpmpp_2m" | "dpmpp_2m_karras" | "dpm_multistep";
+
+/** A value of a diffusers scheduler config (scheduler_config.json). */
+export type SchedulerConfigValue = string | number | boolean | null | number[];
+
+/** A seedable CPU random generator: `new Generator(seed)` draws what `torch.Generator().manual_seed(seed)` draws. */
+export interface Generator {
+  /** The seed it was created with (or last reseeded with); a BigInt only beyond 2^53 - 1. */
+  readonly seed: number | bigint;
+  /** Restarts the stream from `seed`, like torch.Generator.manual_seed. */
+  manualSeed(seed: number | bigint): void;
+  /** Standard normal samples drawn on the CPU in `dtype` (default float32), then moved to `device`. */
+  randn(shape: number[], options?: { dtype?: DType; device?: string }): Tensor;
+  /** The full generator state (uint8, torch.Generator.get_state's layout), for exact resume. */
+  getState(): Tensor;
+  /** Restores a state from getState(). */
+  setState(state: Tensor): void;
+}
+
+export interface SchedulerStepResult {
+  /** The sample for the next model call. */
+  prevSample: Tensor;
+  /** The x0 estimate, where diffusers returns one (not PNDM, not DPM-Solver). */
+  predOriginalSample?: Tensor;
+  /** The random draw this step used, when it drew one. */
+  noise?: Tensor;
+}
+
+/** A sampler (the inference half of a diffusers scheduler), driven by step index. */
+export interface Scheduler {
+  readonly name: SamplerName;
+  /** The diffusers class it reproduces, e.g. "DPMSolverMultistepScheduler". */
+  readonly className: string;
+  /** The effective init parameters (diffusers key names), after from_config resolution. */
+  readonly config: Record<string, SchedulerConfigValue>;
+  /** diffusers' scheduler.order (1 for every sampler here). */
+  readonly order: number;
+  /** 0 until setTimesteps(). */
+  readonly numInferenceSteps: number;
+  /** Model calls per run (= timesteps.numel; PNDM makes steps + 1). */
+  readonly numCalls: number;
+  /** [numCalls] int64 (DDPM, DDIM, PNDM, DPM-Solver) or float32 (Euler, Euler-a): a copy. */
+  readonly timesteps: Tensor;
+  /** [numCalls + 1] float32 for Euler, Euler-a and DPM-Solver; undefined for the others. */
+  readonly sigmas: Tensor | undefined;
+  /** 0-dim float32: initial latents are randn * initNoiseSigma. */
+  readonly initNoiseSigma: Tensor;
+  /** Builds the schedule for `steps` >= 1 inference steps and starts a new run. */
+  setTimesteps(steps: number): void;
+  /** The timestep the model gets at call `stepIndex`. */
+  timestepAt(stepIndex: number): number;
+  /** The model input at call `stepIndex` (the sample itself except for Euler samplers). */
+  scaleModelInput(sample: Tensor, stepIndex: number): Tensor;
+  /**
+   * img2img: `x0` noised to the level of call `stepIndex` (diffusers' scheduler.add_noise):
+   * sqrt(acp) x0 + sqrt(1 - acp) noise, or x0 + sigma noise for the Euler samplers.
+   */
+  addNoise(x0: Tensor, noise: Tensor, stepIndex: number): Tensor;
+  /** One denoising step; steps run in order. Random draws come from `generator` (CPU, like diffusers). */
+  step(
+    modelOutput: Tensor,
+    stepIndex: number,
+    sample: Tensor,
+    generator?: Generator | Generator[],
+  ): Promise<SchedulerStepResult>;
+  /** Idempotent. */
+  dispose(): void;
+}
+
+/** The training-time forward process of a DDPMScheduler config. */
+export interface NoiseSchedule {
+  readonly config: Record<string, SchedulerConfigValue>;
+  readonly numTrainTimesteps: number;
+  readonly predictionType: "epsilon" | "v_prediction" | "sample";
+  /** [T] float32 (copies). */
+  readonly betas: Tensor;
+  readonly alphasCumprod: Tensor;
+  /** sqrt(acp[t]) * x0 + sqrt(1 - acp[t]) * noise; `timesteps` int64 [B] (or one value). */
+  addNoise(x0: Tensor, noise: Tensor, timesteps: Tensor): Tensor;
+  /** The v-prediction target sqrt(acp[t]) * noise - sqrt(1 - acp[t]) * x0. */
+  getVelocity(x0: Tensor, noise: Tensor, timesteps: Tensor): Tensor;
+  /** diffusers.training_utils.compute_snr: acp / (1 - acp) at each timestep, float32. */
+  snr(timesteps: Tensor): Tensor;
+  /** Idempotent. */
+  dispose(): void;
+}
+
+// ---------------------------------------------------------------- UNet and VAE
+
+/** UNet2DConditionModel config as the native loader takes it: resolved per block (see src/models/config.ts). */
+export interface NativeUNetConfig {
+  inChannels: number;
+  outChannels: number;
+  blockOutChannels: number[];
+  downBlockTypes: ("CrossAttnDownBlock2D" | "DownBlock2D")[];
+  upBlockTypes: ("CrossAttnUpBlock2D" | "UpBlock2D")[];
+  /** null: no mid block. */
+  midBlockType: "UNetMidBlock2DCrossAttn" | null;
+  /** Per down block; the up blocks read them reversed (with one more resnet each), the mid block the last one. */
+  layersPerBlock: number[];
+  /** Heads per block (diffusers' legacy `attention_head_dim`); head dim = channels / heads. */
+  numAttentionHeads: number[];
+  crossAttentionDim: number[];
+  transformerLayersPerBlock: number[];
+  onlyCrossAttention: boolean[];
+  useLinearProjection: boolean;
+  upcastAttention: boolean;
+  normNumGroups: number;
+  normEps: number;
+  actFn: string;
+  flipSinToCos: boolean;
+  freqShift: number;
+  resnetTimeScaleShift: "default" | "scale_shift";
+  centerInputSample: boolean;
+  downsamplePadding: number;
+  midBlockScaleFactor: number;
+  dropout: number;
+  convInKernel: number;
+  convOutKernel: number;
+  /** null: 4 * blockOutChannels[0]. */
+  timeEmbeddingDim: number | null;
+  timeEmbeddingActFn: string | null;
+  timestepPostAct: string | null;
+}
+
+/** AutoencoderKL config as the native loader takes it. */
+export interface NativeVAEConfig {
+  inChannels: number;
+  outChannels: number;
+  latentChannels: number;
+  blockOutChannels: number[];
+  downBlockTypes: "DownEncoderBlock2D"[];
+  upBlockTypes: "UpDecoderBlock2D"[];
+  layersPerBlock: number;
+  normNumGroups: number;
+  actFn: string;
+  scalingFactor: number;
+  midBlockAddAttention: boolean;
+}
+
+export interface NativeModelLoadOptions<Config> {
+  config: Config;
+  /** safetensors files holding the checkpoint (several when sharded); or give randomSeed instead. */
+  files?: string[];
+  /** No files: a seeded random init (tests, benchmarks). */
+  randomSeed?: number;
+  /** float32 (default), float16 or bfloat16: weights are converted at load. */
+  dtype?: DType;
+  /** "cpu" (default), "cuda", "cuda:N". */
+  device?: string;
+}
+
+export interface ParameterInfo {
+  name: string;
+  shape: number[];
+  dtype: DType;
+  requiresGrad: boolean;
+}
+
+export interface UNetLossAndGradients {
+  /** mse(output, target), mean over all elements, float32, 0-dim. */
+  loss: Tensor;
+  output: Tensor;
+  /** d loss / d parameter, by parameter name (the checkpoint key). */
+  grads: Record<string, Tensor>;
+}
+
+/** A loaded UNet2DConditionModel (native/bindings/unet_binding.cc). Inputs are cast to the model's dtype and device. */
+export interface NativeUNet {
+  /** sample [B, C, H, W]; timestep: number, 0-dim or [B] tensor (int or float); ehs [B, L, D] -> [B, out, H, W]. */
+  forward(sample: Tensor, timestep: Tensor | number, encoderHiddenStates: Tensor): Promise<Tensor>;
+  /** forward, plus the outputs of conv_in, time_proj, time_embedding, down_blocks.N, mid_block, up_blocks.N, conv_norm_out. */
+  forwardWithIntermediates(
+    sample: Tensor,
+    timestep: Tensor | number,
+    encoderHiddenStates: Tensor,
+  ): Promise<{ output: Tensor; intermediates: Record<string, Tensor> }>;
+  /** The mse loss against target and the gradient of every parameter (all temporarily trainable). */
+  lossAndGradients(
+    sample: Tensor,
+    timestep: Tensor | number,
+    encoderHiddenStates: Tensor,
+    target: Tensor,
+  ): Promise<UNetLossAndGradients>;
+  /** Recompute each resnet / transformer block in backward instead of keeping activations (same gradients). */
+  setGradientCheckpointing(enabled: boolean): void;
+  readonly gradientCheckpointing: boolean;
+  parameterInfo(): ParameterInfo[];
+  readonly dtype: DType;
+  readonly device: string;
+  readonly disposed: boolean;
+  /** Idempotent; running work keeps the model until it ends. */
+  dispose(): void;
+}
+
+export interface NativeCallOptions {
+  onProgress?: (event: ProgressEvent) => void;
+  cancel?: CancelToken;
+}
+
+export interface LatentDistribution {
+  /** quant_conv output [B, 2*latent, h, w] = cat(mean, logvar) before clamping. */
+  moments: Tensor;
+  mean: Tensor;
+  /** Clamped to [-30, 20]. */
+  logvar: Tensor;
+  /** exp(0.5 * logvar). */
+  std: Tensor;
+}
+
+/** A loaded AutoencoderKL (native/bindings/vae_binding.cc). Runs one image at a time. */
+export interface NativeVAE {
+  /** images in [-1, 1], [B, 3, H, W]. */
+  encode(images: Tensor, options?: NativeCallOptions): Promise<LatentDistribution>;
+  /** mean + std * noise (noise given, or randn from a CPU generator seeded with `seed`); times scalingFactor when `scaled`. */
+  sample(
+    images: Tensor,
+    options?: NativeCallOptions & { seed?: number; noise?: Tensor; scaled?: boolean },
+  ): Promise<Tensor>;
+  /**
+   * Latents [B, latent, h, w] (divided by scalingFactor first when `scaled`) -> images [B, 3, h*f, w*f];
+   * tileSize (latent px) decodes in cross-faded tiles.
+   */
+  decode(
+    latents: Tensor,
+    options?: NativeCallOptions & { scaled?: boolean; tileSize?: number; tileOverlap?: number },
+  ): Promise<Tensor>;
+  readonly scalingFactor: number;
+  /** Spatial factor between images and latents (8 for SD). */
+  readonly scaleFactor: number;
+  readonly dtype: DType;
+  readonly device: string;
+  readonly disposed: boolean;
+  dispose(): void;
+}
+
+// ---------------------------------------------------------------- training (native/bindings/trainer_binding.cc)
+
+export interface NativeTrainerOptions {
+  unet: NativeUNet;
+  textEncoder?: NativeTextEncoder;
+  vae?: NativeVAE;
+  /** "unet" / "text_encoder": given parameters (e.g. LoRA adapters), or the whole model (`full`). */
+  groups: (
+    { name: "unet" | "text_encoder"; params: [string, Tensor][] } | { name: "unet" | "text_encoder"; full: true }
+  )[];
+  /** scheduler_config.json as JSON text: the DDPM training schedule. */
+  noiseScheduleConfig: string;
+  predictionType?: "epsilon" | "v_prediction";
+  snrGamma?: number;
+  noiseOffset?: number;
+  priorLossWeight?: number;
+  gradientAccumulationSteps?: number;
+  /** 0: measure the norm only. */
+  maxGradNorm?: number;
+  adamw?: AdamWOptions;
+  lossScaling?: { enabled: boolean; initScale?: number; growthInterval?: number };
+  ema?: { enabled: boolean; decay?: number; useWarmup?: boolean };
+  seed?: number;
+  /** true: latents = posterior sample (diffusers); false: the mean. */
+  sampleLatents?: boolean;
+  clipSkip?: number;
+  trainTextEncoder?: boolean;
+}
+
+/** One micro-batch: pixels, cached latent distribution or latents; inputIds or cached embeddings. */
+export interface NativeTrainBatch {
+  pixels?: Tensor;
+  latentMean?: Tensor;
+  latentStd?: Tensor;
+  latents?: Tensor;
+  inputIds?: Tensor;
+  encoderHiddenStates?: Tensor;
+  noise?: Tensor;
+  timesteps?: Tensor;
+  /** The last rows are class images (prior preservation). */
+  priorRows?: number;
+}
+
+export interface NativeStepResult {
+  loss: number;
+  instanceLoss: number;
+  priorLoss: number;
+  optimizerStepped: boolean;
+  overflow: boolean;
+  gradNorm: number;
+  lossScale: number;
+  microStep: number;
+  optimizerStep: number;
+  modelPred?: Tensor;
+}
+
+export interface NativeTrainer {
+  /** One micro-batch; `lrs` has one learning rate per group, in group order. */
+  step(batch: NativeTrainBatch, lrs: number[], options?: { keepPrediction?: boolean }): Promise<NativeStepResult>;
+  /** Copies of every tensor that decides the next step (parameters, optimizer, EMA, scaler, generator, counters). */
+  stateDict(): Promise<[string, Tensor][]>;
+  loadStateDict(state: [string, Tensor][]): Promise<void>;
+  copyEmaToModel(): Promise<void>;
+  readonly optimizerStep: number;
+  dispose(): void;
+}
+
 // ---------------------------------------------------------------- the addon
 
 export interface NativeAddon {
@@ -287,6 +611,20 @@ export interface NativeAddon {
     /** Cosines of every pair: [n, d] x [m, d] -> [n, m]. */
     cosineMatrix(a: Tensor, b: Tensor): Promise<Tensor>;
   };
+  loraFiles: LoraFilesOps;
+  Generator: new (seed?: number | bigint) => Generator;
+  Scheduler: {
+    /** A sampler from a raw scheduler config plus overrides (diffusers from_config semantics). */
+    create(name: string, config: Record<string, unknown>, overrides?: Record<string, unknown>): Scheduler;
+  };
+  NoiseSchedule: {
+    /** DDPMScheduler.from_config(config, **overrides)'s noise schedule. */
+    create(config: Record<string, unknown>, overrides?: Record<string, unknown>): NoiseSchedule;
+  };
+  samplerNames: readonly SamplerName[];
+  UNet: { load(options: NativeModelLoadOptions<NativeUNetConfig>): Promise<NativeUNet> };
+  VAE: { load(options: NativeModelLoadOptions<NativeVAEConfig>): Promise<NativeVAE> };
+  Trainer: { create(options: NativeTrainerOptions): Promise<NativeTrainer> };
   info(): RuntimeInfo;
   setNumThreads(threads: number): number;
   manualSeed(seed: number): void;

@@ -6,9 +6,10 @@ import { join } from "node:path";
 import { parquetWriteBuffer } from "hyparquet-writer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { DatasetError, openDataset, resolveDataset, setDatasetResolver, type Dataset } from "../src/data/index.js";
+import { DatasetError, openDataset, resolveDatasetPath, type Dataset } from "../src/data/index.js";
 import { inferSplits } from "../src/data/splits.js";
 import { tempDir } from "./helpers/fixtures.js";
+import { startHubServer } from "./helpers/hub_server.js";
 import { imageBuffer, writeImage, writeText } from "./helpers/images.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
@@ -290,19 +291,47 @@ describe("progress and cancellation", () => {
   });
 });
 
-describe("resolveDataset", () => {
-  it("keeps local paths, sends hub ids to the registered resolver and explains failures", async () => {
-    expect(await resolveDataset(dir.path)).toBe(dir.path);
-    await expect(resolveDataset("someone/some-dataset")).rejects.toThrow(/no hub resolver is registered/);
-    const local = join(dir.path, "hf");
-    setDatasetResolver(async (id) => (id === "someone/some-dataset" ? local : Promise.reject(new Error("unknown"))));
+describe("dataset paths and hub ids", () => {
+  it("keeps local paths, fetches hub ids through the hub cache, and explains failures", async () => {
+    expect(await resolveDatasetPath(dir.path)).toBe(dir.path);
+    await expect(resolveDatasetPath(join(dir.path, "nope"))).rejects.toBeInstanceOf(DatasetError);
+    // A real HTTP hub on loopback serving an imagefolder dataset repo.
+    const a = await imageBuffer({ width: 40, height: 30, format: "png" });
+    const server = await startHubServer({
+      repos: [
+        {
+          id: "someone/some-dataset",
+          type: "dataset",
+          files: {
+            "metadata.jsonl": '{"file_name": "a.png", "text": "a red square"}\n',
+            "a.png": a,
+          },
+        },
+      ],
+    });
+    const saved = {
+      cache: process.env.HF_HUB_CACHE,
+      endpoint: process.env.HF_ENDPOINT,
+      offline: process.env.HF_HUB_OFFLINE,
+    };
+    process.env.HF_HUB_CACHE = join(dir.path, "hf-cache");
+    process.env.HF_ENDPOINT = server.endpoint;
+    delete process.env.HF_HUB_OFFLINE;
     try {
-      expect(await resolveDataset("someone/some-dataset")).toBe(local);
       const ds = await openDataset({ path: "someone/some-dataset" });
-      expect(ds.root).toBe(local);
+      expect(ds.items.map((i) => i.caption)).toEqual(["a red square"]);
+      expect(ds.root.startsWith(join(dir.path, "hf-cache"))).toBe(true);
+      await expect(openDataset({ path: "someone/missing" })).rejects.toThrow(/someone\/missing/);
     } finally {
-      setDatasetResolver(undefined);
+      for (const [key, value] of [
+        ["HF_HUB_CACHE", saved.cache],
+        ["HF_ENDPOINT", saved.endpoint],
+        ["HF_HUB_OFFLINE", saved.offline],
+      ] as const) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+      await server.close();
     }
-    await expect(resolveDataset(join(dir.path, "nope"))).rejects.toBeInstanceOf(DatasetError);
   });
 });

@@ -1,5 +1,6 @@
 // CLIP score parity with torchmetrics 1.3.2 + transformers CLIPProcessor (golden/clip_score),
 // PIL-exact image preprocessing, and the DreamBooth similarity metrics.
+import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import sharp from "sharp";
@@ -19,6 +20,7 @@ import {
 import { native, type Tensor } from "../src/native.js";
 import { tensorFrom } from "../src/tensor.js";
 import { expectClose, fixture, get, golden, tempDir, TOL, values } from "./helpers/fixtures.js";
+import { startHubServer } from "./helpers/hub_server.js";
 
 interface ClipScoreJson {
   images: string[];
@@ -229,15 +231,47 @@ describe("DreamBooth metrics", () => {
 });
 
 describe("CLIP model resolution", () => {
-  it("uses local folders as they are and hub ids through the registered resolver", async () => {
+  it("uses local folders as they are and fetches hub ids through the Hugging Face cache", async () => {
     expect(await resolveClipModel(fixture("tiny-clip"))).toBe(fixture("tiny-clip"));
-    await expect(resolveClipModel("openai/clip-vit-large-patch14")).rejects.toThrow(/no hub resolver/);
-    setClipModelResolver(async (id) => (id === "org/tiny" ? fixture("tiny-clip") : Promise.reject(new Error("nope"))));
+    await expect(resolveClipModel(join(dir.path, "missing"))).rejects.toThrow(/does not exist/);
+    // A real HTTP hub on loopback serving the tiny CLIP repo (plus a pickle that must not be fetched).
+    const server = await startHubServer({
+      repos: [{ id: "someone/tiny-clip", dir: fixture("tiny-clip"), files: { "pytorch_model.bin": "pickle" } }],
+    });
+    const saved = {
+      cache: process.env.HF_HUB_CACHE,
+      endpoint: process.env.HF_ENDPOINT,
+      offline: process.env.HF_HUB_OFFLINE,
+    };
+    process.env.HF_HUB_CACHE = join(dir.path, "hf-cache");
+    process.env.HF_ENDPOINT = server.endpoint;
+    delete process.env.HF_HUB_OFFLINE;
     try {
-      expect(await resolveClipModel("org/tiny")).toBe(fixture("tiny-clip"));
+      const fromHub = await ClipScorer.load("someone/tiny-clip");
+      expect(fromHub.source).toBe("someone/tiny-clip");
+      expect(fromHub.model.path.startsWith(join(dir.path, "hf-cache"))).toBe(true);
+      expect(existsSync(join(fromHub.model.path, "pytorch_model.bin"))).toBe(false);
+      const viaHub = await fromHub.pairScores(images, meta.captions);
+      const local = await scorer.pairScores(images, meta.captions);
+      expect(viaHub.scores).toEqual(local.scores);
+      fromHub.dispose();
+      await expect(ClipScorer.load("someone/missing")).rejects.toThrow(/someone\/missing/);
+    } finally {
+      for (const [key, value] of [
+        ["HF_HUB_CACHE", saved.cache],
+        ["HF_ENDPOINT", saved.endpoint],
+        ["HF_HUB_OFFLINE", saved.offline],
+      ] as const) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+      await server.close();
+    }
+    setClipModelResolver(async () => fixture("tiny-clip"));
+    try {
+      expect(await resolveClipModel("any/id")).toBe(fixture("tiny-clip"));
     } finally {
       setClipModelResolver(undefined);
     }
-    await expect(resolveClipModel(join(dir.path, "missing"))).rejects.toThrow(/does not exist/);
   });
 });

@@ -189,6 +189,22 @@ describe("prompt sources and bad input", () => {
 });
 
 describe("training curves", () => {
+  it("splits one metrics.jsonl into a curve per stage when its lines name several", async () => {
+    const run = join(dir.path, "run-one-log");
+    await mkdir(run, { recursive: true });
+    const rows = [
+      { stage: "concept", step: 1, loss: 0.3, lr: 1e-4 },
+      { stage: "concept", step: 2, loss: 0.25, lr: 1e-4 },
+      { stage: "personal", step: 1, loss: 0.2, lr: 5e-5 },
+    ];
+    await writeFile(join(run, "metrics.jsonl"), rows.map((r) => JSON.stringify(r)).join("\n"));
+    const curves = await readRunCurves([run]);
+    expect(curves.map((c) => [c.name, c.points.length])).toEqual([
+      ["run-one-log/concept", 2],
+      ["run-one-log/personal", 1],
+    ]);
+  });
+
   it("keeps lines with numeric step and loss, counting the rest (other events, a line cut by a crash)", () => {
     const { points, skipped } = parseMetricsJsonl(
       '{"step":1,"loss":0.5,"lr":0.001}\n{"event":"x"}\n{"step":2,"loss":0.4}\n{"st',

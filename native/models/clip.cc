@@ -73,7 +73,10 @@ void finishLoad(Model& model) {
 CLIPTextModel loadCLIPTextModel(const CLIPTextOptions& options, const std::vector<std::string>& files,
                                 const CLIPLoadOptions& load) {
   checkTransformerDtype(load.dtype, load.device, load.what);
-  CLIPTextModel model(options);
+  CLIPTextModel model = [&] {
+    nn::SkipInitGuard skip;  // every weight is loaded next
+    return CLIPTextModel(options);
+  }();
   loadWeights(*model, files, toLoadOptions(load), load.what);
   finishLoad(model);
   return model;
@@ -82,7 +85,10 @@ CLIPTextModel loadCLIPTextModel(const CLIPTextOptions& options, const std::vecto
 CLIPModel loadCLIPModel(const CLIPModelOptions& options, const std::vector<std::string>& files,
                         const CLIPLoadOptions& load) {
   checkTransformerDtype(load.dtype, load.device, load.what);
-  CLIPModel model(options);
+  CLIPModel model = [&] {
+    nn::SkipInitGuard skip;  // every weight is loaded next
+    return CLIPModel(options);
+  }();
   loadWeights(*model, files, toLoadOptions(load), load.what);
   finishLoad(model);
   return model;

@@ -34,11 +34,12 @@ void loadWeights(torch::nn::Module& module, const std::vector<std::string>& file
   for (const auto& path : files) {
     opened.push_back(safetensors::MappedFile::open(path));
     for (const auto& info : opened.back()->header().tensors) {
-      if (sources.count(info.name)) {
-        problems.push_back("key " + info.name + " appears in more than one file");
+      std::string name = options.rename ? options.rename(info.name) : info.name;
+      if (sources.count(name)) {
+        problems.push_back("key " + name + " appears more than once");
         continue;
       }
-      sources[info.name] = {opened.size() - 1, &info};
+      sources[name] = {opened.size() - 1, &info};
     }
   }
 

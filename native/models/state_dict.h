@@ -18,6 +18,9 @@ struct LoadOptions {
   std::function<bool(const std::string&)> ignore;
   // Prefix the checkpoint puts before the module's own names ("" for none).
   std::string prefix;
+  // Maps a checkpoint key to the module's name for it (legacy layouts, e.g. the VAE's
+  // old query/key/value/proj_attn attention names); applied before prefix matching.
+  std::function<std::string(const std::string&)> rename;
 };
 
 // Loads every safetensors file in `files` (a sharded checkpoint is several) into

@@ -24,6 +24,22 @@ torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, 
   return y;
 }
 
+namespace {
+thread_local bool skipInit = false;
+}  // namespace
+
+SkipInitGuard::SkipInitGuard() : previous_(skipInit) {
+  skipInit = true;
+}
+
+SkipInitGuard::~SkipInitGuard() {
+  skipInit = previous_;
+}
+
+bool SkipInitGuard::active() {
+  return skipInit;
+}
+
 LinearImpl::LinearImpl(const LinearOptions& options_) : options(options_) {
   reset();
 }
@@ -31,6 +47,7 @@ LinearImpl::LinearImpl(const LinearOptions& options_) : options(options_) {
 void LinearImpl::reset() {
   weight = register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
   if (options.bias()) bias = register_parameter("bias", torch::empty({options.out_features()}));
+  if (SkipInitGuard::active()) return;
   // torch.nn.Linear's init, so freshly built models (tests, the demo) look like real ones.
   torch::NoGradGuard noGrad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
@@ -54,6 +71,7 @@ void Conv2dImpl::reset() {
   int64_t k = options.kernel_size();
   weight = register_parameter("weight", torch::empty({options.out_channels(), options.in_channels(), k, k}));
   if (options.bias()) bias = register_parameter("bias", torch::empty({options.out_channels()}));
+  if (SkipInitGuard::active()) return;
   torch::NoGradGuard noGrad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
   if (bias.defined()) {

@@ -36,6 +36,21 @@ class AdaptableLayer {
   std::map<std::string, LoraAdapter> adapters_;
 };
 
+// While one is alive on this thread, new Linear / Conv2d layers skip their random
+// init: for models whose every weight is about to be read from a checkpoint (an
+// SD UNet's init alone takes seconds and touches gigabytes).
+class SkipInitGuard {
+ public:
+  SkipInitGuard();
+  ~SkipInitGuard();
+  SkipInitGuard(const SkipInitGuard&) = delete;
+  SkipInitGuard& operator=(const SkipInitGuard&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
 struct LinearOptions {
   LinearOptions(int64_t in, int64_t out) : in_features_(in), out_features_(out) {}
   TORCH_ARG(int64_t, in_features);

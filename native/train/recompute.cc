@@ -48,39 +48,37 @@ struct RngState {
   }
 };
 
-// What backward needs besides tensors. An IValue carries a C++ object only as a registered
-// custom class; the function is held by value so callers' temporaries may go away.
-struct RngHolder : torch::CustomClassHolder {
-  explicit RngHolder(std::shared_ptr<RngState> s) : state(std::move(s)) {}
-  std::shared_ptr<RngState> state;
+// Everything backward needs besides the saved inputs. A registered custom class,
+// so it can live in saved_data and is freed with the graph.
+struct RecomputeState : torch::CustomClassHolder {
+  BlockFn fn;                 // owned copy: the caller's function object may be gone by backward
+  RngState rng;               // the RNG as it was when forward ran
+  std::vector<bool> defined;  // which of the caller's inputs were defined
+  bool dummy = false;         // the last compact input is a grad-requiring placeholder
 };
-struct FnHolder : torch::CustomClassHolder {
-  explicit FnHolder(BlockFn f) : fn(std::move(f)) {}
-  BlockFn fn;
-};
-const auto rngHolderClass = torch::class_<RngHolder>("sdtune", "RecomputeRngState");
-const auto fnHolderClass = torch::class_<FnHolder>("sdtune", "RecomputeBlockFn");
+
+const auto recomputeStateRegistration = torch::class_<RecomputeState>("sdtune", "RecomputeState");
+
+// Re-inserts undefined inputs at their positions (and drops the placeholder).
+std::vector<torch::Tensor> expand(const std::vector<torch::Tensor>& compact, const RecomputeState& state) {
+  std::vector<torch::Tensor> full;
+  size_t j = 0;
+  for (bool d : state.defined) full.push_back(d ? compact[j++] : torch::Tensor());
+  return full;
+}
 
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
-  static variable_list forward(AutogradContext* ctx, at::TensorList inputs, const BlockFn* fn,
-                               std::vector<bool> defined) {
-    auto rng = std::make_shared<RngState>(RngState::capture());
-    ctx->saved_data["fn"] = c10::IValue(c10::make_intrusive<FnHolder>(*fn));
-    ctx->saved_data["rng"] = c10::IValue(c10::make_intrusive<RngHolder>(rng));
-    c10::List<bool> definedList;
-    for (bool d : defined) definedList.push_back(d);
-    ctx->saved_data["defined"] = definedList;
+  static variable_list forward(AutogradContext* ctx, at::TensorList inputs, c10::intrusive_ptr<RecomputeState> state) {
+    state->rng = RngState::capture();
     ctx->save_for_backward(inputs.vec());
-    std::vector<torch::Tensor> full = expand(inputs.vec(), defined);
+    std::vector<torch::Tensor> full = expand(inputs.vec(), *state);
+    ctx->saved_data["state"] = c10::IValue(state);
     torch::NoGradGuard noGrad;
-    return (*fn)(full);
+    return state->fn(full);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list gradOutputs) {
-    const BlockFn* fn = &ctx->saved_data["fn"].toCustomClass<FnHolder>()->fn;
-    auto rng = ctx->saved_data["rng"].toCustomClass<RngHolder>()->state;
-    auto definedList = ctx->saved_data["defined"].toBoolList();
-    std::vector<bool> defined(definedList.begin(), definedList.end());
+    auto state = ctx->saved_data["state"].toCustomClass<RecomputeState>();
     variable_list saved = ctx->get_saved_variables();
     std::vector<torch::Tensor> detached;
     for (const auto& t : saved) detached.push_back(t.detach().requires_grad_(t.requires_grad()));
@@ -89,9 +87,9 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     {
       // Replay the forward with the RNG as it was, then put the current state back.
       RngState now = RngState::capture();
-      rng->restore();
+      state->rng.restore();
       torch::AutoGradMode enable(true);
-      outputs = (*fn)(expand(detached, defined));
+      outputs = state->fn(expand(detached, *state));
       now.restore();
     }
     variable_list roots, grads;
@@ -104,36 +102,92 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     if (!roots.empty()) torch::autograd::backward(roots, grads);
     variable_list result;
     for (const auto& t : detached) result.push_back(t.requires_grad() ? t.grad() : torch::Tensor());
-    result.push_back(torch::Tensor());  // fn
-    result.push_back(torch::Tensor());  // defined
+    result.push_back(torch::Tensor());  // state
     return result;
   }
+};
 
-  // Re-inserts undefined inputs at their positions.
-  static std::vector<torch::Tensor> expand(const std::vector<torch::Tensor>& compact,
-                                           const std::vector<bool>& defined) {
-    std::vector<torch::Tensor> full;
-    size_t j = 0;
-    for (bool d : defined) full.push_back(d ? compact[j++] : torch::Tensor());
-    return full;
+std::vector<int64_t> contiguousStrides(at::IntArrayRef sizes) {
+  std::vector<int64_t> strides(sizes.size(), 1);
+  for (int64_t d = static_cast<int64_t>(sizes.size()) - 2; d >= 0; --d) {
+    strides[d] = strides[d + 1] * std::max<int64_t>(sizes[d + 1], 1);
+  }
+  return strides;
+}
+
+// Identity in forward and backward: groups the gradients of the block's inputs, and
+// hands them back in the layout checkpoint's leaf inputs give them (AccumulateGrad's
+// layout contract: the input's strides when it is dense, else contiguous). Same values
+// in the same layout make every later reduction (e.g. a bias gradient) bitwise equal.
+struct BoundaryFunction : public torch::autograd::Function<BoundaryFunction> {
+  static variable_list forward(AutogradContext* ctx, at::TensorList inputs) {
+    variable_list out;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const auto& t = inputs[i];
+      std::vector<int64_t> strides =
+          t.is_non_overlapping_and_dense() ? t.strides().vec() : contiguousStrides(t.sizes());
+      ctx->saved_data["sizes" + std::to_string(i)] = t.sizes().vec();
+      ctx->saved_data["strides" + std::to_string(i)] = strides;
+      out.push_back(t.alias());
+    }
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list gradOutputs) {
+    for (size_t i = 0; i < gradOutputs.size(); ++i) {
+      auto& g = gradOutputs[i];
+      if (!g.defined()) continue;
+      auto sizes = ctx->saved_data["sizes" + std::to_string(i)].toIntVector();
+      auto strides = ctx->saved_data["strides" + std::to_string(i)].toIntVector();
+      if (g.sizes() == at::IntArrayRef(sizes) && g.strides() != at::IntArrayRef(strides)) {
+        g = at::empty_strided(sizes, strides, g.options()).copy_(g);
+      }
+    }
+    return gradOutputs;
   }
 };
 
 }  // namespace
 
 std::vector<torch::Tensor> checkpoint(const BlockFn& fn, const std::vector<torch::Tensor>& inputs) {
-  bool anyGrad = false;
-  for (const auto& t : inputs) anyGrad = anyGrad || (t.defined() && t.requires_grad());
   if (!torch::GradMode::is_enabled()) return fn(inputs);
-  // Parameters inside fn may require grad even when no input does, so recompute whenever grad mode is on.
-  (void)anyGrad;
+  auto state = c10::make_intrusive<RecomputeState>();
+  state->fn = fn;
   std::vector<torch::Tensor> compact;
-  std::vector<bool> defined;
+  bool anyGrad = false;
   for (const auto& t : inputs) {
-    defined.push_back(t.defined());
-    if (t.defined()) compact.push_back(t);
+    state->defined.push_back(t.defined());
+    if (!t.defined()) continue;
+    compact.push_back(t);
+    anyGrad = anyGrad || t.requires_grad();
   }
-  return CheckpointFunction::apply(at::TensorList(compact), &fn, defined);
+  // Parameters inside fn may require grad even when no input does (a frozen base with
+  // adapters inside the block): a placeholder input keeps the block in the graph.
+  if (!anyGrad) {
+    compact.push_back(torch::zeros({1}).requires_grad_(true));
+    state->dummy = true;
+  }
+  return CheckpointFunction::apply(at::TensorList(compact), state);
+}
+
+std::vector<torch::Tensor> block(const BlockFn& fn, const std::vector<torch::Tensor>& inputs, bool recompute) {
+  if (!torch::GradMode::is_enabled()) return fn(inputs);
+  if (recompute) return checkpoint(fn, inputs);
+  std::vector<torch::Tensor> tracked;
+  for (const auto& t : inputs) {
+    if (t.defined() && t.requires_grad()) tracked.push_back(t);
+  }
+  if (tracked.empty()) return fn(inputs);
+  variable_list passed = BoundaryFunction::apply(at::TensorList(tracked));
+  std::vector<torch::Tensor> full;
+  size_t j = 0;
+  for (const auto& t : inputs) full.push_back(t.defined() && t.requires_grad() ? passed[j++] : t);
+  return fn(full);
+}
+
+torch::Tensor block1(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& fn,
+                     const std::vector<torch::Tensor>& inputs, bool recompute) {
+  BlockFn wrapped = [fn](const std::vector<torch::Tensor>& in) { return std::vector<torch::Tensor>{fn(in)}; };
+  return block(wrapped, inputs, recompute).at(0);
 }
 
 torch::Tensor checkpoint1(const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& fn,

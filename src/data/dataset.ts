@@ -20,35 +20,25 @@ import {
   type DatasetType,
   type OpenOptions,
 } from "./types.js";
-
-/** Turns a hub dataset id into a local folder (src/hub registers one). */
-export type DatasetResolver = (id: string, options: { signal?: AbortSignal }) => Promise<string>;
-
-let hubResolver: DatasetResolver | undefined;
-
-/** Registers the resolver for hub dataset ids ("owner/name"); src/hub calls this. */
-export function setDatasetResolver(resolver: DatasetResolver | undefined): void {
-  hubResolver = resolver;
-}
+import { resolveDataset as resolveHubDataset } from "../hub/index.js";
 
 /**
  * A local path for `pathOrId`: an existing file or folder as it is; otherwise a
- * hub id through the registered resolver. The hook for hub datasets.
+ * Hugging Face dataset id, fetched through the hub cache (src/hub).
  */
-export async function resolveDataset(pathOrId: string, options: { signal?: AbortSignal } = {}): Promise<string> {
+export async function resolveDatasetPath(
+  pathOrId: string,
+  options: { signal?: AbortSignal; revision?: string } = {},
+): Promise<string> {
   const local = resolve(pathOrId);
   if (await exists(local)) return local;
   const looksLikeHubId = /^[\w.-]+\/[\w.-]+$/.test(pathOrId) && !pathOrId.startsWith(".");
-  if (looksLikeHubId && hubResolver) return hubResolver(pathOrId, options);
-  throw new DatasetError(
-    looksLikeHubId
-      ? `${pathOrId} is not a local folder, and no hub resolver is registered to fetch it as a dataset id`
-      : `dataset path ${local} does not exist`,
-  );
+  if (!looksLikeHubId) throw new DatasetError(`dataset path ${local} does not exist`);
+  return resolveHubDataset(pathOrId, { signal: options.signal, revision: options.revision });
 }
 
 export async function openDataset(spec: DatasetSpec, options: OpenOptions = {}): Promise<Dataset> {
-  const root = await resolveDataset(spec.path, options);
+  const root = await resolveDatasetPath(spec.path, options);
   const type = spec.type && spec.type !== "auto" ? spec.type : await detectType(root, spec);
   const report: DatasetIssue[] = [];
   let result: ReaderResult;

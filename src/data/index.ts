@@ -1,6 +1,5 @@
 // Datasets and the training image pipeline: readers, aspect buckets, the batch stream.
-export { openDataset, resolveDataset, setDatasetResolver, detectType } from "./dataset.js";
-export type { DatasetResolver } from "./dataset.js";
+export { openDataset, resolveDatasetPath, detectType } from "./dataset.js";
 export { createBatchStream, createRawBatchStream } from "./batches.js";
 export type { Batch, BatchInfo, BatchOptions, BatchStream, ExampleCrop, RawBatch, StreamPosition } from "./batches.js";
 export { makeBuckets, resolveBucketOptions, selectBucket, fitToBucket } from "./buckets.js";

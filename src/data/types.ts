@@ -10,7 +10,7 @@ export type DatasetType = "imagefolder" | "parquet" | "captions" | "dreambooth";
 export interface DatasetSpec {
   /** Reader to use; "auto" (default) picks one from the folder's contents. */
   type?: DatasetType | "auto";
-  /** A local folder (or a parquet file), or a hub id once a resolver is registered (see resolveDataset). */
+  /** A local folder (or a parquet file), or a Hugging Face dataset id (fetched through the hub cache). */
   path: string;
   /** imagefolder / parquet: the split to read (default "train"). */
   split?: string;

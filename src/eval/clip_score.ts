@@ -13,6 +13,7 @@
 import { existsSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 
+import { CLIP_FILES, resolveFiles } from "../hub/index.js";
 import { ClipModel } from "../models/clip.js";
 import type { ModelLoadOptions } from "../models/text_encoder.js";
 import { native, type ProgressEvent, type Tensor } from "../native.js";
@@ -26,17 +27,18 @@ export const DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14";
 /** Turns a hub id into a local folder (config.json, model.safetensors, tokenizer and preprocessor files). */
 export type ClipModelResolver = (pathOrId: string, options: { signal?: AbortSignal }) => Promise<string>;
 
-let hubResolver: ClipModelResolver | undefined;
+/** The Hugging Face cache (src/hub): only the files a CLIP checkpoint needs, safetensors only. */
+const hubResolver: ClipModelResolver = (id, options) =>
+  resolveFiles(id, CLIP_FILES.patterns, { optional: CLIP_FILES.optional, ...options });
 
-/**
- * Registers how hub ids become local CLIP folders. With src/hub this is
- * `(id, o) => resolveFiles(id, CLIP_FILES.patterns, { optional: CLIP_FILES.optional, ...o })`.
- */
-export function setClipModelResolver(resolver: ClipModelResolver | undefined): void {
-  hubResolver = resolver;
+let resolver: ClipModelResolver = hubResolver;
+
+/** Replaces how hub ids become local CLIP folders (default: the Hugging Face cache); undefined restores it. */
+export function setClipModelResolver(next: ClipModelResolver | undefined): void {
+  resolver = next ?? hubResolver;
 }
 
-/** A local folder for `pathOrId`: an existing folder as it is, else a hub id through the registered resolver. */
+/** A local folder for `pathOrId`: an existing folder as it is, else a hub id ("org/name") through the hub cache. */
 export async function resolveClipModel(pathOrId: string, options: { signal?: AbortSignal } = {}): Promise<string> {
   const local = resolve(pathOrId);
   if (existsSync(local)) {
@@ -44,13 +46,8 @@ export async function resolveClipModel(pathOrId: string, options: { signal?: Abo
     return local;
   }
   const looksLikeHubId = /^[\w.-]+\/[\w.-]+$/.test(pathOrId) && !pathOrId.startsWith(".");
-  if (looksLikeHubId && hubResolver) return hubResolver(pathOrId, options);
-  throw new Error(
-    looksLikeHubId
-      ? `CLIP model "${pathOrId}" is not a local folder and no hub resolver is registered; download it ` +
-          "(config.json, model.safetensors, vocab.json, merges.txt, preprocessor_config.json) and pass the folder"
-      : `CLIP model folder ${local} does not exist`,
-  );
+  if (!looksLikeHubId) throw new Error(`CLIP model folder ${local} does not exist`);
+  return resolver(pathOrId, options);
 }
 
 export interface EmbedOptions {

@@ -10,6 +10,8 @@ export interface CurvePoint {
   step: number;
   loss: number;
   lr: number | null;
+  /** The trainer's stage name (src/train/metrics.ts logs one per step). */
+  stage?: string;
 }
 
 export interface RunCurve {
@@ -72,24 +74,41 @@ export function parseMetricsJsonl(text: string): { points: CurvePoint[]; skipped
       skipped++;
       continue;
     }
-    points.push({ step: r.step, loss: r.loss, lr: isFiniteNumber(r.lr) ? r.lr : null });
+    const point: CurvePoint = { step: r.step, loss: r.loss, lr: isFiniteNumber(r.lr) ? r.lr : null };
+    if (typeof r.stage === "string") point.stage = r.stage;
+    points.push(point);
   }
   return { points, skipped };
 }
 
 const isFiniteNumber = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
 
-/** Curves of every run given (folders or metrics.jsonl files), names made unique. */
+/**
+ * Curves of every run given (folders or metrics.jsonl files), names made unique. A file
+ * whose lines name several stages (one log for a multi-stage run) gives one curve per stage.
+ */
 export async function readRunCurves(paths: readonly string[]): Promise<RunCurve[]> {
   const curves: RunCurve[] = [];
   const used = new Set<string>();
+  const add = (base: string, file: string, points: CurvePoint[], skipped: number): void => {
+    let name = base;
+    for (let k = 2; used.has(name); k++) name = `${base} (${k})`;
+    used.add(name);
+    curves.push({ name, file, points, skipped });
+  };
   for (const path of paths) {
-    for (const { file, name: base } of await findRunMetrics(path)) {
+    for (const { file, name } of await findRunMetrics(path)) {
       const { points, skipped } = parseMetricsJsonl(await readFile(file, "utf8"));
-      let name = base;
-      for (let k = 2; used.has(name); k++) name = `${base} (${k})`;
-      used.add(name);
-      curves.push({ name, file, points, skipped });
+      const stages = [...new Set(points.map((p) => p.stage).filter((s): s is string => s !== undefined))];
+      if (stages.length < 2) add(name, file, points, skipped);
+      else
+        for (const stage of stages)
+          add(
+            `${name}/${stage}`,
+            file,
+            points.filter((p) => p.stage === stage),
+            skipped,
+          );
     }
   }
   return curves;

@@ -1,0 +1,360 @@
+// Scheduler (a sampler: setTimesteps / scaleModelInput / step) and NoiseSchedule
+// (training noise: addNoise / getVelocity / snr) handles over native/sched.
+// Table getters and elementwise ops are synchronous (microseconds); step() returns a
+// Promise and runs on the pool, holding the sampler's lock so calls never interleave.
+#include <napi.h>
+
+#include <cmath>
+#include <memory>
+#include <mutex>
+
+#include "bindings/async.h"
+#include "bindings/common.h"
+#include "bindings/generator.h"
+#include "bindings/tensor_handle.h"
+#include "sched/config.h"
+
+namespace sdtune {
+
+namespace {
+
+// ---------------------------------------------------------------- JS <-> JSON values
+
+json::Value toJson(const Napi::Value& value, const std::string& where, int depth = 0) {
+  if (depth > 16) throw std::invalid_argument(where + " is nested too deeply");
+  json::Value out;
+  if (value.IsUndefined() || value.IsNull()) return out;
+  if (value.IsBoolean()) {
+    out.kind = json::Value::Kind::Bool;
+    out.boolean = value.As<Napi::Boolean>().Value();
+  } else if (value.IsNumber()) {
+    out.kind = json::Value::Kind::Number;
+    out.number = value.As<Napi::Number>().DoubleValue();  // may be -Infinity (lambda_min_clipped)
+  } else if (value.IsString()) {
+    out.kind = json::Value::Kind::String;
+    out.string = value.As<Napi::String>().Utf8Value();
+  } else if (value.IsArray()) {
+    out.kind = json::Value::Kind::Array;
+    auto array = value.As<Napi::Array>();
+    for (uint32_t i = 0; i < array.Length(); ++i) {
+      out.array.push_back(toJson(array.Get(i), where + "[" + std::to_string(i) + "]", depth + 1));
+    }
+  } else if (value.IsObject()) {
+    out.kind = json::Value::Kind::Object;
+    auto object = value.As<Napi::Object>();
+    auto keys = object.GetPropertyNames();
+    for (uint32_t i = 0; i < keys.Length(); ++i) {
+      std::string key = keys.Get(i).As<Napi::String>().Utf8Value();
+      Napi::Value member = object.Get(key);
+      if (member.IsUndefined()) continue;  // { key: undefined } means "not given"
+      out.object.emplace_back(key, toJson(member, where + "." + key, depth + 1));
+    }
+  } else {
+    throw std::invalid_argument(where + " holds a value JSON cannot carry");
+  }
+  return out;
+}
+
+Napi::Value toJs(Napi::Env env, const json::Value& value) {
+  switch (value.kind) {
+    case json::Value::Kind::Null: return env.Null();
+    case json::Value::Kind::Bool: return Napi::Boolean::New(env, value.boolean);
+    case json::Value::Kind::Number: return Napi::Number::New(env, value.number);
+    case json::Value::Kind::String: return Napi::String::New(env, value.string);
+    case json::Value::Kind::Array: {
+      auto array = Napi::Array::New(env, value.array.size());
+      for (size_t i = 0; i < value.array.size(); ++i) array.Set(static_cast<uint32_t>(i), toJs(env, value.array[i]));
+      return array;
+    }
+    case json::Value::Kind::Object: {
+      auto object = Napi::Object::New(env);
+      for (const auto& [key, member] : value.object) object.Set(key, toJs(env, member));
+      return object;
+    }
+  }
+  return env.Undefined();
+}
+
+int64_t toIndex(const Napi::Value& value, const char* what) {
+  double d = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : NAN;
+  if (!std::isfinite(d) || std::floor(d) != d) throw std::invalid_argument(std::string(what) + " must be an integer");
+  return static_cast<int64_t>(d);
+}
+
+// ---------------------------------------------------------------- Scheduler
+
+// Shared with in-flight workers, so a disposed handle never frees a sampler mid-step.
+struct SamplerBox {
+  std::mutex mutex;
+  sched::ResolvedConfig resolved;
+  std::unique_ptr<sched::Sampler> sampler;
+};
+
+class SchedulerHandle : public Napi::ObjectWrap<SchedulerHandle> {
+ public:
+  static void init(Napi::Env env, Napi::Object exports) {
+    Napi::Function ctor = DefineClass(env, "Scheduler",
+                                      {
+                                          StaticMethod<&SchedulerHandle::create>("create"),
+                                          InstanceAccessor<&SchedulerHandle::name>("name"),
+                                          InstanceAccessor<&SchedulerHandle::className>("className"),
+                                          InstanceAccessor<&SchedulerHandle::config>("config"),
+                                          InstanceAccessor<&SchedulerHandle::order>("order"),
+                                          InstanceAccessor<&SchedulerHandle::numInferenceSteps>("numInferenceSteps"),
+                                          InstanceAccessor<&SchedulerHandle::numCalls>("numCalls"),
+                                          InstanceAccessor<&SchedulerHandle::timesteps>("timesteps"),
+                                          InstanceAccessor<&SchedulerHandle::sigmas>("sigmas"),
+                                          InstanceAccessor<&SchedulerHandle::initNoiseSigma>("initNoiseSigma"),
+                                          InstanceMethod<&SchedulerHandle::setTimesteps>("setTimesteps"),
+                                          InstanceMethod<&SchedulerHandle::timestepAt>("timestepAt"),
+                                          InstanceMethod<&SchedulerHandle::scaleModelInput>("scaleModelInput"),
+                                          InstanceMethod<&SchedulerHandle::addNoise>("addNoise"),
+                                          InstanceMethod<&SchedulerHandle::step>("step"),
+                                          InstanceMethod<&SchedulerHandle::dispose>("dispose"),
+                                      });
+    addonData(env).constructors["Scheduler"] = Napi::Persistent(ctor);
+    exports.Set("Scheduler", ctor);
+  }
+
+  explicit SchedulerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SchedulerHandle>(info) {}
+
+ private:
+  // Scheduler.create(name, config, overrides?) -> Scheduler
+  static Napi::Value create(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guard(env, [&]() -> Napi::Value {
+      if (!info[0].IsString()) throw std::invalid_argument("sampler name must be a string");
+      auto box = std::make_shared<SamplerBox>();
+      box->resolved = sched::resolveConfig(info[0].As<Napi::String>().Utf8Value(), toJson(info[1], "config"),
+                                           toJson(info[2], "overrides"));
+      box->sampler = sched::makeSampler(box->resolved.kind, box->resolved.config);
+      Napi::Object object = addonData(env).constructors["Scheduler"].New({});
+      Unwrap(object)->box_ = std::move(box);
+      return object;
+    });
+  }
+
+  std::shared_ptr<SamplerBox> live(Napi::Env env) const {
+    if (!box_) throw Napi::Error::New(env, "Scheduler is disposed");
+    return box_;
+  }
+
+  // Runs `body(sampler)` under the sampler's lock, with C++ errors as JS errors.
+  template <typename F>
+  Napi::Value locked(const Napi::CallbackInfo& info, F&& body) {
+    Napi::Env env = info.Env();
+    auto box = live(env);
+    return guard(env, [&]() -> Napi::Value {
+      std::lock_guard<std::mutex> lock(box->mutex);
+      return body(*box->sampler);
+    });
+  }
+
+  Napi::Value name(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), live(info.Env())->resolved.name);
+  }
+  Napi::Value className(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), sched::className(live(info.Env())->resolved.kind));
+  }
+  Napi::Value config(const Napi::CallbackInfo& info) {
+    return toJs(info.Env(), sched::effectiveConfig(live(info.Env())->resolved));
+  }
+  Napi::Value order(const Napi::CallbackInfo& info) {
+    return locked(info, [&](sched::Sampler& s) { return Napi::Number::New(info.Env(), s.order()); });
+  }
+  Napi::Value numInferenceSteps(const Napi::CallbackInfo& info) {
+    return locked(info, [&](sched::Sampler& s) {
+      return Napi::Number::New(info.Env(), static_cast<double>(s.numInferenceSteps()));
+    });
+  }
+  Napi::Value numCalls(const Napi::CallbackInfo& info) {
+    return locked(info,
+                  [&](sched::Sampler& s) { return Napi::Number::New(info.Env(), static_cast<double>(s.numCalls())); });
+  }
+  // Copies: a typed-array view on the sampler's own table would let JS change it.
+  Napi::Value timesteps(const Napi::CallbackInfo& info) {
+    return locked(info, [&](sched::Sampler& s) -> Napi::Value {
+      if (!s.timesteps().defined()) throw std::logic_error("timesteps: call setTimesteps() first");
+      return TensorHandle::wrap(info.Env(), s.timesteps().clone());
+    });
+  }
+  Napi::Value sigmas(const Napi::CallbackInfo& info) {
+    return locked(info, [&](sched::Sampler& s) -> Napi::Value {
+      if (s.numCalls() == 0) throw std::logic_error("sigmas: call setTimesteps() first");
+      if (!s.sigmas().defined()) return info.Env().Undefined();
+      return TensorHandle::wrap(info.Env(), s.sigmas().clone());
+    });
+  }
+  Napi::Value initNoiseSigma(const Napi::CallbackInfo& info) {
+    return locked(info, [&](sched::Sampler& s) -> Napi::Value {
+      return TensorHandle::wrap(info.Env(), torch::tensor(s.initNoiseSigma(), at::kFloat));  // 0-dim float32
+    });
+  }
+
+  Napi::Value setTimesteps(const Napi::CallbackInfo& info) {
+    return locked(info, [&](sched::Sampler& s) -> Napi::Value {
+      s.setTimesteps(toIndex(info[0], "steps"));
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value timestepAt(const Napi::CallbackInfo& info) {
+    return locked(info, [&](sched::Sampler& s) -> Napi::Value {
+      return Napi::Number::New(info.Env(), s.timestepAt(toIndex(info[0], "stepIndex")));
+    });
+  }
+  Napi::Value scaleModelInput(const Napi::CallbackInfo& info) {
+    at::Tensor sample = TensorHandle::unwrap(info[0], "sample");
+    return locked(info, [&](sched::Sampler& s) -> Napi::Value {
+      return TensorHandle::wrap(info.Env(), s.scaleModelInput(sample, toIndex(info[1], "stepIndex")));
+    });
+  }
+
+  // addNoise(x0, noise, stepIndex) -> Tensor (img2img start latents)
+  Napi::Value addNoise(const Napi::CallbackInfo& info) {
+    at::Tensor x0 = TensorHandle::unwrap(info[0], "x0");
+    at::Tensor noise = TensorHandle::unwrap(info[1], "noise");
+    return locked(info, [&](sched::Sampler& s) -> Napi::Value {
+      return TensorHandle::wrap(info.Env(), s.addNoise(x0, noise, toIndex(info[2], "stepIndex")));
+    });
+  }
+
+  // step(modelOutput, stepIndex, sample, generator?) -> Promise<{prevSample, predOriginalSample?, noise?}>
+  Napi::Value step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto box = live(env);
+    at::Tensor modelOutput = TensorHandle::unwrap(info[0], "modelOutput");
+    at::Tensor sample = TensorHandle::unwrap(info[2], "sample");
+    int64_t index = guard(env, [&] { return toIndex(info[1], "stepIndex"); });
+    std::vector<at::Generator> generators = toGenerators(info[3], "generator");
+    return PromiseWorker<sched::StepOutput>::run(
+        env, "sdtune:Scheduler.step",
+        [box, modelOutput, index, sample, generators]() {
+          std::lock_guard<std::mutex> lock(box->mutex);
+          return box->sampler->step(modelOutput, index, sample, generators);
+        },
+        [](Napi::Env env, sched::StepOutput& out) -> Napi::Value {
+          Napi::Object result = Napi::Object::New(env);
+          result.Set("prevSample", TensorHandle::wrap(env, out.prevSample));
+          if (out.predOriginalSample.defined()) {
+            result.Set("predOriginalSample", TensorHandle::wrap(env, out.predOriginalSample));
+          }
+          if (out.noise.defined()) result.Set("noise", TensorHandle::wrap(env, out.noise));
+          return result;
+        });
+  }
+
+  void dispose(const Napi::CallbackInfo&) { box_.reset(); }
+
+  std::shared_ptr<SamplerBox> box_;
+};
+
+// ---------------------------------------------------------------- NoiseSchedule
+
+class NoiseScheduleHandle : public Napi::ObjectWrap<NoiseScheduleHandle> {
+ public:
+  static void init(Napi::Env env, Napi::Object exports) {
+    Napi::Function ctor =
+        DefineClass(env, "NoiseSchedule",
+                    {
+                        StaticMethod<&NoiseScheduleHandle::create>("create"),
+                        InstanceAccessor<&NoiseScheduleHandle::config>("config"),
+                        InstanceAccessor<&NoiseScheduleHandle::numTrainTimesteps>("numTrainTimesteps"),
+                        InstanceAccessor<&NoiseScheduleHandle::predictionType>("predictionType"),
+                        InstanceAccessor<&NoiseScheduleHandle::betas>("betas"),
+                        InstanceAccessor<&NoiseScheduleHandle::alphasCumprod>("alphasCumprod"),
+                        InstanceMethod<&NoiseScheduleHandle::addNoise>("addNoise"),
+                        InstanceMethod<&NoiseScheduleHandle::getVelocity>("getVelocity"),
+                        InstanceMethod<&NoiseScheduleHandle::snr>("snr"),
+                        InstanceMethod<&NoiseScheduleHandle::dispose>("dispose"),
+                    });
+    addonData(env).constructors["NoiseSchedule"] = Napi::Persistent(ctor);
+    exports.Set("NoiseSchedule", ctor);
+  }
+
+  explicit NoiseScheduleHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NoiseScheduleHandle>(info) {}
+
+ private:
+  // NoiseSchedule.create(config, overrides?) -> NoiseSchedule (DDPMScheduler.from_config semantics)
+  static Napi::Value create(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guard(env, [&]() -> Napi::Value {
+      auto resolved = sched::resolveConfig("ddpm", toJson(info[0], "config"), toJson(info[1], "overrides"));
+      auto schedule = std::make_shared<const sched::NoiseSchedule>(resolved.config);
+      Napi::Object object = addonData(env).constructors["NoiseSchedule"].New({});
+      Unwrap(object)->schedule_ = std::move(schedule);
+      Unwrap(object)->effective_ = sched::effectiveConfig(resolved);
+      return object;
+    });
+  }
+
+  const sched::NoiseSchedule& live(Napi::Env env) const {
+    if (!schedule_) throw Napi::Error::New(env, "NoiseSchedule is disposed");
+    return *schedule_;
+  }
+
+  Napi::Value config(const Napi::CallbackInfo& info) {
+    live(info.Env());
+    return toJs(info.Env(), effective_);
+  }
+  Napi::Value numTrainTimesteps(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env()).numTrainTimesteps()));
+  }
+  Napi::Value predictionType(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), sched::toString(live(info.Env()).config().prediction_type));
+  }
+  Napi::Value betas(const Napi::CallbackInfo& info) {
+    return TensorHandle::wrap(info.Env(), live(info.Env()).betas().clone());
+  }
+  Napi::Value alphasCumprod(const Napi::CallbackInfo& info) {
+    return TensorHandle::wrap(info.Env(), live(info.Env()).alphasCumprod().clone());
+  }
+
+  // addNoise(x0, noise, timesteps) -> Tensor
+  Napi::Value addNoise(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto& schedule = live(env);
+    at::Tensor x0 = TensorHandle::unwrap(info[0], "x0");
+    at::Tensor noise = TensorHandle::unwrap(info[1], "noise");
+    at::Tensor t = TensorHandle::unwrap(info[2], "timesteps");
+    return guard(env, [&]() -> Napi::Value { return TensorHandle::wrap(env, schedule.addNoise(x0, noise, t)); });
+  }
+  // getVelocity(x0, noise, timesteps) -> Tensor
+  Napi::Value getVelocity(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto& schedule = live(env);
+    at::Tensor x0 = TensorHandle::unwrap(info[0], "x0");
+    at::Tensor noise = TensorHandle::unwrap(info[1], "noise");
+    at::Tensor t = TensorHandle::unwrap(info[2], "timesteps");
+    return guard(env, [&]() -> Napi::Value { return TensorHandle::wrap(env, schedule.getVelocity(x0, noise, t)); });
+  }
+  // snr(timesteps) -> Tensor
+  Napi::Value snr(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto& schedule = live(env);
+    at::Tensor t = TensorHandle::unwrap(info[0], "timesteps");
+    return guard(env, [&]() -> Napi::Value { return TensorHandle::wrap(env, schedule.snr(t)); });
+  }
+
+  void dispose(const Napi::CallbackInfo&) { schedule_.reset(); }
+
+  std::shared_ptr<const sched::NoiseSchedule> schedule_;
+  json::Value effective_;
+};
+
+// ---------------------------------------------------------------- registration
+
+void initScheduler(Napi::Env env, Napi::Object exports) {
+  SchedulerHandle::init(env, exports);
+  NoiseScheduleHandle::init(env, exports);
+  auto names = Napi::Array::New(env);
+  for (size_t i = 0; i < sched::samplerNames().size(); ++i) {
+    names.Set(static_cast<uint32_t>(i), sched::samplerNames()[i]);
+  }
+  exports.Set("samplerNames", names);
+}
+
+}  // namespace
+
+SDTUNE_REGISTER_BINDING(scheduler, initScheduler);
+
+}  // namespace sdtune

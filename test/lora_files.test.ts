@@ -1,0 +1,332 @@
+// LoRA file formats against the reference fixtures: every format loads to the same
+// adapters, conversions reproduce the reference files, round trips are bit-exact.
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+
+import { main } from "../src/cli/main.js";
+import { inspectSafetensors, readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
+import {
+  FOLDED_ALPHAS_KEY,
+  kohyaHashes,
+  loadLoraFile,
+  saveLora,
+  type LoraAdapter,
+  type LoraWeights,
+} from "../src/lora/index.js";
+import { native, type Tensor } from "../src/native.js";
+import { expectClose, fixture, tempDir } from "./helpers/fixtures.js";
+
+const lora = (...parts: string[]) => fixture("lora", ...parts);
+const FILES = {
+  kohya: lora("kohya", "lora.safetensors"),
+  diffusers: lora("diffusers", "pytorch_lora_weights.safetensors"),
+  peft: lora("peft", "pytorch_lora_weights.safetensors"),
+  peft_adapter: lora("peft_adapter_unet"),
+};
+
+let dir: { path: string; cleanup(): Promise<void> };
+const loaded: Record<string, LoraWeights> = {};
+beforeAll(async () => {
+  dir = await tempDir("sdtune-lora-");
+  for (const [name, path] of Object.entries(FILES)) loaded[name] = await loadLoraFile(path);
+});
+afterAll(async () => dir.cleanup());
+
+const out = (name: string) => join(dir.path, name);
+const bytes = (t: Tensor): Buffer => {
+  const a = t.toTypedArray();
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+};
+/** alpha / rank * up @ down, for comparing formats by what they do rather than how they store it. */
+async function delta(a: LoraAdapter): Promise<Tensor> {
+  return native().loraFiles.fold(await native().ops.matmul(a.up, a.down), a.alpha / a.rank);
+}
+const componentCounts = (w: LoraWeights) => {
+  const counts: Record<string, number> = {};
+  for (const key of w.adapters.keys()) counts[key.split(".")[0]!] = (counts[key.split(".")[0]!] ?? 0) + 1;
+  return counts;
+};
+
+describe("loading the reference fixtures", () => {
+  it("detects each format and finds the README's modules, ranks and alphas", () => {
+    expect(Object.fromEntries(Object.entries(loaded).map(([k, w]) => [k, w.format]))).toEqual({
+      kohya: "kohya",
+      diffusers: "diffusers",
+      peft: "peft",
+      peft_adapter: "peft_adapter",
+    });
+    // README: UNet rank 4 alpha 8 on 32 modules; text encoder rank 4 alpha 6 on 12 modules.
+    for (const name of ["kohya", "diffusers", "peft"])
+      expect(componentCounts(loaded[name]!)).toEqual({ text_encoder: 12, unet: 32 });
+    expect(componentCounts(loaded.peft_adapter!)).toEqual({ unet: 32 });
+    const keys = [...loaded.kohya!.adapters.keys()];
+    for (const name of ["diffusers", "peft"]) expect([...loaded[name]!.adapters.keys()]).toEqual(keys);
+    expect([...loaded.peft_adapter!.adapters.keys()]).toEqual(keys.filter((k) => k.startsWith("unet.")));
+    for (const [key, a] of loaded.kohya!.adapters) {
+      expect([a.rank, a.alpha], key).toEqual(key.startsWith("unet.") ? [4, 8] : [4, 6]);
+    }
+    // diffusers 0.27 files carry no alpha: factor 1. The PEFT folder has lora_alpha 8.
+    for (const name of ["diffusers", "peft"])
+      for (const a of loaded[name]!.adapters.values()) expect(a.alpha).toBe(a.rank);
+    for (const a of loaded.peft_adapter!.adapters.values()) expect([a.rank, a.alpha]).toEqual([4, 8]);
+    expect(
+      loaded.kohya!.adapters.get("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0"),
+    ).toBeDefined();
+    expect(loaded.kohya!.adapters.get("text_encoder.text_model.encoder.layers.0.self_attn.q_proj")).toBeDefined();
+  });
+
+  it("gives every format the same effective delta alpha/rank * up @ down", async () => {
+    for (const [key, k] of loaded.kohya!.adapters) {
+      const reference = await delta(k);
+      for (const name of ["diffusers", "peft", "peft_adapter"]) {
+        const other = loaded[name]!.adapters.get(key);
+        if (!other) continue;
+        await expectClose(await delta(other), reference, { atol: 1e-6, rtol: 1e-5 }, `${name} ${key}`);
+      }
+    }
+  });
+
+  it("accepts folders and resolves kohya names against the base model", async () => {
+    const viaFolder = await loadLoraFile(lora("diffusers"));
+    expect(viaFolder.adapters.size).toBe(44);
+    const { baseModuleNamesFromModel } = await import("../src/lora/names.js");
+    const base = await baseModuleNamesFromModel(fixture("tiny-sd"));
+    const withBase = await loadLoraFile(FILES.kohya, { baseModuleNames: base });
+    expect([...withBase.adapters.keys()]).toEqual([...loaded.kohya!.adapters.keys()]);
+  });
+});
+
+describe("converting", () => {
+  it("kohya -> diffusers / peft reproduces the reference files bit for bit", async () => {
+    for (const format of ["diffusers", "peft"] as const) {
+      const result = await saveLora(out(`from-kohya-${format}.safetensors`), loaded.kohya!, { format });
+      expect(result.folded).toBe(44);
+      const written = await readSafetensors(result.path);
+      const reference = await readSafetensors(FILES[format]);
+      expect([...written.tensors.keys()].sort()).toEqual([...reference.tensors.keys()].sort());
+      for (const [name, t] of reference.tensors)
+        expect(bytes(written.tensors.get(name)!).equals(bytes(t)), name).toBe(true);
+      expect(written.metadata.format).toBe("pt");
+      const record = JSON.parse(written.metadata[FOLDED_ALPHAS_KEY]!) as Record<string, number>;
+      expect(Object.keys(record)).toHaveLength(44);
+      expect(record["unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_k"]).toBe(8);
+    }
+  });
+
+  it("diffusers -> kohya has the reference kohya file's keys and shapes", async () => {
+    const result = await saveLora(out("from-diffusers.safetensors"), loaded.diffusers!, { format: "kohya" });
+    const written = await inspectSafetensors(result.path);
+    const reference = await inspectSafetensors(FILES.kohya);
+    const shapes = (h: typeof written) => Object.fromEntries(h.tensors.map((t) => [t.name, [t.dtype, t.shape]]));
+    expect(shapes(written)).toEqual(shapes(reference));
+    expect(written.metadata.ss_network_module).toBe("networks.lora");
+    expect(written.metadata.ss_network_dim).toBe("4");
+    expect(written.metadata.ss_network_alpha).toBe("4.0");
+  });
+
+  it("round trip diffusers -> kohya -> diffusers is bit-exact", async () => {
+    const kohya = await loadLoraFile(out("from-diffusers.safetensors"));
+    const back = await saveLora(out("diffusers-again.safetensors"), kohya, { format: "diffusers" });
+    expect(back.folded).toBe(0);
+    const written = await readSafetensors(back.path);
+    const reference = await readSafetensors(FILES.diffusers);
+    expect([...written.tensors.keys()].sort()).toEqual([...reference.tensors.keys()].sort());
+    for (const [name, t] of reference.tensors)
+      expect(bytes(written.tensors.get(name)!).equals(bytes(t)), name).toBe(true);
+    expect(written.metadata[FOLDED_ALPHAS_KEY]).toBeUndefined();
+  });
+
+  it("round trip kohya -> diffusers -> kohya is bit-exact, also where alpha/rank is not a power of two", async () => {
+    const viaDiffusers = await loadLoraFile(out("from-kohya-diffusers.safetensors"));
+    expect(viaDiffusers.warnings).toEqual([]);
+    for (const [key, a] of viaDiffusers.adapters) {
+      expect([a.alpha, a.originalAlpha], key).toEqual([a.rank, loaded.kohya!.adapters.get(key)!.alpha]);
+    }
+    const result = await saveLora(out("kohya-again.safetensors"), viaDiffusers, { format: "kohya" });
+    expect(result).toMatchObject({ unfolded: 44, inexact: 0 });
+    const again = await readSafetensors(result.path);
+    const reference = await readSafetensors(FILES.kohya);
+    expect([...again.tensors.keys()].sort()).toEqual([...reference.tensors.keys()].sort());
+    for (const [name, t] of reference.tensors)
+      expect(bytes(again.tensors.get(name)!).equals(bytes(t)), name).toBe(true);
+    // From here on the chain is exact to the byte: kohya -> diffusers -> kohya writes the same files.
+    const d2 = await saveLora(out("diffusers-2.safetensors"), await loadLoraFile(result.path), { format: "diffusers" });
+    const k2 = await saveLora(out("kohya-2.safetensors"), await loadLoraFile(d2.path), { format: "kohya" });
+    expect((await readFile(k2.path)).equals(await readFile(result.path))).toBe(true);
+    expect((await readFile(d2.path)).equals(await readFile(out("from-kohya-diffusers.safetensors")))).toBe(true);
+  });
+
+  it("records a last-bit correction only where folding is not invertible, and guards it", async () => {
+    const metadata = (await inspectSafetensors(out("from-kohya-diffusers.safetensors"))).metadata;
+    const record = JSON.parse(metadata[FOLDED_ALPHAS_KEY]!) as Record<string, unknown>;
+    // UNet factor 2: plain alpha. Text encoder factor 1.5: alpha + correction + fingerprint.
+    expect(record["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"]).toBe(8);
+    expect(record["text_encoder.text_model.encoder.layers.0.self_attn.q_proj"]).toMatchObject({ alpha: 6 });
+    // Without the correction (e.g. the up weights were edited) the alpha still comes back and
+    // up is unfolded to a float that folds to the stored value: within one ulp of the original.
+    const viaDiffusers = await loadLoraFile(out("from-kohya-diffusers.safetensors"));
+    let differing = 0;
+    for (const [key, a] of viaDiffusers.adapters) {
+      if (!a.foldResidual) continue;
+      const plain = await native().loraFiles.unfold(a.up, a.originalAlpha! / a.rank);
+      const exact = await native().loraFiles.unfold(a.up, a.originalAlpha! / a.rank, a.foldResidual);
+      expect(bytes(exact.tensor).equals(bytes(loaded.kohya!.adapters.get(key)!.up)), key).toBe(true);
+      const p = new Int32Array(Float32Array.from(plain.tensor.toTypedArray() as Float32Array).buffer);
+      const e = new Int32Array(Float32Array.from(exact.tensor.toTypedArray() as Float32Array).buffer);
+      for (let i = 0; i < p.length; i++) {
+        expect(Math.abs(p[i]! - e[i]!), `${key}[${i}]`).toBeLessThanOrEqual(1);
+        if (p[i] !== e[i]) differing++;
+      }
+      const refolded = await native().loraFiles.fold(plain.tensor, a.originalAlpha! / a.rank);
+      expect(bytes(refolded).equals(bytes(a.up)), key).toBe(true);
+    }
+    expect(differing).toBeGreaterThan(0); // the correction is needed for this fixture
+    // A file whose up no longer matches its record's fingerprint: alpha kept, correction dropped, warned.
+    const contents = await readSafetensors(out("from-kohya-diffusers.safetensors"));
+    const module = "text_encoder.text_model.encoder.layers.1.self_attn.v_proj";
+    const changed = new Map(contents.tensors);
+    const upKey = `${module}.lora_linear_layer.up.weight`;
+    changed.set(upKey, await native().loraFiles.fold(contents.tensors.get(upKey)!, 2));
+    await writeSafetensors(out("edited.safetensors"), changed, contents.metadata);
+    const edited = await loadLoraFile(out("edited.safetensors"));
+    expect(edited.warnings.join("\n")).toContain(`the up weights of "${module}" changed since the record was written`);
+    expect(edited.adapters.get(module)).toMatchObject({ alpha: 4, originalAlpha: 6 });
+    expect(edited.adapters.get(module)!.foldResidual).toBeUndefined();
+    expect(
+      edited.adapters.get("text_encoder.text_model.encoder.layers.0.self_attn.v_proj")!.foldResidual,
+    ).toBeDefined();
+  });
+
+  it("PEFT adapter folder -> kohya keeps lora_alpha and the raw up weights", async () => {
+    const result = await saveLora(out("adapter.safetensors"), loaded.peft_adapter!, { format: "kohya" });
+    const back = await loadLoraFile(result.path);
+    expect(back.adapters.size).toBe(32);
+    for (const [key, a] of loaded.peft_adapter!.adapters) {
+      const b = back.adapters.get(key)!;
+      expect([b.alpha, b.rank]).toEqual([8, 4]);
+      expect(bytes(b.up).equals(bytes(a.up)) && bytes(b.down).equals(bytes(a.down)), key).toBe(true);
+      // The adapter's raw up is kohya's up (README: same adapter in every file).
+      expect(bytes(a.up).equals(bytes(loaded.kohya!.adapters.get(key)!.up)), key).toBe(true);
+    }
+  });
+
+  it("writes kohya metadata as sd-scripts does, hashes included", async () => {
+    const result = await saveLora(out("meta.safetensors"), loaded.kohya!, {
+      format: "kohya",
+      metadata: { ss_base_model_version: "sd_v2", ss_resolution: "(512, 512)", ss_network_dim: "999" },
+    });
+    const file = await readFile(result.path);
+    const header = await inspectSafetensors(result.path);
+    const m = header.metadata;
+    expect(m).toMatchObject({
+      ss_base_model_version: "sd_v2",
+      ss_resolution: "(512, 512)",
+      ss_network_module: "networks.lora",
+      ss_network_dim: "4", // describes the tensors, whatever the caller says
+      ss_network_alpha: "Dynamic", // UNet 8.0 and text encoder 6.0 differ, as sd-scripts' resize_lora writes it
+    });
+    // sshs_model_hash = sha256 of the data area of the file (tensors in writer order).
+    expect(m.sshs_model_hash).toBe(
+      createHash("sha256")
+        .update(file.subarray(8 + header.headerSize))
+        .digest("hex"),
+    );
+    expect(m.sshs_legacy_hash).toBe(
+      createHash("sha256").update(file.subarray(0x100000, 0x110000)).digest("hex").slice(0, 8),
+    );
+  });
+
+  it("computes the legacy hash over the bytes at 1 MiB of the file sd-scripts would write", async () => {
+    // Big enough that [1 MiB, 1 MiB + 64 KiB) falls in the tensor data.
+    const { tensorFrom } = await import("../src/tensor.js");
+    const up = native().ops.randn([512, 320], { seed: 1 });
+    const down = native().ops.randn([320, 512], { seed: 2 });
+    const alpha = tensorFrom(new Float32Array([1]), []);
+    const entries: [string, Tensor][] = [
+      ["lora_unet_conv_in.lora_down.weight", down],
+      ["lora_unet_conv_in.lora_up.weight", up],
+      ["lora_unet_conv_in.alpha", alpha],
+    ];
+    const ss = { ss_network_module: "networks.lora", ss_tag_frequency: '{"a": {"b": 1}}' };
+    // A file holding exactly what sd-scripts hashes: these tensors and only the ss_* metadata.
+    await writeSafetensors(out("hash.safetensors"), entries, ss);
+    const file = await readFile(out("hash.safetensors"));
+    expect(file.length).toBeGreaterThan(0x110000);
+    const hashes = kohyaHashes(entries, { ...ss, modelspec_title: "not hashed" });
+    expect(hashes.sshs_legacy_hash).toBe(
+      createHash("sha256").update(file.subarray(0x100000, 0x110000)).digest("hex").slice(0, 8),
+    );
+    const headerSize = Number(file.readBigUInt64LE(0));
+    expect(hashes.sshs_model_hash).toBe(
+      createHash("sha256")
+        .update(file.subarray(8 + headerSize))
+        .digest("hex"),
+    );
+  });
+});
+
+describe("sdtune lora (CLI)", () => {
+  async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    const logs: string[] = [];
+    const errors: string[] = [];
+    const log = vi.spyOn(console, "log").mockImplementation((...a) => void logs.push(a.join(" ")));
+    const error = vi.spyOn(console, "error").mockImplementation((...a) => void errors.push(a.join(" ")));
+    try {
+      const code = await main(argv);
+      return { code, stdout: logs.join("\n"), stderr: errors.join("\n") };
+    } finally {
+      log.mockRestore();
+      error.mockRestore();
+    }
+  }
+
+  it("convert writes the same file as saveLora, into a folder for diffusers", async () => {
+    const folder = out("cli-diffusers/");
+    const r = await run(["lora", "convert", FILES.kohya, "--to", "diffusers", "--out", folder]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("alpha/rank folded into up for 44 modules");
+    const written = await readFile(join(folder, "pytorch_lora_weights.safetensors"));
+    expect(written.equals(await readFile(out("from-kohya-diffusers.safetensors")))).toBe(true);
+    const back = await run([
+      "lora",
+      "convert",
+      folder,
+      "--to",
+      "kohya",
+      "--out",
+      out("cli-kohya.safetensors"),
+      "--base",
+      fixture("tiny-sd"),
+    ]);
+    expect(back.code).toBe(0);
+    expect((await readFile(out("cli-kohya.safetensors"))).equals(await readFile(out("kohya-again.safetensors")))).toBe(
+      true,
+    );
+  });
+
+  it("inspect prints format, ranks, alphas and blocks; --json is machine-readable", async () => {
+    const text = await run(["lora", "inspect", FILES.kohya]);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/format\s+kohya/);
+    expect(text.stdout).toContain("unet: rank 4, alpha 8, scale alpha/rank 2");
+    expect(text.stdout).toContain("text_encoder: rank 4, alpha 6, scale alpha/rank 1.5");
+    expect(text.stdout).toMatch(/mid_block\s+8\s+attn1\.to_k/);
+    const json = await run(["lora", "inspect", FILES.peft_adapter, "--json"]);
+    const parsed = JSON.parse(json.stdout) as {
+      format: string;
+      modules: number;
+      components: { unet: { alphas: object } };
+    };
+    expect(parsed).toMatchObject({ format: "peft_adapter", modules: 32, components: { unet: { alphas: { 8: 32 } } } });
+  });
+
+  it("reports usage errors and bad files", async () => {
+    expect((await run(["lora", "convert", FILES.kohya, "--to", "ckpt", "--out", out("x")])).code).toBe(2);
+    expect((await run(["lora", "frobnicate"])).code).toBe(2);
+    const bad = await run(["lora", "inspect", fixture("tiny-sd", "unet", "diffusion_pytorch_model.safetensors")]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("no LoRA keys found");
+  });
+});
