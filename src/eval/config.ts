@@ -26,7 +26,11 @@ export const GenerateSchema = z.strictObject({
   prompts: z.array(z.string()).min(1),
   negative_prompt: z.string().default(""),
   seeds: z.array(z.int().min(0)).min(1).default([0, 1, 2]),
-  sampler: z.string().default("euler_a"),
+  sampler: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("ddim, pndm, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras, ddpm (default: the model's scheduler)"),
   steps: z.int().min(1).default(25),
   guidance_scale: z.number().min(0).default(7.5),
   width: z.int().min(8).multipleOf(8).optional(),

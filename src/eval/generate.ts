@@ -25,7 +25,8 @@ export interface GenerationRequest {
   height?: number;
   steps: number;
   guidanceScale: number;
-  sampler: string;
+  /** A sampler name of src/sched (ddim, euler_ancestral, dpmpp_2m_karras, ...); undefined: the model's scheduler. */
+  sampler?: string;
   seed: number;
 }
 
@@ -133,7 +134,7 @@ export function generatorFromPipeline(pipeline: DiffusionPipelineLike, model: st
         ...(request.height !== undefined ? { height: request.height } : {}),
         steps: request.steps,
         guidanceScale: request.guidanceScale,
-        scheduler: request.sampler,
+        ...(request.sampler !== undefined ? { scheduler: request.sampler } : {}),
         seed: request.seed,
         numImages: 1,
         ...(options.signal ? { signal: options.signal } : {}),
@@ -205,7 +206,7 @@ export async function generateVariants(
           negativePrompt: config.negative_prompt,
           steps: config.steps,
           guidanceScale: config.guidance_scale,
-          sampler: config.sampler,
+          ...(config.sampler !== undefined ? { sampler: config.sampler } : {}),
           seed,
           ...(config.width !== undefined ? { width: config.width } : {}),
           ...(config.height !== undefined ? { height: config.height } : {}),
@@ -215,7 +216,7 @@ export async function generateVariants(
             prompt,
             negativePrompt: config.negative_prompt,
             steps: config.steps,
-            sampler: config.sampler,
+            sampler: config.sampler ?? "default",
             guidanceScale: config.guidance_scale,
             seed,
             width: w,
