@@ -205,6 +205,30 @@ export interface NativeClipModel {
   dispose(): void;
 }
 
+// ---------------------------------------------------------------- images and evaluation
+
+/** PIL's convolution filters (Image.resize); PIL numbers 1..5 in preprocessor configs. */
+export type ResampleFilter = "bicubic" | "bilinear" | "lanczos" | "box" | "hamming";
+
+/** CLIPImageProcessor settings as native/image/clip_preprocess.h takes them. */
+export interface NativeClipPreprocessOptions {
+  doResize?: boolean;
+  /** size {"shortest_edge": n}; or height + width for size {"height", "width"}. */
+  shortestEdge?: number;
+  height?: number;
+  width?: number;
+  /** PIL resample number (3 = BICUBIC). */
+  resample?: number;
+  doCenterCrop?: boolean;
+  cropHeight?: number;
+  cropWidth?: number;
+  doRescale?: boolean;
+  rescaleFactor?: number;
+  doNormalize?: boolean;
+  mean?: number[];
+  std?: number[];
+}
+
 // ---------------------------------------------------------------- optimisation
 
 export interface AdamWOptions {
@@ -572,6 +596,20 @@ export interface NativeAddon {
   data: {
     /** uint8 [B, H, W, 3] -> float32 [B, 3, H, W] as (v / 255 - 0.5) / 0.5, off the JS thread. */
     pixelsToTensor(pixels: Tensor): Promise<Tensor>;
+  };
+  /** Image ops (native/bindings/image_binding.cc). */
+  image: {
+    /** PIL Image.resize on packed uint8 [H, W, C] (C 1..4), bit-exact for 8-bit modes. */
+    resize(pixels: Tensor, options: { width: number; height: number; filter?: ResampleFilter }): Promise<Tensor>;
+    /** CLIPImageProcessor: uint8 RGB images [H, W, 3] -> float32 pixel_values [n, 3, H', W']. */
+    clipPreprocess(images: Tensor[], options: NativeClipPreprocessOptions): Promise<Tensor>;
+  };
+  /** Evaluation math (native/bindings/metrics_binding.cc), in the embeddings' dtype. */
+  metrics: {
+    /** scale * cos(a_i, b_i) per row: [n, d] x [n, d] -> [n] (CLIP score: scale 100). */
+    rowCosine(a: Tensor, b: Tensor, scale?: number): Promise<Tensor>;
+    /** Cosines of every pair: [n, d] x [m, d] -> [n, m]. */
+    cosineMatrix(a: Tensor, b: Tensor): Promise<Tensor>;
   };
   loraFiles: LoraFilesOps;
   Generator: new (seed?: number | bigint) => Generator;
