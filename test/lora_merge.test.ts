@@ -151,6 +151,23 @@ describe("mergeLoraIntoModel", () => {
     );
   });
 
+  it("stops when cancelled and leaves nothing behind", async () => {
+    const out = join(dir.path, "cancelled");
+    const controller = new AbortController();
+    const merging = mergeLoraIntoModel({
+      base,
+      loras: [{ path: KOHYA }],
+      out,
+      signal: controller.signal,
+      onProgress: (e) => {
+        if (e.step === 4) controller.abort(); // while writing the components
+      },
+    });
+    await expect(merging).rejects.toMatchObject({ name: "AbortError" });
+    expect(existsSync(out)).toBe(false);
+    expect((await readdir(dir.path)).filter((e) => e.startsWith("."))).toEqual([]);
+  });
+
   it("leaves nothing behind when the LoRA does not fit", async () => {
     // A base without a text encoder: the LoRA's text-encoder adapters have nowhere to go.
     const other = join(dir.path, "no-te-base");
