@@ -5,6 +5,7 @@
 #include "bindings/async.h"
 #include "bindings/clip_options.h"
 #include "bindings/common.h"
+#include "bindings/model_common.h"
 #include "bindings/tensor_handle.h"
 #include "bindings/text_encoder_handle.h"
 #include "models/clip.h"
@@ -43,6 +44,7 @@ void TextEncoderHandle::init(Napi::Env env, Napi::Object exports) {
                       InstanceMethod<&TextEncoderHandle::lossAndGradients>("lossAndGradients"),
                       InstanceMethod<&TextEncoderHandle::setGradientCheckpointing>("setGradientCheckpointing"),
                       InstanceAccessor<&TextEncoderHandle::gradientCheckpointing>("gradientCheckpointing"),
+                      InstanceMethod<&TextEncoderHandle::stateDict>("stateDict"),
                       InstanceAccessor<&TextEncoderHandle::dtype>("dtype"),
                       InstanceAccessor<&TextEncoderHandle::device>("device"),
                       InstanceAccessor<&TextEncoderHandle::disposed>("disposed"),
@@ -201,6 +203,15 @@ void TextEncoderHandle::setGradientCheckpointing(const Napi::CallbackInfo& info)
 
 Napi::Value TextEncoderHandle::gradientCheckpointing(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), live(info.Env())->gradientCheckpointing.load());
+}
+
+// stateDict() -> Promise<[name, Tensor][]>: every weight by checkpoint key (views, no copy).
+Napi::Value TextEncoderHandle::stateDict(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    auto holder = live(env);
+    return stateDictToJs(env, holder, holder->model.ptr().get(), &holder->mutex);
+  });
 }
 
 Napi::Value TextEncoderHandle::dtype(const Napi::CallbackInfo& info) {

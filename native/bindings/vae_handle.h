@@ -37,6 +37,7 @@ class VAEHandle : public Napi::ObjectWrap<VAEHandle> {
   Napi::Value decode(const Napi::CallbackInfo& info);
   Napi::Value scalingFactor(const Napi::CallbackInfo& info);
   Napi::Value scaleFactor(const Napi::CallbackInfo& info);
+  Napi::Value stateDict(const Napi::CallbackInfo& info);
   Napi::Value dtype(const Napi::CallbackInfo& info);
   Napi::Value device(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
