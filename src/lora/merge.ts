@@ -3,18 +3,14 @@
 // is written that diffusers (and sdtune) load like the base: same keys as the base
 // checkpoints, merged weights, every other component (vae/, tokenizer/, scheduler/, ...)
 // hard-linked or copied unchanged. Written to a temp folder beside `out`, then renamed.
-import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, statSync } from "node:fs";
-import { copyFile, link, mkdir, readdir, realpath, rename, rm, stat } from "node:fs/promises";
-import { basename, dirname, join, resolve, sep } from "node:path";
+import { join, resolve, sep } from "node:path";
 
 import { resolveModel } from "../hub/index.js";
-import { inspectSafetensors, readSafetensors, writeSafetensors } from "../io/safetensors.js";
-import { syncDir } from "../io/atomic.js";
-import { resolveWeightFiles } from "../models/files.js";
 import { TextEncoder, type ModelDType } from "../models/text_encoder.js";
 import { UNet } from "../models/unet.js";
-import type { DType, ProgressEvent, SafetensorsDType, Tensor } from "../native.js";
+import type { ProgressEvent } from "../native.js";
+import { saveDiffusersModel } from "../models/save_model.js";
 import { applyLoraFile, fuseLora, type LoraModels } from "./adapters.js";
 
 export interface MergeLoraSpec {
@@ -47,15 +43,6 @@ export interface MergeLoraResult {
   /** The weight files written (inside `out`). */
   weightFiles: string[];
 }
-
-const WEIGHT_FILE = /\.(safetensors|bin|ckpt|pt|pth|msgpack|h5|onnx)$|\.(safetensors|bin)\.index\.json$/;
-const FLOATS: readonly DType[] = ["float32", "float16", "bfloat16", "float64"];
-const ST_DTYPE: Partial<Record<SafetensorsDType, DType>> = {
-  F64: "float64",
-  F32: "float32",
-  F16: "float16",
-  BF16: "bfloat16",
-};
 
 /** Merges `loras` into `base` and writes a complete diffusers folder to `out`. */
 export async function mergeLoraIntoModel(options: MergeLoraOptions): Promise<MergeLoraResult> {
@@ -95,36 +82,23 @@ export async function mergeLoraIntoModel(options: MergeLoraOptions): Promise<Mer
     const layers = await fuseLora(models, { permanent: true });
     progress("fused");
 
-    const temp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
-    await mkdir(temp, { recursive: true });
-    try {
-      const weightFiles: string[] = [];
-      for (const entry of (await readdir(base)).sort()) {
-        const src = join(base, entry);
-        const dst = join(temp, entry);
-        const model = entry === "unet" ? models.unet : entry === "text_encoder" ? models.textEncoder : undefined;
-        if (model) {
-          const file = await writeComponent(src, dst, model, options);
-          weightFiles.push(join(out, entry, basename(file)));
-          progress(`wrote ${entry}`);
-        } else {
-          await linkTree(src, dst);
-        }
-      }
-      progress("copied the other components");
-      await replaceFolder(temp, out);
-      return { out, layers: { unet: layers.unet, textEncoder: layers.textEncoder }, weightFiles };
-    } catch (error) {
-      await rm(temp, { recursive: true, force: true });
-      throw error;
-    }
+    const weightFiles = await saveDiffusersModel({
+      base,
+      out,
+      models,
+      dtype: options.dtype,
+      variant: options.variant,
+      onFile: progress,
+    });
+    progress("copied the other components");
+    return { out, layers: { unet: layers.unet, textEncoder: layers.textEncoder }, weightFiles };
   } finally {
     models.unet?.dispose();
     models.textEncoder?.dispose();
   }
 }
 
-function checkFolders(base: string, out: string, force: boolean): void {
+export function checkFolders(base: string, out: string, force: boolean): void {
   if (!existsSync(join(base, "model_index.json"))) {
     throw new Error(`${base}: not a diffusers model folder (no model_index.json)`);
   }
@@ -139,84 +113,4 @@ function checkFolders(base: string, out: string, force: boolean): void {
       `${out}: the folder is not empty; choose another output or pass --force (force: true) to replace it`,
     );
   }
-}
-
-/**
- * One merged component: its non-weight files (config.json, ...) and one safetensors file
- * holding exactly the base checkpoint's keys, with the model's (merged) values where it
- * has them and the base file's own tensors otherwise. Returns the weight file's path.
- */
-async function writeComponent(
-  src: string,
-  dst: string,
-  model: UNet | TextEncoder,
-  options: MergeLoraOptions,
-): Promise<string> {
-  await mkdir(dst, { recursive: true });
-  for (const entry of await readdir(src)) {
-    if (!WEIGHT_FILE.test(entry)) await linkTree(join(src, entry), join(dst, entry));
-  }
-  const files = resolveWeightFiles(src, { variant: options.variant });
-  const stem = basename(files[0]!).startsWith("diffusion_pytorch_model") ? "diffusion_pytorch_model" : "model";
-  const target = join(dst, `${stem}${options.variant ? `.${options.variant}` : ""}.safetensors`);
-
-  const state = new Map(await model.handle.stateDict());
-  const owned: Tensor[] = [];
-  const entries: [string, Tensor][] = [];
-  try {
-    for (const file of files) {
-      const header = await inspectSafetensors(file);
-      const fromFile = header.tensors.some((t) => !state.has(t.name))
-        ? (await readSafetensors(file)).tensors
-        : undefined;
-      if (fromFile) owned.push(...fromFile.values());
-      for (const info of header.tensors) {
-        let tensor = state.get(info.name) ?? fromFile!.get(info.name)!;
-        const wanted = options.dtype ?? ST_DTYPE[info.dtype];
-        if (wanted && FLOATS.includes(tensor.dtype) && tensor.dtype !== wanted) {
-          tensor = await tensor.to({ dtype: wanted });
-          owned.push(tensor);
-        }
-        entries.push([info.name, tensor]);
-      }
-    }
-    await writeSafetensors(target, entries, { format: "pt" });
-  } finally {
-    for (const t of owned) t.dispose();
-    for (const t of state.values()) t.dispose();
-  }
-  return target;
-}
-
-/** Recreates `src` at `dst`: hard links where the filesystem allows, copies otherwise (symlinks followed). */
-async function linkTree(src: string, dst: string): Promise<void> {
-  const real = await realpath(src);
-  if ((await stat(real)).isDirectory()) {
-    await mkdir(dst, { recursive: true });
-    for (const entry of await readdir(real)) await linkTree(join(real, entry), join(dst, entry));
-    return;
-  }
-  try {
-    await link(real, dst);
-  } catch {
-    await copyFile(real, dst);
-  }
-}
-
-/** Moves the finished temp folder to `out`, replacing what is there (checked before). */
-async function replaceFolder(temp: string, out: string): Promise<void> {
-  if (existsSync(out)) {
-    const old = join(dirname(out), `.${basename(out)}.old-${process.pid}-${randomBytes(4).toString("hex")}`);
-    await rename(out, old);
-    try {
-      await rename(temp, out);
-    } catch (error) {
-      await rename(old, out);
-      throw error;
-    }
-    await rm(old, { recursive: true, force: true });
-  } else {
-    await rename(temp, out);
-  }
-  await syncDir(dirname(out));
 }
