@@ -19,7 +19,8 @@ export type { DecodeOptions, EncodedBatch, EncodeOptions } from "./text/clip_tok
 
 // CLIP: Stable Diffusion's text encoder and the full CLIP model.
 export { TextEncoder } from "./models/text_encoder.js";
-export type { ModelDType, ModelLoadOptions, TextEncoderForward } from "./models/text_encoder.js";
+export type { TextEncoderForward } from "./models/text_encoder.js";
+export type { ModelDType, ModelLoadOptions } from "./models/options.js";
 export { ClipModel } from "./models/clip.js";
 export {
   clipTextConfigSchema,
@@ -93,7 +94,6 @@ export type {
   ResolveModelOptions,
 } from "./hub/index.js";
 export { UNet, loadUNet } from "./models/unet.js";
-export type { UNetDType, UNetLoadOptions } from "./models/unet.js";
 export { VAE, loadVAE } from "./models/vae.js";
 export type { VAECallOptions, VAEDecodeOptions, VAELoadOptions } from "./models/vae.js";
 export {

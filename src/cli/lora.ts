@@ -14,7 +14,7 @@ import {
   type LoraSaveFormat,
 } from "../lora/index.js";
 import { mergeLoraIntoModel, type MergeLoraSpec } from "../lora/merge.js";
-import type { ModelDType } from "../models/text_encoder.js";
+import type { ModelDType } from "../models/options.js";
 import { interruptSignal, parseCommandArgs, UsageError, type Command } from "./command.js";
 import { ProgressBar } from "./progress.js";
 

@@ -7,7 +7,8 @@ import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, resolve, sep } from "node:path";
 
 import { resolveModel } from "../hub/index.js";
-import { TextEncoder, type ModelDType } from "../models/text_encoder.js";
+import type { ModelDType } from "../models/options.js";
+import { TextEncoder } from "../models/text_encoder.js";
 import { UNet } from "../models/unet.js";
 import type { ProgressEvent } from "../native.js";
 import { saveDiffusersModel } from "../models/save_model.js";

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { native, type NativeClipModel, type Tensor } from "../native.js";
 import { nativeClipModelConfig, parseClipConfig, type ClipConfig } from "./clip_config.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
-import { checkLoadOptions, type ModelDType, type ModelLoadOptions } from "./text_encoder.js";
+import { checkLoadOptions, type ModelDType, type ModelLoadOptions } from "./options.js";
 
 export class ClipModel {
   private constructor(

@@ -5,17 +5,9 @@ import { join } from "node:path";
 import { native, type NativeTextEncoder, type Tensor, type TextEncoderOutput } from "../native.js";
 import { nativeClipTextConfig, parseClipTextEncoderConfig, type ClipTextConfig } from "./clip_config.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
+import { checkLoadOptions, type ModelDType, type ModelLoadOptions } from "./options.js";
 
-export type ModelDType = "float32" | "float16" | "bfloat16";
-
-export interface ModelLoadOptions {
-  /** Weights are converted to this dtype at load (default float32). */
-  dtype?: ModelDType;
-  /** "cpu" (default), "cuda", "cuda:N". */
-  device?: string;
-  /** Weight file variant, e.g. "fp16" for model.fp16.safetensors. */
-  variant?: string;
-}
+export type { ModelDType, ModelLoadOptions } from "./options.js";
 
 export interface TextEncoderForward {
   /** Also return every hidden state ([0] = embeddings, [i] = layer i, no final LayerNorm). */
@@ -28,8 +20,6 @@ export interface TextEncoderForward {
   /** [n, L] 1/0 padding mask (Stable Diffusion passes none; CLIP score does). */
   attentionMask?: Tensor;
 }
-
-const DTYPES: readonly string[] = ["float32", "float16", "bfloat16"];
 
 export class TextEncoder {
   private constructor(
@@ -118,14 +108,5 @@ export class TextEncoder {
         `TextEncoder: attentionMask [${mask.shape.join(", ")}] must have the shape of inputIds [${inputIds.shape.join(", ")}]`,
       );
     }
-  }
-}
-
-export function checkLoadOptions(options: ModelLoadOptions, what: string): void {
-  if (options.dtype !== undefined && !DTYPES.includes(options.dtype)) {
-    throw new TypeError(`${what}: dtype "${String(options.dtype)}" is not supported (expected ${DTYPES.join(", ")})`);
-  }
-  if (options.device !== undefined && !/^(cpu|cuda(:\d+)?)$/.test(options.device)) {
-    throw new TypeError(`${what}: device "${options.device}" is not valid (expected cpu, cuda or cuda:N)`);
   }
 }

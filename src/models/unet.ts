@@ -5,17 +5,7 @@ import { join } from "node:path";
 import { native, type NativeUNet, type ParameterInfo, type Tensor, type UNetLossAndGradients } from "../native.js";
 import { nativeUNetConfig, parseUNetConfig, type UNetConfig } from "./config.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
-
-export type UNetDType = "float32" | "float16" | "bfloat16";
-
-export interface UNetLoadOptions {
-  /** Weights are converted to this dtype at load (default float32). */
-  dtype?: UNetDType;
-  /** "cpu" (default), "cuda", "cuda:N". */
-  device?: string;
-  /** Weight file variant, e.g. "fp16" for diffusion_pytorch_model.fp16.safetensors. */
-  variant?: string;
-}
+import { checkLoadOptions, type ModelDType, type ModelLoadOptions } from "./options.js";
 
 export class UNet {
   private constructor(
@@ -28,8 +18,8 @@ export class UNet {
   ) {}
 
   /** Loads a diffusers unet/ folder. */
-  static async load(dir: string, options: UNetLoadOptions = {}): Promise<UNet> {
-    checkModelOptions(options, "UNet.load");
+  static async load(dir: string, options: ModelLoadOptions = {}): Promise<UNet> {
+    checkLoadOptions(options, "UNet.load");
     const configPath = join(dir, "config.json");
     const config = parseUNetConfig(readJsonFile(configPath), configPath);
     const files = resolveWeightFiles(dir, { variant: options.variant });
@@ -45,9 +35,9 @@ export class UNet {
   /** A randomly initialised UNet (seeded) for a config object: tests and benchmarks. */
   static async fromConfig(
     raw: unknown,
-    options: { seed?: number; dtype?: UNetDType; device?: string } = {},
+    options: { seed?: number; dtype?: ModelDType; device?: string } = {},
   ): Promise<UNet> {
-    checkModelOptions(options, "UNet.fromConfig");
+    checkLoadOptions(options, "UNet.fromConfig");
     const config = parseUNetConfig(raw, "UNet.fromConfig config");
     const handle = await native().UNet.load({
       config: nativeUNetConfig(config),
@@ -58,8 +48,8 @@ export class UNet {
     return new UNet(handle, config, undefined);
   }
 
-  get dtype(): UNetDType {
-    return this.handle.dtype as UNetDType;
+  get dtype(): ModelDType {
+    return this.handle.dtype as ModelDType;
   }
 
   get device(): string {
@@ -151,18 +141,6 @@ export class UNet {
 }
 
 /** UNet.load as a function. */
-export function loadUNet(dir: string, options: UNetLoadOptions = {}): Promise<UNet> {
+export function loadUNet(dir: string, options: ModelLoadOptions = {}): Promise<UNet> {
   return UNet.load(dir, options);
-}
-
-const DTYPES: readonly string[] = ["float32", "float16", "bfloat16"];
-
-/** Validates dtype/device options before anything crosses to native code. */
-export function checkModelOptions(options: { dtype?: string; device?: string }, what: string): void {
-  if (options.dtype !== undefined && !DTYPES.includes(options.dtype)) {
-    throw new TypeError(`${what}: dtype "${String(options.dtype)}" is not supported (expected ${DTYPES.join(", ")})`);
-  }
-  if (options.device !== undefined && !/^(cpu|cuda(:\d+)?)$/.test(options.device)) {
-    throw new TypeError(`${what}: device "${options.device}" is not valid (expected cpu, cuda or cuda:N)`);
-  }
 }

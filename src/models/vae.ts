@@ -6,9 +6,9 @@ import { native, type LatentDistribution, type NativeVAE, type ProgressEvent, ty
 import { cancelTokenFor } from "../tensor.js";
 import { nativeVAEConfig, parseVAEConfig, type VAEConfig } from "./config.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
-import { checkModelOptions, type UNetLoadOptions } from "./unet.js";
+import { checkLoadOptions, type ModelLoadOptions } from "./options.js";
 
-export type VAELoadOptions = UNetLoadOptions;
+export type VAELoadOptions = ModelLoadOptions;
 
 export interface VAECallOptions {
   /** Called after each image ("vae.encode" / "vae.decode", step = images done). */
@@ -40,7 +40,7 @@ export class VAE {
 
   /** Loads a diffusers vae/ folder. */
   static async load(dir: string, options: VAELoadOptions = {}): Promise<VAE> {
-    checkModelOptions(options, "VAE.load");
+    checkLoadOptions(options, "VAE.load");
     const configPath = join(dir, "config.json");
     const config = parseVAEConfig(readJsonFile(configPath), configPath);
     const files = resolveWeightFiles(dir, { variant: options.variant });
@@ -58,7 +58,7 @@ export class VAE {
     raw: unknown,
     options: { seed?: number; dtype?: VAELoadOptions["dtype"]; device?: string } = {},
   ): Promise<VAE> {
-    checkModelOptions(options, "VAE.fromConfig");
+    checkLoadOptions(options, "VAE.fromConfig");
     const config = parseVAEConfig(raw, "VAE.fromConfig config");
     const handle = await native().VAE.load({
       config: nativeVAEConfig(config),

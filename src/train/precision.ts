@@ -1,11 +1,12 @@
 // Where training runs and in which precision: the T4 rule (float16 with loss
 // scaling below compute capability 8.0, bfloat16 from 8.0), float32 on the CPU.
-import { native, type DType } from "../native.js";
+import type { ModelDType } from "../models/options.js";
+import { native } from "../native.js";
 
 export interface Placement {
   device: string;
   /** dtype of the frozen weights and of the forward pass. */
-  weightDtype: DType;
+  weightDtype: ModelDType;
   /** Dynamic loss scaling (float16 only). */
   lossScaling: boolean;
   mixedPrecision: "no" | "fp16" | "bf16";
@@ -34,6 +35,6 @@ export function choosePlacement(device: string, mixedPrecision: "auto" | "no" | 
       "mixed_precision fp16 is not available on the CPU (libtorch has no CPU float16 matmul); use bf16 or no",
     );
   }
-  const weightDtype: DType = mode === "fp16" ? "float16" : mode === "bf16" ? "bfloat16" : "float32";
+  const weightDtype: ModelDType = mode === "fp16" ? "float16" : mode === "bf16" ? "bfloat16" : "float32";
   return { device: resolvedDevice, weightDtype, lossScaling: mode === "fp16", mixedPrecision: mode };
 }

@@ -1,0 +1,115 @@
+// The models one training stage works on: the stage's base (the run's model, or
+// an earlier stage's result: its full model, or its LoRA fused into the base it
+// was trained on), loaded in the run's precision, plus the trainable parameters
+// (fresh LoRA adapters or the whole model). Built the same way on a fresh run and
+// on a resumed one, so both start from bit-identical weights.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+
+import type { StageConfig } from "../config/train.js";
+import { applyLoraFile, createTrainableLora, fuseLora } from "../lora/index.js";
+import { TextEncoder } from "../models/text_encoder.js";
+import { UNet } from "../models/unet.js";
+import { VAE } from "../models/vae.js";
+import type { Tensor } from "../native.js";
+import { readSchedulerConfig } from "../sched/index.js";
+import { ClipTokenizer } from "../text/clip_tokenizer.js";
+import type { Placement } from "./precision.js";
+import type { ParamGroupSpec } from "./trainer.js";
+
+/** A model folder plus LoRA files fused into it, in order, at scale 1. */
+export interface StageBase {
+  modelDir: string;
+  loras: string[];
+}
+
+export interface StageModels {
+  unet: UNet;
+  textEncoder: TextEncoder;
+  /** Loaded only when batches carry pixels, or for validation. */
+  vae?: VAE;
+  tokenizer: ClipTokenizer;
+  schedulerConfig: Record<string, unknown>;
+  groups: ParamGroupSpec[];
+  /** The adapter name of the trained LoRA (LoRA stages). */
+  loraName?: string;
+  dispose(): void;
+}
+
+export const TRAINED_LORA = "trained";
+
+export async function loadStageModels(
+  base: StageBase,
+  stage: StageConfig,
+  placement: Placement,
+  options: { seed: number; loadVae: boolean },
+): Promise<StageModels> {
+  const dir = base.modelDir;
+  for (const part of ["unet", "text_encoder", "tokenizer", "scheduler"]) {
+    if (!existsSync(join(dir, part))) throw new Error(`${dir}: missing ${part}/ (not a Stable Diffusion model folder)`);
+  }
+  // Trainable full models keep the frozen dtype too: AdamW holds float32 master weights.
+  const load = { dtype: placement.weightDtype, device: placement.device };
+  const unet = await UNet.load(join(dir, "unet"), load);
+  const textEncoder = await TextEncoder.load(join(dir, "text_encoder"), load);
+  const disposeAll = (): void => {
+    unet.dispose();
+    textEncoder.dispose();
+    vae?.dispose();
+  };
+  let vae: VAE | undefined;
+  try {
+    vae = options.loadVae ? await VAE.load(join(dir, "vae"), load) : undefined;
+    const tokenizer = await ClipTokenizer.fromPretrained(join(dir, "tokenizer"));
+    const { _source: _ignored, ...schedulerConfig } = readSchedulerConfig(dir);
+
+    // Earlier stages' LoRAs become part of the frozen base.
+    if (base.loras.length) {
+      const names: string[] = [];
+      for (const [i, path] of base.loras.entries()) {
+        names.push(await applyLoraFile({ unet, textEncoder }, path, { name: `base_${i}` }));
+      }
+      await fuseLora({ unet, textEncoder }, { names, permanent: true }); // folds them in and drops the adapters
+    }
+
+    unet.setGradientCheckpointing(stage.gradient_checkpointing);
+    textEncoder.setGradientCheckpointing(stage.gradient_checkpointing);
+    const groups: ParamGroupSpec[] = [];
+    const lora = stage.lora;
+    const loraOptions = (targets: string[], seedOffset: number) => ({
+      name: TRAINED_LORA,
+      targets,
+      rank: lora.rank,
+      alpha: lora.alpha ?? lora.rank,
+      dropout: lora.dropout,
+      init: lora.init,
+      seed: options.seed + seedOffset,
+    });
+    if (stage.train_unet === "lora") {
+      const created = await createTrainableLora(unet, loraOptions(lora.unet_targets, 0));
+      groups.push({ name: "unet", params: created.parameters as [string, Tensor][] });
+    } else if (stage.train_unet === "full") {
+      groups.push({ name: "unet", full: true });
+    }
+    if (stage.train_text_encoder === "lora") {
+      const created = await createTrainableLora(textEncoder, loraOptions(lora.text_encoder_targets, 1));
+      groups.push({ name: "text_encoder", params: created.parameters as [string, Tensor][] });
+    } else if (stage.train_text_encoder === "full") {
+      groups.push({ name: "text_encoder", full: true });
+    }
+    const usesLora = stage.train_unet === "lora" || stage.train_text_encoder === "lora";
+    return {
+      unet,
+      textEncoder,
+      vae,
+      tokenizer,
+      schedulerConfig,
+      groups,
+      loraName: usesLora ? TRAINED_LORA : undefined,
+      dispose: disposeAll,
+    };
+  } catch (error) {
+    disposeAll();
+    throw error;
+  }
+}
