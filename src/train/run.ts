@@ -1,0 +1,172 @@
+// `train(config)`: a whole run, one stage after another, each starting from the
+// previous stage's result. The run folder holds the resolved config, metrics.jsonl,
+// per-stage checkpoints, samples and outputs, and progress.json (which stages are
+// done and what they produced), so `resume: "latest"` picks up exactly where a
+// crash or Ctrl-C left off.
+import { existsSync } from "node:fs";
+import { mkdir, readdir, readFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+
+import { stringify as toYaml } from "yaml";
+
+import { applyOverrides, loadConfigFile } from "../config/load.js";
+import { resolveTrainConfig, type TrainConfig } from "../config/train.js";
+import { resolveModel } from "../hub/index.js";
+import { writeFileAtomic } from "../io/atomic.js";
+import { native } from "../native.js";
+import { CheckpointStore } from "./checkpoints.js";
+import { MetricsLog } from "./metrics.js";
+import { choosePlacement, type Placement } from "./precision.js";
+import { saveStageOutputs, type StageRecord } from "./outputs.js";
+import { runStage, stageDir, type StageCheckpointState, type StageHooks, type StageProgress } from "./stage.js";
+import type { StageBase } from "./stage_models.js";
+
+export interface TrainOptions {
+  /** "latest": continue from the newest checkpoint (or the next unfinished stage); or a checkpoint folder. */
+  resume?: "latest" | string;
+  /** "key=value" overrides applied to the config before validation (CLI flags). */
+  overrides?: string[];
+  onProgress?: (event: StageProgress | { phase: "download"; [key: string]: unknown }) => void;
+  signal?: AbortSignal;
+  /** Image generation for class images and validation samples (the pipeline provides it). */
+  hooks?: StageHooks;
+}
+
+export interface TrainResult {
+  outputDir: string;
+  config: TrainConfig;
+  stages: StageRecord[];
+}
+
+interface RunProgress {
+  version: 1;
+  stages: StageRecord[];
+}
+
+const PROGRESS = "progress.json";
+
+/** Trains per `config`: a config object, or the path of a YAML/JSON config file. */
+export async function train(config: unknown, options: TrainOptions = {}): Promise<TrainResult> {
+  const { signal } = options;
+  let raw = typeof config === "string" ? await loadConfigFile(config) : config;
+  const source = typeof config === "string" ? config : "config";
+  if (options.overrides?.length) raw = applyOverrides(raw as Record<string, unknown>, options.overrides);
+  const resolved = resolveTrainConfig(raw, source);
+  const runDir = resolve(resolved.output_dir);
+  const progressPath = join(runDir, PROGRESS);
+  const progress = await readProgress(progressPath);
+  if (!options.resume && (progress.stages.length > 0 || (await hasCheckpoints(runDir, resolved)))) {
+    throw new Error(
+      `${runDir} already holds a training run. Resume it with --resume latest (resume: "latest"), ` +
+        "or choose another output_dir; nothing there was changed.",
+    );
+  }
+  await mkdir(runDir, { recursive: true });
+  await writeFileAtomic(join(runDir, "config.yaml"), toYaml(resolved));
+  const placement = choosePlacement(resolved.device, resolved.mixed_precision);
+  await writeFileAtomic(join(runDir, "run.json"), JSON.stringify(runInfo(placement), null, 2));
+
+  const modelDir = await resolveModel(resolved.model, {
+    revision: resolved.revision,
+    variant: resolved.variant,
+    signal,
+    onProgress: (e) => options.onProgress?.({ ...e, phase: "download" }),
+  });
+
+  // Where to pick up: the first unfinished stage, from its newest checkpoint (or a given one).
+  const done = new Map(progress.stages.map((s) => [s.name, s]));
+  const current = resolved.stages.find((s) => !done.has(s.name));
+  let resumeFrom: { dir: string; state: StageCheckpointState } | undefined;
+  if (options.resume && current) {
+    const store = new CheckpointStore<StageCheckpointState>(join(stageDir(runDir, current.name), "checkpoints"));
+    const checkpoint = options.resume === "latest" ? await store.latest() : await store.load(resolve(options.resume));
+    if (checkpoint) {
+      if (checkpoint.manifest.state.stage !== current.name) {
+        throw new Error(
+          `${checkpoint.dir}: a checkpoint of stage "${checkpoint.manifest.state.stage}", but the next stage to train is "${current.name}"`,
+        );
+      }
+      resumeFrom = { dir: checkpoint.dir, state: checkpoint.manifest.state };
+    } else if (options.resume !== "latest") {
+      throw new Error(`${options.resume}: not a checkpoint of stage "${current.name}"`);
+    }
+  }
+  const keepLines = resumeFrom?.state.metricsLines ?? progress.stages.at(-1)?.metricsLines ?? 0;
+  const metrics = await MetricsLog.open(join(runDir, "metrics.jsonl"), options.resume ? keepLines : 0);
+
+  let base: StageBase = { modelDir, loras: [] };
+  const records: StageRecord[] = [];
+  for (const [index, stage] of resolved.stages.entries()) {
+    const finished = done.get(stage.name);
+    if (finished) {
+      records.push(finished);
+      base = nextBase(base, finished);
+      continue;
+    }
+    signal?.throwIfAborted();
+    const ctx = {
+      stage,
+      index,
+      runDir,
+      base,
+      placement,
+      seed: resolved.seed,
+      metrics,
+      resumeFrom: stage === current ? resumeFrom : undefined,
+      signal,
+      onProgress: options.onProgress,
+      hooks: options.hooks,
+    };
+    const outcome = await runStage(ctx);
+    try {
+      options.onProgress?.({ phase: "save", stage: stage.name, step: outcome.steps, total: outcome.steps });
+      const record = await saveStageOutputs(outcome, ctx);
+      record.metricsLines = metrics.lineCount;
+      records.push(record);
+      progress.stages.push(record);
+      await writeFileAtomic(progressPath, JSON.stringify(progress, null, 2));
+      base = nextBase(base, record);
+    } finally {
+      outcome.trainer.dispose();
+      outcome.models.dispose();
+    }
+  }
+  return { outputDir: runDir, config: resolved, stages: records };
+}
+
+/** The next stage trains on this stage's full model, or on its LoRA fused into this stage's base. */
+function nextBase(base: StageBase, record: StageRecord): StageBase {
+  if (record.fullModel) return { modelDir: record.fullModel, loras: [] };
+  const lora = record.loraFiles.kohya ?? record.loraFiles.diffusers ?? record.loraFiles.peft;
+  if (!lora) throw new Error(`stage "${record.name}" produced neither a LoRA nor a model to continue from`);
+  return { modelDir: base.modelDir, loras: [...base.loras, lora] };
+}
+
+async function readProgress(path: string): Promise<RunProgress> {
+  if (!existsSync(path)) return { version: 1, stages: [] };
+  try {
+    return JSON.parse(await readFile(path, "utf8")) as RunProgress;
+  } catch (error) {
+    throw new Error(`${path}: unreadable (${(error as Error).message}); it records which stages are done`);
+  }
+}
+
+async function hasCheckpoints(runDir: string, config: TrainConfig): Promise<boolean> {
+  for (const stage of config.stages) {
+    const dir = join(stageDir(runDir, stage.name), "checkpoints");
+    if (existsSync(dir) && (await readdir(dir)).some((n) => n.startsWith("checkpoint-"))) return true;
+  }
+  return false;
+}
+
+function runInfo(placement: Placement): Record<string, unknown> {
+  const info = native().info();
+  return {
+    sdtune: process.env.npm_package_version,
+    node: process.version,
+    libtorch: info.libtorchVersion,
+    threads: info.threads,
+    cuda: info.cuda.devices.map((d) => `${d.name} (sm ${d.capability})`),
+    placement,
+  };
+}

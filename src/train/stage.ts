@@ -1,0 +1,292 @@
+// One training stage, start (or resume) to finish: data stream, native trainer,
+// the optimisation loop with metrics, checkpoints, validation samples and a clean
+// stop on Ctrl-C; then the stage's outputs (LoRA files and/or a full model).
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+
+import type { StageConfig } from "../config/train.js";
+import { createBatchStream, openDataset, type Batch, type Dataset, type DatasetSpec } from "../data/index.js";
+import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
+import { CheckpointStore } from "./checkpoints.js";
+import { learningRate } from "./lr_schedule.js";
+import type { MetricsLog } from "./metrics.js";
+import type { Placement } from "./precision.js";
+import { loadStageModels, type StageBase, type StageModels } from "./stage_models.js";
+import { Trainer } from "./trainer.js";
+
+export interface StageProgress {
+  phase: "train" | "class-images" | "validation" | "save";
+  stage: string;
+  step: number;
+  total: number;
+  loss?: number;
+  lr?: number;
+  [key: string]: unknown;
+}
+
+/** What a checkpoint's manifest records besides the tensors. */
+export interface StageCheckpointState {
+  stage: string;
+  /** Optimizer steps taken (accumulation boundaries). */
+  step: number;
+  position: { epoch: number; index: number };
+  metricsLines: number;
+  consecutiveNonFinite: number;
+}
+
+export interface StageContext {
+  stage: StageConfig & { name: string };
+  index: number;
+  runDir: string;
+  base: StageBase;
+  placement: Placement;
+  seed: number;
+  metrics: MetricsLog;
+  /** A checkpoint to continue from (resume). */
+  resumeFrom?: { dir: string; state: StageCheckpointState };
+  signal?: AbortSignal;
+  onProgress?: (event: StageProgress) => void;
+  /** Called with the live models before training (class images) and every validation interval. */
+  hooks?: StageHooks;
+}
+
+export interface StageHooks {
+  /** Make missing class images; returns the dataset to train on. */
+  prepareDataset?(dataset: Dataset, ctx: StageContext): Promise<Dataset>;
+  validate?(models: StageModels, step: number, ctx: StageContext): Promise<void>;
+}
+
+export interface StageOutcome {
+  models: StageModels;
+  trainer: Trainer;
+  dataset: Dataset;
+  steps: number;
+  lastLoss: number;
+}
+
+const STATE_FILE = "training_state.safetensors";
+const MAX_NON_FINITE = 5;
+
+export class TrainingStopped extends Error {
+  override name = "AbortError";
+  readonly code = "ABORT_ERR";
+  constructor(readonly checkpoint: string | undefined) {
+    super(`training interrupted${checkpoint ? `; state saved in ${checkpoint} (resume with --resume latest)` : ""}`);
+  }
+}
+
+function defaultResolution(models: StageModels): number {
+  const sampleSize = Number(models.unet.config.sample_size ?? 64);
+  return sampleSize * (models.vae?.scaleFactor ?? 8);
+}
+
+export function stageDir(runDir: string, stage: string): string {
+  return join(runDir, stage);
+}
+
+export function datasetSpecFor(stage: StageConfig, classDir: string | undefined): DatasetSpec {
+  const d = stage.dataset;
+  const spec: DatasetSpec = {
+    type: stage.method === "dreambooth" ? "dreambooth" : (d.type ?? "auto"),
+    path: d.path,
+    split: d.split,
+    captionColumn: d.caption_column,
+    imageColumn: d.image_column,
+    captionExt: d.caption_ext,
+    repeats: d.repeats,
+  };
+  if (stage.method === "dreambooth") {
+    spec.instancePrompt = stage.instance_prompt;
+    if (stage.prior_preservation) {
+      spec.classDir = classDir;
+      spec.classPrompt = stage.prior_preservation.class_prompt;
+      spec.numClassImages = stage.prior_preservation.num_class_images;
+    }
+  }
+  return spec;
+}
+
+/** Trains one stage; the caller saves outputs and disposes the returned models. */
+export async function runStage(ctx: StageContext): Promise<StageOutcome> {
+  const { stage, placement, signal } = ctx;
+  const dir = stageDir(ctx.runDir, stage.name);
+  await mkdir(dir, { recursive: true });
+  const store = new CheckpointStore<StageCheckpointState>(join(dir, "checkpoints"), stage.checkpoints_total_limit);
+  await store.removePartial();
+
+  const classDir = stage.prior_preservation
+    ? (stage.prior_preservation.class_data_dir ?? join(ctx.runDir, "class_images", stage.name))
+    : undefined;
+  let dataset = await openDataset(datasetSpecFor(stage, classDir), { signal });
+  if (ctx.hooks?.prepareDataset) dataset = await ctx.hooks.prepareDataset(dataset, ctx);
+  if (stage.prior_preservation && dataset.classImagesNeeded > 0) {
+    throw new Error(
+      `stage "${stage.name}": prior preservation needs ${dataset.classImagesNeeded} more class images in ${classDir}`,
+    );
+  }
+
+  const models = await loadStageModels(ctx.base, stage, placement, {
+    seed: ctx.seed + 1000 * ctx.index,
+    loadVae: true,
+  });
+  let trainer: Trainer | undefined;
+  try {
+    const scheduler = models.schedulerConfig;
+    const predictionType =
+      stage.prediction_type ?? (scheduler.prediction_type as "epsilon" | "v_prediction" | undefined);
+    trainer = await Trainer.create({
+      unet: models.unet,
+      textEncoder: models.textEncoder,
+      vae: models.vae,
+      groups: models.groups,
+      noiseScheduleConfig: scheduler,
+      predictionType,
+      snrGamma: stage.snr_gamma,
+      noiseOffset: stage.noise_offset,
+      priorLossWeight: stage.prior_preservation?.prior_loss_weight ?? 1,
+      gradientAccumulationSteps: stage.gradient_accumulation_steps,
+      maxGradNorm: stage.max_grad_norm,
+      adamw: {
+        beta1: stage.adam_beta1,
+        beta2: stage.adam_beta2,
+        eps: stage.adam_epsilon,
+        weightDecay: stage.adam_weight_decay,
+      },
+      lossScaling: { enabled: placement.lossScaling },
+      ema: { enabled: stage.use_ema, decay: stage.ema_decay },
+      seed: ctx.seed + 1000 * ctx.index,
+    });
+
+    let step = 0;
+    let position = { epoch: 0, index: 0 };
+    let nonFinite = 0;
+    if (ctx.resumeFrom) {
+      const saved = await readSafetensors(join(ctx.resumeFrom.dir, STATE_FILE));
+      await trainer.loadStateDict([...saved.tensors]);
+      for (const t of saved.tensors.values()) t.dispose();
+      ({ step, position, consecutiveNonFinite: nonFinite } = ctx.resumeFrom.state);
+    }
+
+    // diffusers' default size: the UNet's sample_size in pixels.
+    const resolution = stage.resolution ?? defaultResolution(models);
+    const stream = createBatchStream(dataset, {
+      resolution,
+      buckets: stage.buckets?.enabled
+        ? { minSide: stage.buckets.min_side, maxSide: stage.buckets.max_side, step: stage.buckets.step }
+        : false,
+      batchSize: stage.train_batch_size,
+      crop: stage.center_crop ? "center" : "random",
+      flip: stage.random_flip,
+      seed: ctx.seed + 1000 * ctx.index,
+      captionDropout: stage.caption_dropout,
+      shuffleTags: stage.shuffle_tags,
+      keepTags: stage.keep_tags,
+      position,
+      signal,
+    });
+    const batches = stream[Symbol.asyncIterator]();
+    const nextBatch = async (): Promise<Batch> => {
+      const r = await batches.next();
+      if (r.done) throw new Error(`stage "${stage.name}": the data stream ended early`);
+      return r.value;
+    };
+
+    const lrFor = (base: number): number =>
+      learningRate(
+        {
+          name: stage.lr_scheduler,
+          baseLr: base,
+          warmupSteps: stage.lr_warmup_steps,
+          totalSteps: stage.max_train_steps,
+          numCycles: stage.lr_num_cycles,
+          power: stage.lr_power,
+        },
+        step,
+      );
+    let lastLoss = Number.NaN;
+    const checkpoint = async (): Promise<string> => {
+      const state: StageCheckpointState = {
+        stage: stage.name,
+        step,
+        position,
+        metricsLines: ctx.metrics.lineCount,
+        consecutiveNonFinite: nonFinite,
+      };
+      const tensors = await trainer!.stateDict();
+      try {
+        const saved = await store.save(step, state, (folder) => writeSafetensors(join(folder, STATE_FILE), tensors));
+        return saved.dir;
+      } finally {
+        for (const [, t] of tensors) t.dispose();
+      }
+    };
+
+    ctx.onProgress?.({ phase: "train", stage: stage.name, step, total: stage.max_train_steps });
+    while (step < stage.max_train_steps) {
+      const lrs = {
+        unet: lrFor(stage.learning_rate),
+        text_encoder: lrFor(stage.text_encoder_learning_rate ?? stage.learning_rate),
+      };
+      const started = performance.now();
+      let lossSum = 0;
+      let priorSum = 0;
+      let examples = 0;
+      let result;
+      for (let micro = 0; micro < stage.gradient_accumulation_steps; micro++) {
+        const batch = await nextBatch();
+        const ids = models.tokenizer.encode(batch.captions);
+        try {
+          const priorRows = batch.roles.filter((r) => r === "class").length;
+          result = await trainer.step({ pixels: batch.pixels, inputIds: ids, priorRows }, lrs);
+        } finally {
+          batch.pixels.dispose();
+          ids.dispose();
+        }
+        lossSum += result.loss;
+        priorSum += result.priorLoss;
+        examples += batch.captions.length;
+        position = batch.next;
+      }
+      step++;
+      const seconds = (performance.now() - started) / 1000;
+      const loss = lossSum / stage.gradient_accumulation_steps;
+      nonFinite = Number.isFinite(loss) && !result!.overflow ? 0 : nonFinite + 1;
+      lastLoss = loss;
+      await ctx.metrics.append({
+        stage: stage.name,
+        step,
+        epoch: position.epoch,
+        loss,
+        ...(stage.prior_preservation ? { prior_loss: priorSum / stage.gradient_accumulation_steps } : {}),
+        lr: lrs.unet,
+        grad_norm: result!.gradNorm,
+        loss_scale: result!.lossScale,
+        overflow: result!.overflow,
+        step_time: seconds,
+        images_per_sec: examples / seconds,
+      });
+      ctx.onProgress?.({ phase: "train", stage: stage.name, step, total: stage.max_train_steps, loss, lr: lrs.unet });
+      if (nonFinite >= MAX_NON_FINITE) {
+        throw new Error(
+          `stage "${stage.name}": the loss has not been finite for ${nonFinite} steps (step ${step}). ` +
+            "Lower learning_rate, use mixed_precision bf16 or no instead of fp16, or check the data; " +
+            `the last good state is in ${store.dir}.`,
+        );
+      }
+      const stopping = signal?.aborted ?? false;
+      if (step % stage.checkpointing_steps === 0 || step === stage.max_train_steps || stopping) {
+        const dir = await checkpoint();
+        if (stopping) throw new TrainingStopped(dir);
+      }
+      if (ctx.hooks?.validate && stage.validation && step % stage.validation.every_n_steps === 0) {
+        await ctx.hooks.validate(models, step, ctx);
+      }
+    }
+    await batches.return?.(undefined);
+    return { models, trainer, dataset, steps: step, lastLoss };
+  } catch (error) {
+    trainer?.dispose();
+    models.dispose();
+    throw error;
+  }
+}
