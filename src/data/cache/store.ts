@@ -37,9 +37,9 @@ interface Located {
 }
 
 interface ShardState {
+  /** File offset of the data area (8 + header length). */
   dataStart: number;
-  bytes: number;
-  entries: number;
+  /** Its mtime was refreshed by this process. */
   touched: boolean;
 }
 
@@ -66,7 +66,6 @@ export function shardMetadata(kind: string, namespace: string, descriptor: unkno
 export class ShardStore {
   /** Where each entry is: newest shard first (a duplicate written later by another run is a fallback). */
   private readonly entries = new Map<string, Located[]>();
-  private readonly infos = new Map<string, unknown>();
   private readonly failures = new Map<string, string>();
   private readonly shards = new Map<string, ShardState>();
   /** Shards seen but unusable (named once in a warning). */
@@ -87,10 +86,6 @@ export class ShardStore {
     limits: StoreLimits = {},
   ) {
     this.limits = { shardBytes: limits.shardBytes ?? 64 << 20, shardEntries: limits.shardEntries ?? 4096 };
-  }
-
-  get size(): number {
-    return this.entries.size;
   }
 
   /** Reads the headers of shards not seen yet (written by another run, or since the last refresh). */
@@ -118,11 +113,6 @@ export class ShardStore {
 
   has(key: string): boolean {
     return this.entries.has(key);
-  }
-
-  /** What an entry was made from, as stored with it. */
-  info(key: string): unknown {
-    return this.infos.get(key);
   }
 
   /** Why an item could not be cached (e.g. it failed to decode), if a run recorded that. */
@@ -257,7 +247,7 @@ export class ShardStore {
     >;
     const failed = JSON.parse(meta["sdtune.failed"] ?? "{}") as Record<string, string>;
     const tensors = new Map(header.tensors.map((t) => [t.name, t]));
-    const found: [string, Located, unknown][] = [];
+    const found: [string, Located][] = [];
     for (const [key, value] of Object.entries(listed)) {
       const parts = value.parts.map((part) => {
         const t = tensors.get(`${key}/${part}`);
@@ -265,18 +255,13 @@ export class ShardStore {
         if (!t || !dtype) throw new Error(`entry ${key} lists part "${part}", which the file lacks`);
         return { name: part, dtype, shape: t.shape, begin: t.dataOffsets[0], end: t.dataOffsets[1] };
       });
-      found.push([key, { shard: name, parts, crc: value.crc }, value.info]);
+      found.push([key, { shard: name, parts, crc: value.crc }]);
     }
-    this.shards.set(name, {
-      dataStart: 8 + header.headerSize,
-      bytes: header.fileSize,
-      entries: found.length,
-      touched: false,
-    });
-    for (const [key, loc, info] of found) {
+    if (this.shards.has(name)) return; // indexed meanwhile (a refresh racing a flush)
+    this.shards.set(name, { dataStart: 8 + header.headerSize, touched: false });
+    for (const [key, loc] of found) {
       // Shards are indexed oldest first (names start with the time): the newest copy goes in front.
       this.entries.set(key, [loc, ...(this.entries.get(key) ?? [])]);
-      this.infos.set(key, info);
     }
     for (const [key, reason] of Object.entries(failed)) this.failures.set(key, reason);
   }
