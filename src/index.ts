@@ -58,6 +58,8 @@ export type {
   RawBatch,
   StreamPosition,
 } from "./data/index.js";
+// Training caches (src/data/cache): VAE latents and text embeddings on disk.
+export * from "./data/cache/index.js";
 export * from "./lora/index.js";
 export {
   NoiseSchedule,

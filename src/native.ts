@@ -691,6 +691,11 @@ export interface NativeAddon {
   data: {
     /** uint8 [B, H, W, 3] -> float32 [B, 3, H, W] as (v / 255 - 0.5) / 0.5, off the JS thread. */
     pixelsToTensor(pixels: Tensor): Promise<Tensor>;
+    /**
+     * (mean + std * noise) * scale on a cached latent distribution, with noise cast to mean's dtype and
+     * device first (VAE.sample's arithmetic); mean * scale without noise; no multiply without scale.
+     */
+    sampleLatents(mean: Tensor, options?: { std?: Tensor; noise?: Tensor; scale?: number }): Promise<Tensor>;
   };
   /** Image ops (native/bindings/image_binding.cc). */
   image: {

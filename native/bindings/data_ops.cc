@@ -2,6 +2,9 @@
 // the float tensor the VAE wants out, converted off the JS thread in one pass.
 #include <ATen/Parallel.h>
 #include <napi.h>
+#include <torch/torch.h>
+
+#include <optional>
 
 #include "bindings/async.h"
 #include "bindings/common.h"
@@ -60,9 +63,59 @@ Napi::Value pixelsToTensor(const Napi::CallbackInfo& info) {
       [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorHandle::wrap(env, t); });
 }
 
+// sampleLatents(mean, {std, noise, scale}) -> Promise<Tensor>: the arithmetic of VAE.sample after the
+// encoder, on a cached distribution: (mean + std * noise) * scale, with noise cast to mean's dtype and
+// device first, exactly as vae_binding.cc's sample does, so cached and fresh latents match bit for bit.
+// Without noise: mean * scale (the distribution's mode, what kohya caches). Without scale: no multiply.
+Napi::Value sampleLatents(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct Job {
+    at::Tensor mean, std, noise;
+    std::optional<double> scale;
+  };
+  Job job = guard(env, [&]() {
+    Job j;
+    j.mean = TensorHandle::unwrap(info[0], "mean");
+    if (!at::isFloatingType(j.mean.scalar_type()) || j.mean.dim() != 4) {
+      throw std::invalid_argument("mean must be a floating-point tensor [B, C, h, w], got " +
+                                  dtypeName(j.mean.scalar_type()) + " " + c10::str(j.mean.sizes()));
+    }
+    Napi::Object o = info[1].IsUndefined() ? Napi::Object::New(env) : requireObject(info[1], "sampleLatents options");
+    if (!o.Get("noise").IsUndefined()) {
+      j.noise = TensorHandle::unwrap(o.Get("noise"), "sampleLatents options.noise");
+      if (o.Get("std").IsUndefined()) throw std::invalid_argument("sampleLatents: noise needs std");
+      j.std = TensorHandle::unwrap(o.Get("std"), "sampleLatents options.std");
+      if (j.std.sizes() != j.mean.sizes() || j.noise.sizes() != j.mean.sizes()) {
+        throw std::invalid_argument("sampleLatents: mean " + c10::str(j.mean.sizes()) + ", std " +
+                                    c10::str(j.std.sizes()) + " and noise " + c10::str(j.noise.sizes()) +
+                                    " must have one shape");
+      }
+      if (j.std.scalar_type() != j.mean.scalar_type() || j.std.device() != j.mean.device()) {
+        throw std::invalid_argument("sampleLatents: std must have mean's dtype and device (" +
+                                    dtypeName(j.mean.scalar_type()) + " on " + deviceName(j.mean.device()) + ")");
+      }
+    }
+    j.scale = getOptionalNumber(o, "scale", "sampleLatents options");
+    return j;
+  });
+  return PromiseWorker<at::Tensor>::run(
+      env, "sdtune:data.sampleLatents",
+      [job]() {
+        torch::NoGradGuard noGrad;
+        at::Tensor latents = job.mean;  // [B, C, h, w]
+        if (job.noise.defined()) {
+          latents = job.mean + job.std * job.noise.to(job.mean.device(), job.mean.scalar_type());
+        }
+        if (job.scale) return latents * *job.scale;  // a double scalar, as VAE.sample multiplies
+        return job.noise.defined() ? latents : latents.clone();
+      },
+      [](Napi::Env env, at::Tensor& t) -> Napi::Value { return TensorHandle::wrap(env, t); });
+}
+
 void initData(Napi::Env env, Napi::Object exports) {
   Napi::Object ns = Napi::Object::New(env);
   ns.Set("pixelsToTensor", Napi::Function::New(env, pixelsToTensor));
+  ns.Set("sampleLatents", Napi::Function::New(env, sampleLatents));
   exports.Set("data", ns);
 }
 

@@ -8,6 +8,7 @@ const commands: Record<string, () => Promise<Command>> = {
   dataset: async () => (await import("./dataset.js")).command,
   eval: async () => (await import("./eval.js")).command,
   lora: async () => (await import("./lora.js")).command,
+  cache: async () => (await import("./cache.js")).command,
 };
 
 /** Later commands add themselves here; kept separate so the table reads top to bottom. */

@@ -15,7 +15,7 @@ import { processCaption, type CaptionOptions } from "./caption-text.js";
 import { abortError } from "./files.js";
 import { hwcToChw, parseBackground, renderImage, type ResizeKernel } from "./image.js";
 import { EpochPlanner, type PlannedBatch, type PlanOptions, type StreamPosition } from "./plan.js";
-import { keyedRng, RNG_PURPOSE } from "./rng.js";
+import { keyedRng, RNG_PURPOSE, type Rng } from "./rng.js";
 import { DATA_DEFAULTS, type DataItem, type Dataset, type DatasetIssue, type ItemRole } from "./types.js";
 
 export type { StreamPosition } from "./plan.js";
@@ -132,7 +132,38 @@ interface Finisher<T> {
   discard?(batch: T): void;
 }
 
+/** Turns planned batches into the batches a stream hands out. One is made per iteration (it may keep state). */
+export interface BatchLoader<T> {
+  /** Loads one planned batch; undefined when none of its examples could be loaded. */
+  load(planned: PlannedBatch, position: StreamPosition, next: StreamPosition): Promise<T | undefined>;
+  /** Frees a prefetched batch the consumer never took. */
+  discard?(batch: T): void;
+}
+
 function createStream<T>(dataset: Dataset, options: BatchOptions, finisher: Finisher<T>): BatchStream<T> {
+  return createPlannedStream(dataset, options, (planner) => {
+    const limiter = new Limiter(options.concurrency ?? 4);
+    const failed = new Set<number>();
+    const background = parseBackground(options.background);
+    return {
+      load: (planned, position, next) =>
+        loadBatch(dataset, planner, options, planned, position, next, limiter, failed, background).then((info) =>
+          info ? finisher.finish(info) : undefined,
+        ),
+      discard: finisher.discard,
+    };
+  });
+}
+
+/**
+ * A stream over the epoch plan with any loader: the ordering, prefetch, epochs and
+ * resumable positions of createBatchStream (the latent cache streams through this).
+ */
+export function createPlannedStream<T>(
+  dataset: Dataset,
+  options: BatchOptions,
+  makeLoader: (planner: EpochPlanner) => BatchLoader<T>,
+): BatchStream<T> {
   const planner = new EpochPlanner(dataset, options);
   validate(options);
   const start = planner.normalise(options.position ?? { epoch: 0, index: 0 });
@@ -147,7 +178,7 @@ function createStream<T>(dataset: Dataset, options: BatchOptions, finisher: Fini
         items: b.entries.map((i) => dataset.items[i]!),
         classItems: b.classEntries.map((i) => dataset.items[i]!),
       })),
-    [Symbol.asyncIterator]: () => run(dataset, planner, options, start, finisher),
+    [Symbol.asyncIterator]: () => run(planner, options, start, makeLoader(planner)),
   };
 }
 
@@ -172,7 +203,7 @@ function validate(options: BatchOptions): void {
 }
 
 /** A FIFO semaphore: earlier batches' images are decoded first. */
-class Limiter {
+export class Limiter {
   private active = 0;
   private readonly waiting: (() => void)[] = [];
   constructor(private readonly limit: number) {}
@@ -189,17 +220,13 @@ class Limiter {
 }
 
 async function* run<T>(
-  dataset: Dataset,
   planner: EpochPlanner,
   options: BatchOptions,
   start: StreamPosition,
-  finisher: Finisher<T>,
+  loader: BatchLoader<T>,
 ): AsyncGenerator<T> {
-  const limiter = new Limiter(options.concurrency ?? 4);
   const prefetch = options.prefetch ?? 2;
   const endEpoch = options.epochs ?? Infinity;
-  const failed = new Set<number>();
-  const background = parseBackground(options.background);
   let cursor: StreamPosition = { ...start };
   const pending: Promise<{ batch?: T; error?: unknown }>[] = [];
 
@@ -209,12 +236,10 @@ async function* run<T>(
       const next = planner.normalise({ epoch: cursor.epoch, index: cursor.index + 1 });
       const planned = planner.epoch(position.epoch)[position.index]!;
       pending.push(
-        loadBatch(dataset, planner, options, planned, position, next, limiter, failed, background)
-          .then((info) => (info ? finisher.finish(info) : undefined))
-          .then(
-            (batch) => ({ batch }),
-            (error: unknown) => ({ error }),
-          ),
+        loader.load(planned, position, next).then(
+          (batch) => ({ batch }),
+          (error: unknown) => ({ error }),
+        ),
       );
       cursor = next;
     }
@@ -230,15 +255,17 @@ async function* run<T>(
       if (settled.batch !== undefined) yield settled.batch;
     }
   } finally {
-    // The consumer stopped early (or failed): free what was decoded ahead for it.
+    // The consumer stopped early (or failed): free what was loaded ahead for it.
     for (const p of pending.splice(0)) {
-      void p.then((settled) => settled.batch !== undefined && finisher.discard?.(settled.batch));
+      void p.then((settled) => settled.batch !== undefined && loader.discard?.(settled.batch));
     }
   }
 }
 
-interface Example {
+/** One example of a planned batch: the item, its caption for this position, and how it is cut. */
+export interface PlannedExample {
   item: DataItem;
+  /** Index into dataset.items. */
   index: number;
   role: ItemRole;
   caption: string;
@@ -246,6 +273,104 @@ interface Example {
   left: number;
   top: number;
   flip: boolean;
+}
+
+/** How `item` is resized and cut for `bucket`; without an rng: unflipped, centre crop. */
+export function exampleGeometry(
+  planner: EpochPlanner,
+  options: BatchOptions,
+  item: DataItem,
+  bucket: Bucket,
+  rng?: Rng,
+): { fit: Fit; left: number; top: number; flip: boolean } {
+  const fit =
+    planner.mode === "bucket"
+      ? fitToBucket(item.width, item.height, bucket)
+      : fitShortSide(item.width, item.height, bucket.width);
+  const extraX = fit.resizedWidth - bucket.width;
+  const extraY = fit.resizedHeight - bucket.height;
+  // Draw order is fixed: flip, then crop x, then crop y.
+  const flip = options.flip && rng ? rng.float() < 0.5 : false;
+  let left: number;
+  let top: number;
+  if (options.crop === "random" && rng) {
+    left = rng.int(extraX + 1);
+    top = rng.int(extraY + 1);
+  } else if (planner.mode === "bucket") {
+    left = Math.floor(extraX / 2); // kohya
+    top = Math.floor(extraY / 2);
+  } else {
+    left = centerOffsetRoundHalfEven(extraX); // torchvision CenterCrop
+    top = centerOffsetRoundHalfEven(extraY);
+  }
+  return { fit, left, top, flip };
+}
+
+/**
+ * The examples of a planned batch at `position`: a pure function of the seed and the position.
+ * `captions: false` skips caption processing (captions stay unprocessed) for planners that need only the cuts.
+ */
+export function planExamples(
+  dataset: Dataset,
+  planner: EpochPlanner,
+  options: BatchOptions,
+  planned: PlannedBatch,
+  position: StreamPosition,
+  captions = true,
+): PlannedExample[] {
+  const bucket = planner.buckets[planned.bucket]!;
+  const seed = options.seed ?? 0;
+  const slots = [...planned.entries, ...planned.classEntries];
+  return slots.map((index, slot) => {
+    const item = dataset.items[index]!;
+    const rng = keyedRng(seed, RNG_PURPOSE.item, position.epoch, position.index, slot);
+    const geometry = exampleGeometry(planner, options, item, bucket, rng);
+    const caption =
+      item.role === "class" || !captions
+        ? item.caption
+        : processCaption(
+            item.caption,
+            options,
+            keyedRng(seed, RNG_PURPOSE.caption, position.epoch, position.index, slot),
+          );
+    return { item, index, role: item.role, caption, ...geometry };
+  });
+}
+
+/** What a batch of `kept` examples carries besides its pixels (or latents). */
+export function describeExamples(
+  kept: readonly PlannedExample[],
+): Pick<BatchInfo, "captions" | "keys" | "names" | "roles" | "crops"> {
+  return {
+    captions: kept.map((e) => e.caption),
+    keys: kept.map((e) => e.item.key),
+    names: kept.map((e) => e.item.name),
+    roles: kept.map((e) => e.role),
+    crops: kept.map((e) => ({
+      originalWidth: e.item.width,
+      originalHeight: e.item.height,
+      resizedWidth: e.fit.resizedWidth,
+      resizedHeight: e.fit.resizedHeight,
+      left: e.left,
+      top: e.top,
+      flipped: e.flip,
+    })),
+  };
+}
+
+/** Records an image that cannot be used (once per stream): in dataset.report and through onIssue. */
+export function reportSkipped(
+  dataset: Dataset,
+  options: BatchOptions,
+  failed: Set<number>,
+  example: PlannedExample,
+  reason: string,
+): void {
+  if (failed.has(example.index)) return;
+  failed.add(example.index);
+  const issue: DatasetIssue = { file: example.item.name, code: "decode-failed", reason, skipped: true };
+  dataset.report.push(issue);
+  options.onIssue?.(issue);
 }
 
 /** Decodes one planned batch; images that fail are reported and left out. Undefined when none decoded. */
@@ -261,35 +386,7 @@ async function loadBatch(
   background: { r: number; g: number; b: number },
 ): Promise<BatchInfo | undefined> {
   const bucket = planner.buckets[planned.bucket]!;
-  const seed = options.seed ?? 0;
-  const slots = [...planned.entries, ...planned.classEntries];
-  const examples: Example[] = slots.map((index, slot) => {
-    const item = dataset.items[index]!;
-    const rng = keyedRng(seed, RNG_PURPOSE.item, position.epoch, position.index, slot);
-    const fit =
-      planner.mode === "bucket"
-        ? fitToBucket(item.width, item.height, bucket)
-        : fitShortSide(item.width, item.height, bucket.width);
-    const extraX = fit.resizedWidth - bucket.width;
-    const extraY = fit.resizedHeight - bucket.height;
-    // Draw order is fixed: flip, then crop x, then crop y.
-    const flip = options.flip ? rng.float() < 0.5 : false;
-    let left: number;
-    let top: number;
-    if (options.crop === "random") {
-      left = rng.int(extraX + 1);
-      top = rng.int(extraY + 1);
-    } else if (planner.mode === "bucket") {
-      left = Math.floor(extraX / 2); // kohya
-      top = Math.floor(extraY / 2);
-    } else {
-      left = centerOffsetRoundHalfEven(extraX); // torchvision CenterCrop
-      top = centerOffsetRoundHalfEven(extraY);
-    }
-    const captionRng = keyedRng(seed, RNG_PURPOSE.caption, position.epoch, position.index, slot);
-    const caption = item.role === "class" ? item.caption : processCaption(item.caption, options, captionRng);
-    return { item, index, role: item.role, caption, fit, left, top, flip };
-  });
+  const examples = planExamples(dataset, planner, options, planned, position);
 
   const stride = bucket.width * bucket.height * 3;
   const hwc = new Uint8Array(examples.length * stride);
@@ -317,17 +414,13 @@ async function loadBatch(
                 return true;
               },
               (error: unknown) => {
-                if (!failed.has(example.index)) {
-                  failed.add(example.index);
-                  const issue: DatasetIssue = {
-                    file: example.item.name,
-                    code: "decode-failed",
-                    reason: `the image failed to decode during training and is skipped: ${(error as Error).message}`,
-                    skipped: true,
-                  };
-                  dataset.report.push(issue);
-                  options.onIssue?.(issue);
-                }
+                reportSkipped(
+                  dataset,
+                  options,
+                  failed,
+                  example,
+                  `the image failed to decode during training and is skipped: ${(error as Error).message}`,
+                );
                 return false;
               },
             ),
@@ -348,19 +441,7 @@ async function loadBatch(
   return {
     hwc: out,
     shape: [kept.length, 3, bucket.height, bucket.width],
-    captions: kept.map((e) => e.caption),
-    keys: kept.map((e) => e.item.key),
-    names: kept.map((e) => e.item.name),
-    roles: kept.map((e) => e.role),
-    crops: kept.map((e) => ({
-      originalWidth: e.item.width,
-      originalHeight: e.item.height,
-      resizedWidth: e.fit.resizedWidth,
-      resizedHeight: e.fit.resizedHeight,
-      left: e.left,
-      top: e.top,
-      flipped: e.flip,
-    })),
+    ...describeExamples(kept),
     bucket,
     position,
     next,
@@ -368,7 +449,7 @@ async function loadBatch(
 }
 
 /** With prior preservation both halves must stay equal: drop surplus from the larger half. */
-function balancePairs(keep: boolean[], instances: number): boolean[] {
+export function balancePairs(keep: boolean[], instances: number): boolean[] {
   const out = [...keep];
   const first = out.slice(0, instances).filter(Boolean).length;
   const second = out.slice(instances).filter(Boolean).length;

@@ -1,0 +1,415 @@
+// The latent cache: each example's VAE posterior (mean and std), computed once
+// and read back instead of decoding the image and running the encoder.
+//
+// What is stored: the distribution, not a draw. diffusers' training scripts take
+// `latent_dist.sample() * scaling_factor` with fresh noise every step; kohya
+// caches the mean (mode). Keeping mean and std serves both: sampleLatents()
+// draws mean + std * noise from the trainer's generator (bit for bit what
+// VAE.sample computes from the image), or returns the mean. std is stored
+// rather than logvar so no exp() is recomputed. Both are kept in the VAE's
+// output dtype: exactly what a fresh encode yields, half the size for bf16.
+//
+// The key of an entry: the image content (the item's sha256), the bucket, the
+// resize, the crop box, the flip, the resize kernel and background. The folder
+// it lives in (its namespace) adds the VAE's identity (config + weight content),
+// the dtype and the format version. Anything that changes misses; nothing is
+// ever overwritten. Random crops make a new box every step, so they cannot be
+// cached (kohya refuses them too). Flipped examples are cached as their own
+// variant: a flipped latent is not the latent of the flipped image.
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+
+import { native, type DType, type ProgressEvent } from "../../native.js";
+import { readJsonFile } from "../../models/files.js";
+import { parseVAEConfig } from "../../models/config.js";
+import type { ModelDType } from "../../models/text_encoder.js";
+import type { VAE } from "../../models/vae.js";
+import { tensorFrom } from "../../tensor.js";
+import { exampleGeometry, Limiter, planExamples, type BatchOptions, type PlannedExample } from "../batches.js";
+import type { Bucket, Fit } from "../buckets.js";
+import { abortError } from "../files.js";
+import { parseBackground, renderImage } from "../image.js";
+import { EpochPlanner } from "../plan.js";
+import { DATA_DEFAULTS, type DataItem, type Dataset, type DatasetIssue } from "../types.js";
+import { resolveCacheDir, warner } from "./dir.js";
+import { fingerprintModel, sha256Hex, type ModelFingerprint } from "./fingerprint.js";
+import { CACHE_FORMAT, ShardStore, tensorBytes, type Entry, type StoreLimits } from "./store.js";
+
+export interface LatentCacheOptions {
+  /** The cache folder (default: resolveCacheDir(): $SDTUNE_CACHE_DIR or ~/.cache/sdtune). */
+  dir?: string;
+  /** The VAE's folder (a diffusers vae/ with config.json and weights): its identity keys the cache. */
+  vae: string;
+  /** Weight variant the VAE is loaded with, e.g. "fp16". */
+  variant?: string;
+  /** The dtype the VAE runs in (default float32); the cache stores its outputs in it. */
+  dtype?: ModelDType;
+  /** Where warnings go (corrupt files); default: process.emitWarning. */
+  onWarning?: (message: string) => void;
+  /** Shard size limits (tests use small ones). */
+  limits?: StoreLimits;
+}
+
+/** One latent an epoch plan needs: an item cut one way. */
+export interface PlannedLatent {
+  /** The cache key. */
+  key: string;
+  item: DataItem;
+  bucket: Bucket;
+  fit: Fit;
+  left: number;
+  top: number;
+  flip: boolean;
+}
+
+export interface EnsureOptions {
+  /** The VAE the cache was opened for (same folder, same dtype). */
+  vae: VAE;
+  /** Called after each encoded group ("cache.latents", step = latents done). */
+  onProgress?: (event: ProgressEvent) => void;
+  /** Stops between groups; what was computed so far is kept. */
+  signal?: AbortSignal;
+  /** Images encoded per VAE call (default 4). */
+  batchSize?: number;
+  /** Images decoded at once (default 4). */
+  concurrency?: number;
+}
+
+export interface EnsureResult {
+  /** Latents computed now. */
+  computed: number;
+  /** Latents that were already cached. */
+  cached: number;
+  /** Images that could not be decoded (also appended to dataset.report); recorded, so later runs skip them. */
+  failed: DatasetIssue[];
+}
+
+export class LatentCache {
+  private constructor(
+    readonly dir: string,
+    /** The namespace folder's name: sha256 of the format, VAE identity and dtype. */
+    readonly namespace: string,
+    readonly vae: ModelFingerprint,
+    readonly dtype: ModelDType,
+    /** The VAE's scaling_factor (config.json): training latents are multiplied by it. */
+    readonly scalingFactor: number,
+    /** Image pixels per latent pixel. */
+    readonly scaleFactor: number,
+    readonly latentChannels: number,
+    private readonly variant: string | undefined,
+    /** @internal */
+    readonly store: ShardStore,
+  ) {}
+
+  /** Opens (or creates) the cache for one VAE. Reads the VAE's config, never loads its weights. */
+  static async open(options: LatentCacheOptions): Promise<LatentCache> {
+    const dir = resolveCacheDir(options.dir);
+    const dtype = options.dtype ?? "float32";
+    if (!["float32", "float16", "bfloat16"].includes(dtype)) {
+      throw new TypeError(`LatentCache.open: dtype "${dtype}" is not supported (float32, float16 or bfloat16)`);
+    }
+    await mkdir(dir, { recursive: true });
+    const configPath = join(options.vae, "config.json");
+    const config = parseVAEConfig(readJsonFile(configPath), configPath);
+    const vae = await fingerprintModel(options.vae, { variant: options.variant, memoDir: dir });
+    const descriptor = { format: CACHE_FORMAT, kind: "latents", vae: vae.id, dtype };
+    const namespace = sha256Hex(JSON.stringify(descriptor)).slice(0, 24);
+    const root = join(dir, "latents", namespace);
+    await mkdir(root, { recursive: true });
+    // For people and `sdtune cache info`: the shards' own metadata is what counts.
+    await writeFile(
+      join(root, "namespace.json"),
+      JSON.stringify({ ...descriptor, vaeDir: options.vae, variant: options.variant ?? null }, null, 2),
+      { flag: "wx" },
+    ).catch(() => undefined);
+    const store = new ShardStore(root, "latents", namespace, descriptor, warner(options.onWarning), options.limits);
+    await store.refresh();
+    return new LatentCache(
+      dir,
+      namespace,
+      vae,
+      dtype,
+      config.scaling_factor,
+      2 ** (config.block_out_channels.length - 1),
+      config.latent_channels,
+      options.variant,
+      store,
+    );
+  }
+
+  /**
+   * Every latent that streaming `dataset` with `options` will read. With a
+   * finite `epochs`, exactly those of epochs [position.epoch, epochs); without,
+   * every variant that can occur (both flips when flip is on; class images in
+   * every bucket that holds training images). Decodes nothing.
+   */
+  plan(dataset: Dataset, options: BatchOptions = {}): PlannedLatent[] {
+    checkCacheable(options);
+    const planner = new EpochPlanner(dataset, options);
+    const out = new Map<string, PlannedLatent>();
+    const add = (latent: PlannedLatent): void => {
+      if (!out.has(latent.key)) out.set(latent.key, latent);
+    };
+    if (options.epochs !== undefined) {
+      const start = planner.normalise(options.position ?? { epoch: 0, index: 0 });
+      for (let epoch = start.epoch; epoch < options.epochs; epoch++) {
+        const batches = planner.epoch(epoch);
+        for (let index = epoch === start.epoch ? start.index : 0; index < batches.length; index++) {
+          const planned = batches[index]!;
+          const bucket = planner.buckets[planned.bucket]!;
+          for (const e of planExamples(dataset, planner, options, planned, { epoch, index }, false)) {
+            add(latentOf(this, e, bucket, options));
+          }
+        }
+      }
+    } else {
+      const flips = options.flip ? [false, true] : [false];
+      const used = [...new Set(planner.assignment.filter((b) => b >= 0))].sort((a, b) => a - b);
+      dataset.items.forEach((item, i) => {
+        if (item.role === "class" && options.priorPreservation === false) return;
+        const buckets = item.role === "class" ? used : [planner.assignment[i]!];
+        for (const b of buckets) {
+          const bucket = planner.buckets[b]!;
+          const geometry = exampleGeometry(planner, options, item, bucket);
+          for (const flip of flips) {
+            const p = { item, bucket, ...geometry, flip };
+            add({ key: this.keyOf(p, options), ...p });
+          }
+        }
+      });
+    }
+    return [...out.values()];
+  }
+
+  /** The planned latents not cached yet (images recorded as undecodable excluded). Loads no model. */
+  async missing(dataset: Dataset, options: BatchOptions = {}): Promise<PlannedLatent[]> {
+    await this.store.refresh();
+    return this.plan(dataset, options).filter((p) => !this.store.has(p.key) && !this.store.failure(p.item.key));
+  }
+
+  /**
+   * Computes and stores every missing latent of the plan (see plan()). Call it
+   * with a loaded VAE only when missing() is not empty: a fully cached run
+   * never loads the VAE.
+   */
+  async ensure(dataset: Dataset, options: BatchOptions, run: EnsureOptions): Promise<EnsureResult> {
+    const planned = this.plan(dataset, options);
+    await this.store.refresh();
+    const cached = planned.filter((p) => this.store.has(p.key)).length;
+    const todo = planned.filter((p) => !this.store.has(p.key) && !this.store.failure(p.item.key));
+    const result = await this.compute(dataset, options, todo, run);
+    return { ...result, cached };
+  }
+
+  /** The cache key of an example (see the file comment for what it covers). */
+  keyOf(example: Omit<PlannedLatent, "key">, options: BatchOptions): string {
+    const background = parseBackground(options.background);
+    return sha256Hex(
+      JSON.stringify([
+        "latent",
+        example.item.key,
+        [example.bucket.width, example.bucket.height],
+        [example.fit.resizedWidth, example.fit.resizedHeight],
+        [example.left, example.top],
+        example.flip,
+        options.kernel ?? "lanczos3",
+        [background.r, background.g, background.b],
+      ]),
+    ).slice(0, 32);
+  }
+
+  /** @internal Renders and encodes `todo`, storing each latent; used by ensure() and by the stream on a miss. */
+  async compute(
+    dataset: Dataset,
+    options: BatchOptions,
+    todo: readonly PlannedLatent[],
+    run: EnsureOptions,
+  ): Promise<{ computed: number; failed: DatasetIssue[] }> {
+    const failed: DatasetIssue[] = [];
+    if (todo.length === 0) return { computed: 0, failed };
+    await this.checkVAE(run.vae);
+    const batchSize = run.batchSize ?? 4;
+    if (!(Number.isInteger(batchSize) && batchSize >= 1)) {
+      throw new RangeError(`ensure: batchSize must be an integer >= 1, got ${batchSize}`);
+    }
+    // Groups of one bucket size, so each VAE call gets one tensor.
+    const byBucket = new Map<string, PlannedLatent[]>();
+    for (const p of todo) {
+      const id = `${p.bucket.width}x${p.bucket.height}`;
+      byBucket.set(id, [...(byBucket.get(id) ?? []), p]);
+    }
+    const groups: PlannedLatent[][] = [];
+    for (const list of byBucket.values()) {
+      for (let i = 0; i < list.length; i += batchSize) groups.push(list.slice(i, i + batchSize));
+    }
+    const limiter = new Limiter(run.concurrency ?? 4);
+    const background = parseBackground(options.background);
+    const render = (group: PlannedLatent[]): Promise<(Uint8Array | Error)[]> =>
+      Promise.all(
+        group.map((p) =>
+          limiter
+            .run(() =>
+              renderImage({
+                source: p.item.source,
+                bucket: p.bucket,
+                fit: p.fit,
+                left: p.left,
+                top: p.top,
+                flip: p.flip,
+                background,
+                kernel: options.kernel ?? "lanczos3",
+                maxPixels: dataset.spec.maxPixels ?? DATA_DEFAULTS.maxPixels,
+              }),
+            )
+            .catch((error: unknown) => (error instanceof Error ? error : new Error(String(error)))),
+        ),
+      );
+    let computed = 0;
+    let done = 0;
+    // Decoding of the next group overlaps the VAE on this one.
+    let ahead: Promise<(Uint8Array | Error)[]> | undefined = render(groups[0]!);
+    try {
+      for (let g = 0; g < groups.length; g++) {
+        if (run.signal?.aborted) throw abortError();
+        const group = groups[g]!;
+        const rendered = await ahead!;
+        ahead = g + 1 < groups.length ? render(groups[g + 1]!) : undefined;
+        const ok: { p: PlannedLatent; bytes: Uint8Array }[] = [];
+        rendered.forEach((r, i) => {
+          const p = group[i]!;
+          if (r instanceof Error) {
+            if (this.store.failure(p.item.key)) return;
+            const issue: DatasetIssue = {
+              file: p.item.name,
+              code: "decode-failed",
+              reason: `the image failed to decode while caching latents and is skipped: ${r.message}`,
+              skipped: true,
+            };
+            this.store.putFailure(p.item.key, issue.reason);
+            dataset.report.push(issue);
+            options.onIssue?.(issue);
+            failed.push(issue);
+          } else ok.push({ p, bytes: r });
+        });
+        if (ok.length > 0) computed += await this.encodeGroup(ok, run);
+        done += group.length;
+        run.onProgress?.({ phase: "cache.latents", step: done, total: todo.length });
+      }
+    } finally {
+      void ahead?.catch(() => undefined);
+      await this.store.flush(); // keep what was computed, also when cancelled or failed
+    }
+    return { computed, failed };
+  }
+
+  /**
+   * Reads cached latents ({mean, std}); undefined where missing, corrupt or not of the shape
+   * `latents` expects (each such copy is warned about and treated as missing).
+   */
+  async read(latents: readonly (PlannedLatent | undefined)[]): Promise<(Entry | undefined)[]> {
+    return Promise.all(latents.map((l) => (l ? this.store.read(l.key, (e) => this.shapeProblem(e, l)) : undefined)));
+  }
+
+  /** Why an entry is not a latent of this VAE for `latent`'s bucket, if it is not. */
+  private shapeProblem(entry: Entry, latent: PlannedLatent): string | undefined {
+    const f = this.scaleFactor;
+    const want = [this.latentChannels, latent.bucket.height / f, latent.bucket.width / f];
+    for (const name of ["mean", "std"]) {
+      const p = entry.get(name);
+      if (!p) return `it has no "${name}"`;
+      if (p.shape.join(",") !== want.join(",") || p.dtype !== this.dtype) {
+        return `"${name}" is ${p.dtype} [${p.shape.join(", ")}], not ${this.dtype} [${want.join(", ")}]`;
+      }
+    }
+    return undefined;
+  }
+
+  /** Re-reads the shard index (picks up shards other runs wrote). */
+  refresh(): Promise<void> {
+    return this.store.refresh();
+  }
+
+  /** Why an item has no latents (recorded decode failure), if so. */
+  failure(itemKey: string): string | undefined {
+    return this.store.failure(itemKey);
+  }
+
+  /** Writes anything pending and closes open files (idempotent). */
+  close(): Promise<void> {
+    return this.store.close();
+  }
+
+  private async encodeGroup(ok: { p: PlannedLatent; bytes: Uint8Array }[], run: EnsureOptions): Promise<number> {
+    const { width, height } = ok[0]!.p.bucket;
+    const stride = width * height * 3;
+    const hwc = new Uint8Array(ok.length * stride);
+    ok.forEach((o, i) => hwc.set(o.bytes, i * stride));
+    const bytes = tensorFrom(hwc, [ok.length, height, width, 3], "uint8");
+    const pixels = await native()
+      .data.pixelsToTensor(bytes)
+      .finally(() => bytes.dispose());
+    let dist;
+    try {
+      dist = await run.vae.encode(pixels, { signal: run.signal });
+    } finally {
+      pixels.dispose();
+    }
+    try {
+      const shape = dist.mean.shape.slice(1); // [C, h, w]
+      const dtype = dist.mean.dtype;
+      const mean = tensorBytes(dist.mean);
+      const std = tensorBytes(dist.std);
+      const per = mean.byteLength / ok.length;
+      for (let i = 0; i < ok.length; i++) {
+        const { p } = ok[i]!;
+        const entry: Entry = new Map([
+          ["mean", { dtype, shape, bytes: mean.slice(i * per, (i + 1) * per) }],
+          ["std", { dtype, shape, bytes: std.slice(i * per, (i + 1) * per) }],
+        ]);
+        await this.store.put(p.key, entry, {
+          item: p.item.name,
+          itemKey: p.item.key,
+          bucket: [p.bucket.width, p.bucket.height],
+          resized: [p.fit.resizedWidth, p.fit.resizedHeight],
+          crop: [p.left, p.top],
+          flip: p.flip,
+        });
+      }
+    } finally {
+      for (const t of [dist.moments, dist.mean, dist.logvar, dist.std]) t.dispose();
+    }
+    return ok.length;
+  }
+
+  private async checkVAE(vae: VAE): Promise<void> {
+    if (vae.disposed) throw new Error("LatentCache: the VAE is disposed");
+    if (vae.dtype !== (this.dtype as DType)) {
+      throw new Error(`LatentCache: the VAE runs in ${vae.dtype} but the cache was opened for ${this.dtype}`);
+    }
+    if (!vae.path)
+      throw new Error("LatentCache: the VAE must be loaded from a folder (VAE.load), so it can be identified");
+    const fp = await fingerprintModel(vae.path, { variant: this.variant, memoDir: this.dir });
+    if (fp.id !== this.vae.id) {
+      throw new Error(
+        `LatentCache: the VAE loaded from ${vae.path} is not the one the cache was opened for (${this.vae.dir}); ` +
+          "their configs or weights differ",
+      );
+    }
+  }
+}
+
+/** Random crops change every step: refuse them with the reason. */
+export function checkCacheable(options: BatchOptions): void {
+  if (options.crop === "random") {
+    throw new RangeError(
+      'cached latents need a fixed crop: crop "random" cuts a new box every step, so its latents cannot be cached ' +
+        '(as in kohya sd-scripts). Use crop "center", or turn latent caching off.',
+    );
+  }
+}
+
+/** @internal The planned latent of a stream example cut for `bucket`. */
+export function latentOf(cache: LatentCache, e: PlannedExample, bucket: Bucket, options: BatchOptions): PlannedLatent {
+  const p = { item: e.item, bucket, fit: e.fit, left: e.left, top: e.top, flip: e.flip };
+  return { key: cache.keyOf(p, options), ...p };
+}
