@@ -84,7 +84,7 @@ const stageShape = {
   train_unet: z.enum(["lora", "full", "none"]).default("lora"),
   train_text_encoder: z.enum(["none", "lora", "full"]).default("none"),
   lora: LoraSchema.default(LoraSchema.parse({})),
-  resolution: z.int().min(64).multipleOf(8).optional().describe("default: the model's sample_size * 8"),
+  resolution: z.int().min(8).multipleOf(8).optional().describe("default: the UNet's sample_size in pixels"),
   center_crop: z.boolean().default(false),
   random_flip: z.boolean().default(false),
   buckets: BucketSchema.optional(),

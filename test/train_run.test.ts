@@ -1,0 +1,161 @@
+// Whole training runs on the tiny fixture model: outputs, exact resume after an
+// interruption (text-to-image LoRA, DreamBooth LoRA with prior preservation, a
+// full fine-tune and a two-stage run), and refusing to overwrite a run.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { readSafetensors } from "../src/io/safetensors.js";
+import { native } from "../src/native.js";
+import { readMetrics } from "../src/train/metrics.js";
+import { train, type TrainResult } from "../src/train/run.js";
+import { fixture, tempDir } from "./helpers/fixtures.js";
+import { writeImage, writeText } from "./helpers/images.js";
+
+let dir: { path: string; cleanup(): Promise<void> };
+let captioned: string;
+let instance: string;
+let classes: string;
+
+beforeAll(async () => {
+  dir = await tempDir("sdtune-train-run-");
+  captioned = join(dir.path, "captioned");
+  const rows: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    await writeImage(join(captioned, `img${i}.png`), { width: 24 + 4 * i, height: 20, seed: i });
+    rows.push(JSON.stringify({ file_name: `img${i}.png`, text: `a picture number ${i}` }));
+  }
+  await writeText(join(captioned, "metadata.jsonl"), `${rows.join("\n")}\n`);
+  instance = join(dir.path, "instance");
+  for (let i = 0; i < 3; i++) await writeImage(join(instance, `sks${i}.png`), { width: 20, height: 20, seed: 50 + i });
+  classes = join(dir.path, "classes");
+  for (let i = 0; i < 4; i++) await writeImage(join(classes, `dog${i}.png`), { width: 20, height: 20, seed: 90 + i });
+});
+afterAll(async () => dir.cleanup());
+
+const base = () => ({ model: fixture("tiny-sd"), seed: 3, resolution: 16, checkpointing_steps: 2 });
+
+function textToImage(out: string, extra: Record<string, unknown> = {}) {
+  return {
+    ...base(),
+    output_dir: out,
+    dataset: { path: captioned },
+    max_train_steps: 6,
+    learning_rate: 1e-3,
+    ...extra,
+  };
+}
+
+function dreambooth(out: string, extra: Record<string, unknown> = {}) {
+  return {
+    ...base(),
+    output_dir: out,
+    method: "dreambooth",
+    instance_prompt: "a photo of sks dog",
+    dataset: { path: instance },
+    prior_preservation: { class_prompt: "a photo of a dog", class_data_dir: classes, num_class_images: 4 },
+    train_text_encoder: "lora",
+    max_train_steps: 5,
+    learning_rate: 1e-3,
+    ...extra,
+  };
+}
+
+/** Runs `config`, stopping it (as Ctrl-C does) once `stopAt` optimizer steps are done, then resumes it. */
+async function interruptedRun(config: Record<string, unknown>, stopAt: number, stage?: string): Promise<TrainResult> {
+  const controller = new AbortController();
+  const stopped = await train(config, {
+    signal: controller.signal,
+    onProgress: (e) => {
+      if (e.phase === "train" && e.step === stopAt && (!stage || e.stage === stage)) controller.abort();
+    },
+  }).catch((e: Error) => e);
+  expect(stopped).toBeInstanceOf(Error);
+  expect((stopped as Error).name).toBe("AbortError");
+  return train(config, { resume: "latest" });
+}
+
+async function tensorsEqual(a: string, b: string): Promise<void> {
+  const x = (await readSafetensors(a)).tensors;
+  const y = (await readSafetensors(b)).tensors;
+  expect([...x.keys()].sort()).toEqual([...y.keys()].sort());
+  for (const [name, t] of x) expect(native().ops.maxAbsDiff(t, y.get(name)!), `${a}: ${name}`).toBe(0);
+}
+
+async function metricsWithoutTimes(runDir: string): Promise<unknown[]> {
+  return (await readMetrics(join(runDir, "metrics.jsonl"))).map(
+    ({ step_time: _t, images_per_sec: _i, ...rest }) => rest,
+  );
+}
+
+describe("train()", () => {
+  it("text-to-image LoRA: writes LoRA files, metrics, checkpoints and the resolved config; the loss falls", async () => {
+    const out = join(dir.path, "t2i");
+    const result = await train(
+      textToImage(out, { max_train_steps: 30, save: { lora_formats: ["kohya", "diffusers"] } }),
+    );
+    const [stage] = result.stages;
+    expect(existsSync(stage!.loraFiles.kohya!)).toBe(true);
+    expect(existsSync(stage!.loraFiles.diffusers!)).toBe(true);
+    const kohya = await readSafetensors(stage!.loraFiles.kohya!);
+    expect([...kohya.tensors.keys()].some((k) => k.startsWith("lora_unet_"))).toBe(true);
+    expect(kohya.metadata.ss_network_dim).toBe("4");
+    const metrics = await readMetrics(join(out, "metrics.jsonl"));
+    expect(metrics).toHaveLength(30);
+    const mean = (xs: Record<string, unknown>[]) => xs.reduce((s, m) => s + (m.loss as number), 0) / xs.length;
+    expect(mean(metrics.slice(20))).toBeLessThan(mean(metrics.slice(0, 10)));
+    expect(readFileSync(join(out, "config.yaml"), "utf8")).toContain("learning_rate: 0.001");
+    expect(existsSync(join(out, "train", "checkpoints", "checkpoint-30"))).toBe(true);
+    await expect(train(textToImage(out))).rejects.toThrow(/already holds a training run/);
+  });
+
+  it("text-to-image LoRA: an interrupted and resumed run ends bit for bit where the uninterrupted one does", async () => {
+    const a = await train(textToImage(join(dir.path, "t2i-a")));
+    const b = await interruptedRun(textToImage(join(dir.path, "t2i-b")), 3);
+    await tensorsEqual(a.stages[0]!.loraFiles.kohya!, b.stages[0]!.loraFiles.kohya!);
+    expect(await metricsWithoutTimes(b.outputDir)).toEqual(await metricsWithoutTimes(a.outputDir));
+  });
+
+  it("DreamBooth LoRA with prior preservation and a text-encoder LoRA resumes exactly", async () => {
+    const a = await train(dreambooth(join(dir.path, "db-a")));
+    const b = await interruptedRun(dreambooth(join(dir.path, "db-b")), 3);
+    const file = a.stages[0]!.loraFiles.kohya!;
+    expect([...(await readSafetensors(file)).tensors.keys()].some((k) => k.startsWith("lora_te_"))).toBe(true);
+    await tensorsEqual(file, b.stages[0]!.loraFiles.kohya!);
+    const metrics = await readMetrics(join(a.outputDir, "metrics.jsonl"));
+    expect(metrics[0]!.prior_loss).toBeGreaterThan(0);
+  });
+
+  it("a full fine-tune resumes exactly and writes a loadable diffusers model", async () => {
+    const config = (out: string) => textToImage(out, { train_unet: "full", max_train_steps: 4, learning_rate: 1e-4 });
+    const a = await train(config(join(dir.path, "full-a")));
+    const b = await interruptedRun(config(join(dir.path, "full-b")), 3);
+    const file = join("unet", "diffusion_pytorch_model.safetensors");
+    await tensorsEqual(join(a.stages[0]!.fullModel!, file), join(b.stages[0]!.fullModel!, file));
+    expect(existsSync(join(a.stages[0]!.fullModel!, "model_index.json"))).toBe(true);
+  });
+
+  it("two stages: a concept LoRA, then a personal DreamBooth LoRA on top, interrupted in stage two", async () => {
+    const config = (out: string) => ({
+      ...base(),
+      output_dir: out,
+      max_train_steps: 4,
+      learning_rate: 1e-3,
+      stages: [
+        { name: "concept", dataset: { path: captioned } },
+        {
+          name: "personal",
+          method: "dreambooth",
+          instance_prompt: "a photo of sks dog",
+          dataset: { path: instance },
+          prior_preservation: { class_prompt: "a photo of a dog", class_data_dir: classes, num_class_images: 4 },
+        },
+      ],
+    });
+    const a = await train(config(join(dir.path, "two-a")));
+    const b = await interruptedRun(config(join(dir.path, "two-b")), 3, "personal");
+    expect(a.stages.map((s) => s.name)).toEqual(["concept", "personal"]);
+    for (const i of [0, 1]) await tensorsEqual(a.stages[i]!.loraFiles.kohya!, b.stages[i]!.loraFiles.kohya!);
+    expect(await metricsWithoutTimes(b.outputDir)).toEqual(await metricsWithoutTimes(a.outputDir));
+  });
+});
