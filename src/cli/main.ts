@@ -9,6 +9,7 @@ const commands: Record<string, () => Promise<Command>> = {
   eval: async () => (await import("./eval.js")).command,
   lora: async () => (await import("./lora.js")).command,
   cache: async () => (await import("./cache.js")).command,
+  train: async () => (await import("./train.js")).command,
 };
 
 /** Later commands add themselves here; kept separate so the table reads top to bottom. */

@@ -44,6 +44,7 @@ export class CheckpointStore<State> {
     await rm(partial, { recursive: true, force: true });
     await mkdir(partial, { recursive: true });
     await writeFiles(partial);
+    await crashTestPause(step);
     const files: Record<string, string> = {};
     for (const name of (await readdir(partial)).sort()) {
       const path = join(partial, name);
@@ -124,6 +125,16 @@ export class CheckpointStore<State> {
     for (const old of all.slice(0, Math.max(0, all.length - this.keep)))
       await rm(old.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * SDTUNE_CHECKPOINT_DELAY="STEP:MS" holds the save of checkpoint STEP between its files and
+ * its manifest for MS milliseconds: a window in which tests kill the process to prove that a
+ * torn save is never used.
+ */
+async function crashTestPause(step: number): Promise<void> {
+  const [at, ms] = (process.env.SDTUNE_CHECKPOINT_DELAY ?? "").split(":").map(Number);
+  if (at === step && ms! > 0) await new Promise((r) => setTimeout(r, ms));
 }
 
 async function fsyncFile(path: string): Promise<void> {

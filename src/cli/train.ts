@@ -1,0 +1,112 @@
+// `sdtune train --config run.yaml [key=value | --key value]... [--resume latest|DIR]`
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
+
+import { trainConfigJsonSchema } from "../config/train.js";
+import { train } from "../train/run.js";
+import type { StageProgress } from "../train/stage.js";
+import { UsageError, type Command } from "./command.js";
+import { formatBytes, ProgressBar } from "./progress.js";
+
+const help = [
+  "usage: sdtune train --config run.yaml [--resume latest|CHECKPOINT_DIR] [key=value ...] [--key value ...]",
+  "       sdtune train --print-schema [FILE]",
+  "",
+  "Runs the training the config describes (YAML or JSON; see the README's training section).",
+  "Any config key can be overridden: learning_rate=5e-5, --max_train_steps 200, stages.1.lora.rank=8.",
+  "",
+  "  --config FILE      the run config",
+  "  --resume latest    continue the run in output_dir from its newest checkpoint (or a checkpoint folder)",
+  "  --print-schema     write the config's JSON Schema (for editors) to FILE or stdout",
+  "",
+  "Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and exits with code 130 (143).",
+].join("\n");
+
+export const command: Command = {
+  help,
+  async run(argv) {
+    let config: string | undefined;
+    let resume: string | undefined;
+    const overrides: string[] = [];
+    for (let i = 0; i < argv.length; i++) {
+      const arg = argv[i]!;
+      const value = (): string => {
+        const v = argv[++i];
+        if (v === undefined) throw new UsageError(`${arg} needs a value`);
+        return v;
+      };
+      if (arg === "--config" || arg === "-c") config = value();
+      else if (arg.startsWith("--config=")) config = arg.slice(9);
+      else if (arg === "--resume") resume = value();
+      else if (arg.startsWith("--resume=")) resume = arg.slice(9);
+      else if (arg === "--print-schema") {
+        const schema = `${JSON.stringify(trainConfigJsonSchema(), null, 2)}\n`;
+        const file = argv[i + 1];
+        if (file && !file.startsWith("-")) {
+          await mkdir(dirname(file), { recursive: true });
+          await writeFile(file, schema);
+        } else process.stdout.write(schema);
+        return 0;
+      } else if (arg.startsWith("--")) {
+        const eq = arg.indexOf("=");
+        overrides.push(eq > 0 ? arg.slice(2) : `${arg.slice(2)}=${value()}`);
+      } else if (arg.includes("=")) overrides.push(arg);
+      else throw new UsageError(`unexpected argument "${arg}"`);
+    }
+    if (!config) throw new UsageError("--config is required");
+
+    const controller = new AbortController();
+    let signalName: NodeJS.Signals | undefined;
+    const onSignal = (name: NodeJS.Signals): void => {
+      if (signalName) return; // a second Ctrl-C while saving is ignored: the checkpoint must finish
+      signalName = name;
+      process.stderr.write(`\n${name}: finishing the current step and saving a checkpoint...\n`);
+      controller.abort();
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    let bar: ProgressBar | undefined;
+    let barStage = "";
+    try {
+      const result = await train(config, {
+        resume,
+        overrides,
+        signal: controller.signal,
+        onProgress: (event) => {
+          if (event.phase === "download") {
+            const e = event as { fileBytes?: number; file?: string };
+            if (process.stderr.isTTY && e.file)
+              process.stderr.write(`\rdownloading ${e.file} ${formatBytes(e.fileBytes ?? 0)}   `);
+            return;
+          }
+          const e = event as StageProgress;
+          if (e.phase !== "train") return;
+          if (!bar || barStage !== e.stage) {
+            bar?.done();
+            barStage = e.stage;
+            bar = new ProgressBar({ label: `${e.stage}`, total: e.total, unit: "step" });
+          }
+          bar.update(e.step, e.loss === undefined ? {} : { loss: e.loss, lr: e.lr ?? 0 });
+        },
+      });
+      bar?.done();
+      console.log(`run folder: ${result.outputDir}`);
+      for (const stage of result.stages) {
+        for (const [format, file] of Object.entries(stage.loraFiles))
+          console.log(`  ${stage.name}: LoRA (${format}) ${file}`);
+        if (stage.fullModel) console.log(`  ${stage.name}: model ${stage.fullModel}`);
+      }
+      return 0;
+    } catch (error) {
+      bar?.done();
+      if ((error as Error).name === "AbortError" && signalName) {
+        console.error(`sdtune train: ${(error as Error).message}`);
+        return signalName === "SIGTERM" ? 143 : 130;
+      }
+      throw error;
+    } finally {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    }
+  },
+};
