@@ -115,3 +115,7 @@ export type {
   ParameterInfo,
   UNetLossAndGradients,
 } from "./native.js";
+
+// Stable Diffusion pipelines: loadPipeline, generate, savePipeline (src/pipeline).
+export * from "./pipeline/index.js";
+export { checkModelOptions, MODEL_DTYPES } from "./models/options.js";

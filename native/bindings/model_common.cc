@@ -74,6 +74,20 @@ Napi::Array parameterInfoToJs(Napi::Env env, torch::nn::Module& module) {
   return out;
 }
 
+Napi::Array stateDictToJs(Napi::Env env, torch::nn::Module& module) {
+  auto out = Napi::Array::New(env);
+  uint32_t i = 0;
+  auto add = [&](const std::string& name, const at::Tensor& t) {
+    auto pair = Napi::Array::New(env, 2);
+    pair.Set(0u, name);
+    pair.Set(1u, TensorHandle::wrap(env, t.detach()));
+    out.Set(i++, pair);
+  };
+  for (const auto& item : module.named_parameters(true)) add(item.key(), item.value());
+  for (const auto& item : module.named_buffers(true)) add(item.key(), item.value());
+  return out;
+}
+
 at::Tensor readTimestep(const Napi::Value& value, const std::string& what) {
   if (value.IsNumber()) {
     double t = value.As<Napi::Number>().DoubleValue();

@@ -43,6 +43,10 @@ void finishLoad(torch::nn::Module& module, const ModelLoadOptions& options, cons
 // [{name, shape, dtype, requiresGrad}] for every parameter, in module order.
 Napi::Array parameterInfoToJs(Napi::Env env, torch::nn::Module& module);
 
+// [[name, Tensor], ...] for every parameter and buffer (the checkpoint keys), sharing the
+// model's memory: what a saver writes (LoRA adapters are not parameters, so never included).
+Napi::Array stateDictToJs(Napi::Env env, torch::nn::Module& module);
+
 // A timestep from JS: a Tensor, or a number (integers become int64, others float64, as diffusers).
 at::Tensor readTimestep(const Napi::Value& value, const std::string& what);
 

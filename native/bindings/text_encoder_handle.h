@@ -49,6 +49,7 @@ class TextEncoderHandle : public Napi::ObjectWrap<TextEncoderHandle> {
   Napi::Value lossAndGradients(const Napi::CallbackInfo& info);
   void setGradientCheckpointing(const Napi::CallbackInfo& info);
   Napi::Value gradientCheckpointing(const Napi::CallbackInfo& info);
+  Napi::Value stateDict(const Napi::CallbackInfo& info);
   Napi::Value dtype(const Napi::CallbackInfo& info);
   Napi::Value device(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);

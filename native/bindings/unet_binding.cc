@@ -129,6 +129,7 @@ void UNetHandle::init(Napi::Env env, Napi::Object exports) {
                       InstanceMethod<&UNetHandle::setGradientCheckpointing>("setGradientCheckpointing"),
                       InstanceAccessor<&UNetHandle::gradientCheckpointing>("gradientCheckpointing"),
                       InstanceMethod<&UNetHandle::parameterInfo>("parameterInfo"),
+                      InstanceMethod<&UNetHandle::stateDict>("stateDict"),
                       InstanceAccessor<&UNetHandle::dtype>("dtype"),
                       InstanceAccessor<&UNetHandle::device>("device"),
                       InstanceAccessor<&UNetHandle::disposed>("disposed"),
@@ -274,6 +275,10 @@ Napi::Value UNetHandle::gradientCheckpointing(const Napi::CallbackInfo& info) {
 
 Napi::Value UNetHandle::parameterInfo(const Napi::CallbackInfo& info) {
   return parameterInfoToJs(info.Env(), *live(info.Env())->module);
+}
+
+Napi::Value UNetHandle::stateDict(const Napi::CallbackInfo& info) {
+  return stateDictToJs(info.Env(), *live(info.Env())->module);
 }
 
 Napi::Value UNetHandle::dtype(const Napi::CallbackInfo& info) {

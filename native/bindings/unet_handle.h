@@ -41,6 +41,7 @@ class UNetHandle : public Napi::ObjectWrap<UNetHandle> {
   void setGradientCheckpointing(const Napi::CallbackInfo& info);
   Napi::Value gradientCheckpointing(const Napi::CallbackInfo& info);
   Napi::Value parameterInfo(const Napi::CallbackInfo& info);
+  Napi::Value stateDict(const Napi::CallbackInfo& info);
   Napi::Value dtype(const Napi::CallbackInfo& info);
   Napi::Value device(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);

@@ -113,6 +113,7 @@ void VAEHandle::init(Napi::Env env, Napi::Object exports) {
                                         InstanceMethod<&VAEHandle::sample>("sample"),
                                         InstanceMethod<&VAEHandle::decode>("decode"),
                                         InstanceAccessor<&VAEHandle::scalingFactor>("scalingFactor"),
+                                        InstanceMethod<&VAEHandle::stateDict>("stateDict"),
                                         InstanceAccessor<&VAEHandle::scaleFactor>("scaleFactor"),
                                         InstanceAccessor<&VAEHandle::dtype>("dtype"),
                                         InstanceAccessor<&VAEHandle::device>("device"),
@@ -251,6 +252,10 @@ Napi::Value VAEHandle::scalingFactor(const Napi::CallbackInfo& info) {
 
 Napi::Value VAEHandle::scaleFactor(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->module->scaleFactor()));
+}
+
+Napi::Value VAEHandle::stateDict(const Napi::CallbackInfo& info) {
+  return stateDictToJs(info.Env(), *live(info.Env())->module);
 }
 
 Napi::Value VAEHandle::dtype(const Napi::CallbackInfo& info) {

@@ -7,6 +7,7 @@ const commands: Record<string, () => Promise<Command>> = {
   inspect: async () => (await import("./inspect.js")).command,
   dataset: async () => (await import("./dataset.js")).command,
   lora: async () => (await import("./lora.js")).command,
+  generate: async () => (await import("./generate.js")).command,
 };
 
 /** Later commands add themselves here; kept separate so the table reads top to bottom. */

@@ -5,17 +5,9 @@ import { join } from "node:path";
 import { native, type NativeTextEncoder, type Tensor, type TextEncoderOutput } from "../native.js";
 import { nativeClipTextConfig, parseClipTextEncoderConfig, type ClipTextConfig } from "./clip_config.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
+import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
 
-export type ModelDType = "float32" | "float16" | "bfloat16";
-
-export interface ModelLoadOptions {
-  /** Weights are converted to this dtype at load (default float32). */
-  dtype?: ModelDType;
-  /** "cpu" (default), "cuda", "cuda:N". */
-  device?: string;
-  /** Weight file variant, e.g. "fp16" for model.fp16.safetensors. */
-  variant?: string;
-}
+export type { ModelDType, ModelLoadOptions } from "./options.js";
 
 export interface TextEncoderForward {
   /** Also return every hidden state ([0] = embeddings, [i] = layer i, no final LayerNorm). */
@@ -29,23 +21,21 @@ export interface TextEncoderForward {
   attentionMask?: Tensor;
 }
 
-const DTYPES: readonly string[] = ["float32", "float16", "bfloat16"];
-
 export class TextEncoder {
   private constructor(
     /** The native handle, for other native components (pipeline, trainer, LoRA). */
     readonly handle: NativeTextEncoder,
     readonly config: ClipTextConfig,
-    /** The folder it was loaded from. */
-    readonly path: string,
+    /** The folder it was loaded from (undefined for a random init). */
+    readonly path: string | undefined,
   ) {}
 
   /** Loads a CLIPTextModel folder (or the text tower of a CLIPModel folder). */
   static async load(dir: string, options: ModelLoadOptions = {}): Promise<TextEncoder> {
-    checkLoadOptions(options, "TextEncoder.load");
+    checkModelOptions(options, "TextEncoder.load");
     const configPath = join(dir, "config.json");
     const { config, ignorePrefixes } = parseClipTextEncoderConfig(readJsonFile(configPath), configPath);
-    const files = resolveWeightFiles(dir, { variant: options.variant });
+    const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
     const handle = await native().TextEncoder.load({
       config: nativeClipTextConfig(config),
       files,
@@ -54,6 +44,25 @@ export class TextEncoder {
       ignorePrefixes,
     });
     return new TextEncoder(handle, config, dir);
+  }
+
+  /**
+   * A randomly initialised text encoder (seeded; libtorch's default layer init) for a
+   * CLIPTextConfig object: tests and benchmarks. `path` is undefined.
+   */
+  static async fromConfig(
+    raw: unknown,
+    options: { seed?: number; dtype?: ModelDType; device?: string } = {},
+  ): Promise<TextEncoder> {
+    checkModelOptions(options, "TextEncoder.fromConfig");
+    const { config } = parseClipTextEncoderConfig(raw, "TextEncoder.fromConfig config");
+    const handle = await native().TextEncoder.load({
+      config: nativeClipTextConfig(config),
+      randomSeed: options.seed ?? 0,
+      dtype: options.dtype ?? "float32",
+      device: options.device ?? "cpu",
+    });
+    return new TextEncoder(handle, config, undefined);
   }
 
   get dtype(): ModelDType {
@@ -96,6 +105,11 @@ export class TextEncoder {
     return this.handle.gradientCheckpointing;
   }
 
+  /** Every parameter and buffer by checkpoint key, sharing the model's memory (for savers). */
+  stateDict(): [string, Tensor][] {
+    return this.handle.stateDict();
+  }
+
   /** Frees the weights (idempotent). */
   dispose(): void {
     this.handle.dispose();
@@ -118,14 +132,5 @@ export class TextEncoder {
         `TextEncoder: attentionMask [${mask.shape.join(", ")}] must have the shape of inputIds [${inputIds.shape.join(", ")}]`,
       );
     }
-  }
-}
-
-export function checkLoadOptions(options: ModelLoadOptions, what: string): void {
-  if (options.dtype !== undefined && !DTYPES.includes(options.dtype)) {
-    throw new TypeError(`${what}: dtype "${String(options.dtype)}" is not supported (expected ${DTYPES.join(", ")})`);
-  }
-  if (options.device !== undefined && !/^(cpu|cuda(:\d+)?)$/.test(options.device)) {
-    throw new TypeError(`${what}: device "${options.device}" is not valid (expected cpu, cuda or cuda:N)`);
   }
 }

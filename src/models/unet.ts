@@ -5,17 +5,11 @@ import { join } from "node:path";
 import { native, type NativeUNet, type ParameterInfo, type Tensor, type UNetLossAndGradients } from "../native.js";
 import { nativeUNetConfig, parseUNetConfig, type UNetConfig } from "./config.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
+import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
 
-export type UNetDType = "float32" | "float16" | "bfloat16";
-
-export interface UNetLoadOptions {
-  /** Weights are converted to this dtype at load (default float32). */
-  dtype?: UNetDType;
-  /** "cpu" (default), "cuda", "cuda:N". */
-  device?: string;
-  /** Weight file variant, e.g. "fp16" for diffusion_pytorch_model.fp16.safetensors. */
-  variant?: string;
-}
+export { checkModelOptions } from "./options.js";
+export type UNetDType = ModelDType;
+export type UNetLoadOptions = ModelLoadOptions;
 
 export class UNet {
   private constructor(
@@ -32,7 +26,7 @@ export class UNet {
     checkModelOptions(options, "UNet.load");
     const configPath = join(dir, "config.json");
     const config = parseUNetConfig(readJsonFile(configPath), configPath);
-    const files = resolveWeightFiles(dir, { variant: options.variant });
+    const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
     const handle = await native().UNet.load({
       config: nativeUNetConfig(config),
       files,
@@ -121,6 +115,11 @@ export class UNet {
     return this.handle.parameterInfo();
   }
 
+  /** Every parameter and buffer by checkpoint key, sharing the model's memory (for savers). */
+  stateDict(): [string, Tensor][] {
+    return this.handle.stateDict();
+  }
+
   /** Frees the weights (idempotent); running work keeps them until it ends. */
   dispose(): void {
     this.handle.dispose();
@@ -153,16 +152,4 @@ export class UNet {
 /** UNet.load as a function. */
 export function loadUNet(dir: string, options: UNetLoadOptions = {}): Promise<UNet> {
   return UNet.load(dir, options);
-}
-
-const DTYPES: readonly string[] = ["float32", "float16", "bfloat16"];
-
-/** Validates dtype/device options before anything crosses to native code. */
-export function checkModelOptions(options: { dtype?: string; device?: string }, what: string): void {
-  if (options.dtype !== undefined && !DTYPES.includes(options.dtype)) {
-    throw new TypeError(`${what}: dtype "${String(options.dtype)}" is not supported (expected ${DTYPES.join(", ")})`);
-  }
-  if (options.device !== undefined && !/^(cpu|cuda(:\d+)?)$/.test(options.device)) {
-    throw new TypeError(`${what}: device "${options.device}" is not valid (expected cpu, cuda or cuda:N)`);
-  }
 }

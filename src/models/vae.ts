@@ -6,9 +6,9 @@ import { native, type LatentDistribution, type NativeVAE, type ProgressEvent, ty
 import { cancelTokenFor } from "../tensor.js";
 import { nativeVAEConfig, parseVAEConfig, type VAEConfig } from "./config.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
-import { checkModelOptions, type UNetLoadOptions } from "./unet.js";
+import { checkModelOptions, warningSink, type ModelLoadOptions } from "./options.js";
 
-export type VAELoadOptions = UNetLoadOptions;
+export type VAELoadOptions = ModelLoadOptions;
 
 export interface VAECallOptions {
   /** Called after each image ("vae.encode" / "vae.decode", step = images done). */
@@ -43,7 +43,7 @@ export class VAE {
     checkModelOptions(options, "VAE.load");
     const configPath = join(dir, "config.json");
     const config = parseVAEConfig(readJsonFile(configPath), configPath);
-    const files = resolveWeightFiles(dir, { variant: options.variant });
+    const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
     const handle = await native().VAE.load({
       config: nativeVAEConfig(config),
       files,
@@ -138,6 +138,11 @@ export class VAE {
       tileSize: options.tileSize,
       tileOverlap: options.tileOverlap,
     });
+  }
+
+  /** Every parameter and buffer by checkpoint key, sharing the model's memory (for savers). */
+  stateDict(): [string, Tensor][] {
+    return this.handle.stateDict();
   }
 
   /** Frees the weights (idempotent). */
