@@ -116,6 +116,45 @@ export type {
   UNetLossAndGradients,
 } from "./native.js";
 
+// Evaluation: CLIP score (torchmetrics semantics), CLIP-I / CLIP-T, grids, report (src/eval).
+export {
+  evaluate,
+  evaluateRun,
+  evalReportHref,
+  runEvalDir,
+  parseEvalConfig,
+  ClipScorer,
+  ClipScore,
+  clipScore,
+  aggregateClipScore,
+  clipImageSimilarity,
+  clipTextSimilarity,
+  ClipImageProcessor,
+  decodeRgb,
+  setClipModelResolver,
+  setImageGeneratorLoader,
+  generatorFromPipeline,
+  makeGrid,
+  DEFAULT_CLIP_MODEL,
+} from "./eval/index.js";
+export type {
+  ClipModelResolver,
+  DiffusionPipelineLike,
+  EvalConfig,
+  EvalConfigInput,
+  EvalResult,
+  EvaluateOptions,
+  EvaluateOutput,
+  EvaluateRunOptions,
+  GenerationRequest,
+  GeneratedImage,
+  ImageGenerator,
+  ImageGeneratorLoader,
+  ImageInput,
+  Stat,
+  VariantMetrics,
+} from "./eval/index.js";
+
 // Stable Diffusion pipelines: loadPipeline, generate, savePipeline (src/pipeline).
 export * from "./pipeline/index.js";
 export { checkModelOptions, MODEL_DTYPES } from "./models/options.js";

@@ -184,8 +184,8 @@ export interface NativeTextEncoder {
   /** Recompute each encoder layer in backward instead of keeping activations (same gradients). */
   setGradientCheckpointing(on: boolean): void;
   readonly gradientCheckpointing: boolean;
-  /** Every parameter and buffer by checkpoint key, sharing the model's memory. */
-  stateDict(): [string, Tensor][];
+  /** Every weight by checkpoint key: views of the live tensors (fused LoRA shows), no copy. */
+  stateDict(): Promise<[string, Tensor][]>;
   readonly dtype: DType;
   readonly device: string;
   readonly disposed: boolean;
@@ -201,10 +201,36 @@ export interface NativeClipModel {
   getImageFeatures(pixelValues: Tensor): Promise<Tensor>;
   /** The stored logit_scale (logits use exp of it). */
   readonly logitScale: number;
+  /** Every weight by checkpoint key: views of the live tensors, no copy. */
+  stateDict(): Promise<[string, Tensor][]>;
   readonly dtype: DType;
   readonly device: string;
   readonly disposed: boolean;
   dispose(): void;
+}
+
+// ---------------------------------------------------------------- images and evaluation
+
+/** PIL's convolution filters (Image.resize); PIL numbers 1..5 in preprocessor configs. */
+export type ResampleFilter = "bicubic" | "bilinear" | "lanczos" | "box" | "hamming";
+
+/** CLIPImageProcessor settings as native/image/clip_preprocess.h takes them. */
+export interface NativeClipPreprocessOptions {
+  doResize?: boolean;
+  /** size {"shortest_edge": n}; or height + width for size {"height", "width"}. */
+  shortestEdge?: number;
+  height?: number;
+  width?: number;
+  /** PIL resample number (3 = BICUBIC). */
+  resample?: number;
+  doCenterCrop?: boolean;
+  cropHeight?: number;
+  cropWidth?: number;
+  doRescale?: boolean;
+  rescaleFactor?: number;
+  doNormalize?: boolean;
+  mean?: number[];
+  std?: number[];
 }
 
 // ---------------------------------------------------------------- optimisation
@@ -436,8 +462,8 @@ export interface NativeUNet {
   setGradientCheckpointing(enabled: boolean): void;
   readonly gradientCheckpointing: boolean;
   parameterInfo(): ParameterInfo[];
-  /** Every parameter and buffer by checkpoint key, sharing the model's memory (adapters are not included). */
-  stateDict(): [string, Tensor][];
+  /** Every weight by checkpoint key: views of the live tensors (fused LoRA shows), no copy. */
+  stateDict(): Promise<[string, Tensor][]>;
   readonly dtype: DType;
   readonly device: string;
   readonly disposed: boolean;
@@ -480,8 +506,8 @@ export interface NativeVAE {
   readonly scalingFactor: number;
   /** Spatial factor between images and latents (8 for SD). */
   readonly scaleFactor: number;
-  /** Every parameter and buffer by checkpoint key, sharing the model's memory. */
-  stateDict(): [string, Tensor][];
+  /** Every weight by checkpoint key: views of the live tensors, no copy. */
+  stateDict(): Promise<[string, Tensor][]>;
   readonly dtype: DType;
   readonly device: string;
   readonly disposed: boolean;
@@ -543,6 +569,160 @@ export interface NativeGenerateResult {
   captured?: Record<string, Tensor>;
 }
 
+// ---------------------------------------------------------------- training (native/bindings/trainer_binding.cc)
+
+export interface NativeTrainerOptions {
+  unet: NativeUNet;
+  textEncoder?: NativeTextEncoder;
+  vae?: NativeVAE;
+  /** "unet" / "text_encoder": given parameters (e.g. LoRA adapters), or the whole model (`full`). */
+  groups: (
+    { name: "unet" | "text_encoder"; params: [string, Tensor][] } | { name: "unet" | "text_encoder"; full: true }
+  )[];
+  /** scheduler_config.json as JSON text: the DDPM training schedule. */
+  noiseScheduleConfig: string;
+  predictionType?: "epsilon" | "v_prediction";
+  snrGamma?: number;
+  noiseOffset?: number;
+  priorLossWeight?: number;
+  gradientAccumulationSteps?: number;
+  /** 0: measure the norm only. */
+  maxGradNorm?: number;
+  adamw?: AdamWOptions;
+  lossScaling?: { enabled: boolean; initScale?: number; growthInterval?: number };
+  ema?: { enabled: boolean; decay?: number; useWarmup?: boolean };
+  seed?: number;
+  /** true: latents = posterior sample (diffusers); false: the mean. */
+  sampleLatents?: boolean;
+  clipSkip?: number;
+  trainTextEncoder?: boolean;
+}
+
+/** One micro-batch: pixels, cached latent distribution or latents; inputIds or cached embeddings. */
+export interface NativeTrainBatch {
+  pixels?: Tensor;
+  latentMean?: Tensor;
+  latentStd?: Tensor;
+  latents?: Tensor;
+  inputIds?: Tensor;
+  encoderHiddenStates?: Tensor;
+  noise?: Tensor;
+  timesteps?: Tensor;
+  /** The last rows are class images (prior preservation). */
+  priorRows?: number;
+}
+
+export interface NativeStepResult {
+  loss: number;
+  instanceLoss: number;
+  priorLoss: number;
+  optimizerStepped: boolean;
+  overflow: boolean;
+  gradNorm: number;
+  lossScale: number;
+  microStep: number;
+  optimizerStep: number;
+  modelPred?: Tensor;
+}
+
+export interface NativeTrainer {
+  /** One micro-batch; `lrs` has one learning rate per group, in group order. */
+  step(batch: NativeTrainBatch, lrs: number[], options?: { keepPrediction?: boolean }): Promise<NativeStepResult>;
+  /** Copies of every tensor that decides the next step (parameters, optimizer, EMA, scaler, generator, counters). */
+  stateDict(): Promise<[string, Tensor][]>;
+  loadStateDict(state: [string, Tensor][]): Promise<void>;
+  copyEmaToModel(): Promise<void>;
+  readonly optimizerStep: number;
+  dispose(): void;
+}
+
+// ---------------------------------------------------------------- LoRA adapters on models (native/bindings/lora_binding.cc)
+
+/** A loaded model whose Linear / Conv2d layers take LoRA adapters. */
+export type NativeAdaptableModel = NativeUNet | NativeTextEncoder | NativeClipModel | NativeVAE;
+
+/** One adapter's weights for one layer; `path` is the module path (checkpoint key without ".weight"). */
+export interface NativeLoraAdapterWeights {
+  path: string;
+  /** [rank, in] (Linear) or [rank, in, kh, kw] (Conv2d). */
+  down: Tensor;
+  /** [out, rank] (Linear) or [out, rank, 1, 1] (Conv2d). */
+  up: Tensor;
+  alpha: number;
+}
+
+/** gaussian: A ~ N(0, 1/r^2), B = 0 (diffusers scripts); kaiming: peft's default, B = 0; random: A and B kaiming (non-zero). */
+export type LoraInit = "gaussian" | "kaiming" | "random";
+
+export interface NativeLoraCreateOptions {
+  /** Module paths of the target layers (already matched). */
+  paths: string[];
+  rank: number;
+  /** Default: rank. */
+  alpha?: number;
+  dropout?: number;
+  multiplier?: number;
+  init?: LoraInit;
+  /** CPU generator for the init draws (default: the global one, see manualSeed). */
+  generator?: Generator;
+  /** Put before paths in errors, e.g. "unet.". */
+  keyPrefix?: string;
+}
+
+export interface LoraAdapterInfo {
+  name: string;
+  layers: number;
+  minRank: number;
+  maxRank: number;
+  multiplier: number;
+  /** In the active set and the model's LoRA not disabled. */
+  enabled: boolean;
+  /** Layers where it is fused into the weights (0 or all). */
+  fusedLayers: number;
+  trainable: boolean;
+}
+
+export interface NativeLoraOps {
+  /** Every submodule: kind "linear", "conv2d" (adaptable) or the native class name. */
+  modules(model: NativeAdaptableModel): { path: string; kind: string }[];
+  /** Adds adapter `name` (copied to float32 on the model's device); one error lists every misfit and unmatched path. */
+  attach(
+    model: NativeAdaptableModel,
+    name: string,
+    adapters: NativeLoraAdapterWeights[],
+    options?: { multiplier?: number; dropout?: number; trainable?: boolean; keyPrefix?: string },
+  ): Promise<void>;
+  /** New trainable float32 adapters; resolves to their live tensors ("<path>.lora_A.weight", ".lora_B.weight"). */
+  create(model: NativeAdaptableModel, name: string, options: NativeLoraCreateOptions): Promise<[string, Tensor][]>;
+  /** The live tensors of adapter `name` (peft names, module order): an optimizer updates them in place. */
+  parameters(model: NativeAdaptableModel, name: string): Promise<[string, Tensor][]>;
+  /** Copies of adapter `name`'s weights. */
+  extract(model: NativeAdaptableModel, name: string): Promise<NativeLoraAdapterWeights[]>;
+  list(model: NativeAdaptableModel): Promise<LoraAdapterInfo[]>;
+  /** diffusers' set_adapters: exactly `names` active, with these multipliers. */
+  setAdapters(model: NativeAdaptableModel, names: string[], weights: number[]): Promise<void>;
+  /** diffusers' enable_lora / disable_lora. */
+  setEnabled(model: NativeAdaptableModel, enabled: boolean): Promise<void>;
+  /** Resolves to the number of layers it was on. */
+  remove(model: NativeAdaptableModel, name: string): Promise<number>;
+  /** W += scale * multiplier * alpha / rank * up @ down (float32 sum, one rounding); resolves to layers changed. */
+  fuse(
+    model: NativeAdaptableModel,
+    options?: { names?: string[]; scale?: number; permanent?: boolean },
+  ): Promise<number>;
+  /** Restores every fused layer bit for bit; resolves to layers restored. */
+  unfuse(model: NativeAdaptableModel): Promise<number>;
+  /** mse(unet(...), target) and the gradients of adapter `name` (a diagnostic; the base stays frozen). */
+  unetLossAndGradients(
+    unet: NativeUNet,
+    sample: Tensor,
+    timestep: Tensor | number,
+    encoderHiddenStates: Tensor,
+    target: Tensor,
+    name: string,
+  ): Promise<{ loss: Tensor; output: Tensor; grads: [string, Tensor][]; frozenWithGrad: string[] }>;
+}
+
 // ---------------------------------------------------------------- the addon
 
 export interface NativeAddon {
@@ -567,6 +747,20 @@ export interface NativeAddon {
     /** uint8 [B, H, W, 3] -> float32 [B, 3, H, W] as (v / 255 - 0.5) / 0.5, off the JS thread. */
     pixelsToTensor(pixels: Tensor): Promise<Tensor>;
   };
+  /** Image ops (native/bindings/image_binding.cc). */
+  image: {
+    /** PIL Image.resize on packed uint8 [H, W, C] (C 1..4), bit-exact for 8-bit modes. */
+    resize(pixels: Tensor, options: { width: number; height: number; filter?: ResampleFilter }): Promise<Tensor>;
+    /** CLIPImageProcessor: uint8 RGB images [H, W, 3] -> float32 pixel_values [n, 3, H', W']. */
+    clipPreprocess(images: Tensor[], options: NativeClipPreprocessOptions): Promise<Tensor>;
+  };
+  /** Evaluation math (native/bindings/metrics_binding.cc), in the embeddings' dtype. */
+  metrics: {
+    /** scale * cos(a_i, b_i) per row: [n, d] x [n, d] -> [n] (CLIP score: scale 100). */
+    rowCosine(a: Tensor, b: Tensor, scale?: number): Promise<Tensor>;
+    /** Cosines of every pair: [n, d] x [m, d] -> [n, m]. */
+    cosineMatrix(a: Tensor, b: Tensor): Promise<Tensor>;
+  };
   loraFiles: LoraFilesOps;
   Generator: new (seed?: number | bigint) => Generator;
   Scheduler: {
@@ -580,6 +774,7 @@ export interface NativeAddon {
   samplerNames: readonly SamplerName[];
   UNet: { load(options: NativeModelLoadOptions<NativeUNetConfig>): Promise<NativeUNet> };
   VAE: { load(options: NativeModelLoadOptions<NativeVAEConfig>): Promise<NativeVAE> };
+  Trainer: { create(options: NativeTrainerOptions): Promise<NativeTrainer> };
   info(): RuntimeInfo;
   setNumThreads(threads: number): number;
   manualSeed(seed: number): void;
@@ -599,6 +794,7 @@ export interface NativeAddon {
     ): Promise<NativeGenerateResult>;
   };
   ClipModel: { load(options: NativeClipLoadOptions<NativeClipModelConfig>): Promise<NativeClipModel> };
+  lora: NativeLoraOps;
 }
 
 // ---------------------------------------------------------------- loading

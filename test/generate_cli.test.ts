@@ -113,6 +113,31 @@ describe("sdtune generate", () => {
     expect((await readdir(out)).sort()).toEqual(["00000-1.png", "00001-2.png"]);
   });
 
+  it("applies --lora FILE:SCALE and records it in the parameters", async () => {
+    const out = join(dir.path, "lora");
+    const lora = fixture("lora", "kohya", "lora.safetensors");
+    const r = await cli(
+      "generate",
+      ...small,
+      "--prompt",
+      "a cat",
+      "--seed",
+      "3",
+      "--lora",
+      `${lora}:0.75`,
+      "--out",
+      out,
+    );
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/LoRA lora \(.*lora\.safetensors\) at scale 0\.75/);
+    const text = readPngText(await readFile(join(out, "00000-3.png"))).parameters!;
+    expect(text.split("\n")[0]).toBe("a cat <lora:lora:0.75>");
+    const base = await cli("generate", ...small, "--prompt", "a cat", "--seed", "3", "--out", out);
+    expect(base.code, base.err).toBe(0);
+    const [a, b] = await Promise.all(["00000-3.png", "00001-3.png"].map((f) => sharp(join(out, f)).raw().toBuffer()));
+    expect(a!.equals(b!)).toBe(false); // the LoRA changed the image
+  });
+
   it("explains bad usage and bad values", async () => {
     const noModel = await cli("generate", "--prompt", "x");
     expect([noModel.code, noModel.err]).toEqual([2, expect.stringMatching(/--model is required/)]);

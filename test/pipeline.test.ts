@@ -6,7 +6,8 @@ import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { readPngText } from "../src/io/png.js";
+import { generatorFromPipeline } from "../src/eval/generate.js";
+import { addPngText, readPngText } from "../src/io/png.js";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { resolveWeightFiles } from "../src/models/files.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
@@ -176,6 +177,10 @@ describe("outputs", () => {
         /^Steps: 3, Sampler: DDIM, CFG scale: 6, Seed: 5, Size: 24x16, Model: tiny-sd, Clip skip: 2, Version: sdtune /,
       ),
     ]);
+    // Re-tagging replaces the chunk (sdtune eval writes its own parameters over these).
+    const retagged = addPngText(image.png!, { parameters: "edited" });
+    expect(readPngText(retagged).parameters).toBe("edited");
+    expect(retagged.toString("latin1").split("tEXtparameters").length).toBe(2);
     const meta = await (await import("sharp")).default(image.png!).metadata();
     expect([meta.width, meta.height, meta.channels]).toEqual([24, 16, 3]);
   });
@@ -226,6 +231,45 @@ describe("outputs", () => {
     expect(r.timings.unet).toBeGreaterThan(0);
     expect(r.timings.denoise).toBeGreaterThanOrEqual(r.timings.unet);
     expect(r.timings.total).toBeGreaterThanOrEqual(r.timings.denoise + r.timings.decode);
+  });
+});
+
+describe("LoRA adapters", () => {
+  const kohya = fixture("lora", "kohya", "lora.safetensors");
+
+  it("generates with a LoRA, writes it into the parameters, and returns to the base model", async () => {
+    const base = await pipe.generate({ ...quick, seed: 21 });
+    const name = await pipe.loadLora(kohya, { scale: 0.5 });
+    expect(name).toBe("lora");
+    const withLora = await pipe.generate({ ...quick, seed: 21 });
+    expect(withLora.images[0]!.parameters.split("\n")[0]).toBe("a tiny red robot <lora:lora:0.5>");
+    expect(withLora.images[0]!.parameters).toMatch(/Lora scales: "lora: 0.5"/);
+    const diff = native().ops.maxAbsDiff(
+      (await pipe.generate({ ...quick, seed: 21, outputType: "latent" })).latents!,
+      (await generateImages({ ...pipe.context(), loras: {} }, { ...quick, seed: 21, outputType: "latent" })).latents!,
+    );
+    expect(diff).toBe(0); // same models: the adapters are inside them
+    await pipe.setAdapters([]);
+    expect(pipe.loras).toEqual({});
+    const off = await pipe.generate({ ...quick, seed: 21 });
+    expect(off.images[0]!.png!.equals(base.images[0]!.png!)).toBe(true);
+    await pipe.setAdapters(["lora"], [0.5]);
+    const again = await pipe.generate({ ...quick, seed: 21 });
+    expect(again.images[0]!.png!.equals(withLora.images[0]!.png!)).toBe(true);
+    expect(again.images[0]!.png!.equals(base.images[0]!.png!)).toBe(false);
+    await pipe.unloadLora("lora");
+    expect((await pipe.generate({ ...quick, seed: 21 })).images[0]!.png!.equals(base.images[0]!.png!)).toBe(true);
+  });
+
+  it("serves sdtune eval through generatorFromPipeline", async () => {
+    const generator = generatorFromPipeline(pipe, "tiny-sd");
+    await generator.setLoras([{ path: kohya, scale: 1, name: "k" }]);
+    const request = { prompt: "a cat", negativePrompt: "", steps: 2, guidanceScale: 5, sampler: "ddim", seed: 4 };
+    const image = await generator.generate({ ...request, width: 24, height: 16 }, {});
+    expect([image.seed, image.width, image.height]).toEqual([4, 24, 16]);
+    expect(readPngText(image.png).parameters).toMatch(/<lora:k:1>/);
+    await generator.setLoras([]);
+    await pipe.unloadLora("k");
   });
 });
 

@@ -6,6 +6,7 @@
 #include "bindings/clip_handle.h"
 #include "bindings/clip_options.h"
 #include "bindings/common.h"
+#include "bindings/model_common.h"
 #include "bindings/tensor_handle.h"
 
 namespace sdtune {
@@ -21,6 +22,7 @@ void ClipModelHandle::init(Napi::Env env, Napi::Object exports) {
                                         InstanceMethod<&ClipModelHandle::getTextFeatures>("getTextFeatures"),
                                         InstanceMethod<&ClipModelHandle::getImageFeatures>("getImageFeatures"),
                                         InstanceAccessor<&ClipModelHandle::logitScale>("logitScale"),
+                                        InstanceMethod<&ClipModelHandle::stateDict>("stateDict"),
                                         InstanceAccessor<&ClipModelHandle::dtype>("dtype"),
                                         InstanceAccessor<&ClipModelHandle::device>("device"),
                                         InstanceAccessor<&ClipModelHandle::disposed>("disposed"),
@@ -112,6 +114,15 @@ Napi::Value ClipModelHandle::getImageFeatures(const Napi::CallbackInfo& info) {
 
 Napi::Value ClipModelHandle::logitScale(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), live(info.Env())->logitScale);
+}
+
+// stateDict() -> Promise<[name, Tensor][]>: every weight by checkpoint key (views, no copy).
+Napi::Value ClipModelHandle::stateDict(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    auto holder = live(env);
+    return stateDictToJs(env, holder, holder->model.ptr().get(), &holder->mutex);
+  });
 }
 
 Napi::Value ClipModelHandle::dtype(const Napi::CallbackInfo& info) {

@@ -36,6 +36,7 @@ class ClipModelHandle : public Napi::ObjectWrap<ClipModelHandle> {
   Napi::Value getTextFeatures(const Napi::CallbackInfo& info);
   Napi::Value getImageFeatures(const Napi::CallbackInfo& info);
   Napi::Value logitScale(const Napi::CallbackInfo& info);
+  Napi::Value stateDict(const Napi::CallbackInfo& info);
   Napi::Value dtype(const Napi::CallbackInfo& info);
   Napi::Value device(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);

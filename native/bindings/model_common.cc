@@ -5,6 +5,7 @@
 
 #include <torch/version.h>
 
+#include "bindings/async.h"
 #include "bindings/common.h"
 #include "bindings/tensor_handle.h"
 #include "models/state_dict.h"
@@ -74,18 +75,32 @@ Napi::Array parameterInfoToJs(Napi::Env env, torch::nn::Module& module) {
   return out;
 }
 
-Napi::Array stateDictToJs(Napi::Env env, torch::nn::Module& module) {
-  auto out = Napi::Array::New(env);
-  uint32_t i = 0;
-  auto add = [&](const std::string& name, const at::Tensor& t) {
-    auto pair = Napi::Array::New(env, 2);
-    pair.Set(0u, name);
-    pair.Set(1u, TensorHandle::wrap(env, t.detach()));
-    out.Set(i++, pair);
-  };
-  for (const auto& item : module.named_parameters(true)) add(item.key(), item.value());
-  for (const auto& item : module.named_buffers(true)) add(item.key(), item.value());
+std::vector<std::pair<std::string, at::Tensor>> stateDict(torch::nn::Module& module) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : module.named_parameters(true)) out.emplace_back(item.key(), item.value().detach());
+  for (const auto& item : module.named_buffers(true)) out.emplace_back(item.key(), item.value().detach());
   return out;
+}
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+Napi::Value stateDictToJs(Napi::Env env, std::shared_ptr<void> keep, torch::nn::Module* module, std::mutex* mutex) {
+  return PromiseWorker<NamedTensors>::run(
+      env, "sdtune:model.stateDict",
+      [keep, module, mutex]() {
+        std::lock_guard<std::mutex> lock(*mutex);
+        return stateDict(*module);
+      },
+      [](Napi::Env env, NamedTensors& tensors) -> Napi::Value {
+        auto out = Napi::Array::New(env, tensors.size());
+        for (size_t i = 0; i < tensors.size(); ++i) {
+          auto pair = Napi::Array::New(env, 2);
+          pair.Set(0u, tensors[i].first);
+          pair.Set(1u, TensorHandle::wrap(env, tensors[i].second));
+          out.Set(static_cast<uint32_t>(i), pair);
+        }
+        return out;
+      });
 }
 
 at::Tensor readTimestep(const Napi::Value& value, const std::string& what) {

@@ -5,6 +5,8 @@
 #include <napi.h>
 #include <torch/torch.h>
 
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,9 +45,13 @@ void finishLoad(torch::nn::Module& module, const ModelLoadOptions& options, cons
 // [{name, shape, dtype, requiresGrad}] for every parameter, in module order.
 Napi::Array parameterInfoToJs(Napi::Env env, torch::nn::Module& module);
 
-// [[name, Tensor], ...] for every parameter and buffer (the checkpoint keys), sharing the
-// model's memory: what a saver writes (LoRA adapters are not parameters, so never included).
-Napi::Array stateDictToJs(Napi::Env env, torch::nn::Module& module);
+// Every parameter and buffer by checkpoint key, as detached views of the live weights
+// (no copy; fused LoRA weights show as fused, unfused adapters not at all).
+std::vector<std::pair<std::string, at::Tensor>> stateDict(torch::nn::Module& module);
+
+// stateDict() from JS: a Promise of [[name, Tensor], ...], taken under `mutex` off the JS thread.
+// `keep` holds the model alive until the worker ends.
+Napi::Value stateDictToJs(Napi::Env env, std::shared_ptr<void> keep, torch::nn::Module* module, std::mutex* mutex);
 
 // A timestep from JS: a Tensor, or a number (integers become int64, others float64, as diffusers).
 at::Tensor readTimestep(const Napi::Value& value, const std::string& what);

@@ -222,8 +222,13 @@ Napi::Value TextEncoderHandle::gradientCheckpointing(const Napi::CallbackInfo& i
   return Napi::Boolean::New(info.Env(), live(info.Env())->gradientCheckpointing.load());
 }
 
+// stateDict() -> Promise<[name, Tensor][]>: every weight by checkpoint key (views, no copy).
 Napi::Value TextEncoderHandle::stateDict(const Napi::CallbackInfo& info) {
-  return stateDictToJs(info.Env(), *live(info.Env())->model);
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    auto holder = live(env);
+    return stateDictToJs(env, holder, holder->model.ptr().get(), &holder->mutex);
+  });
 }
 
 Napi::Value TextEncoderHandle::dtype(const Napi::CallbackInfo& info) {

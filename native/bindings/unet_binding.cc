@@ -277,8 +277,13 @@ Napi::Value UNetHandle::parameterInfo(const Napi::CallbackInfo& info) {
   return parameterInfoToJs(info.Env(), *live(info.Env())->module);
 }
 
+// stateDict() -> Promise<[name, Tensor][]>: every weight by checkpoint key (views, no copy).
 Napi::Value UNetHandle::stateDict(const Napi::CallbackInfo& info) {
-  return stateDictToJs(info.Env(), *live(info.Env())->module);
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    auto holder = live(env);
+    return stateDictToJs(env, holder, holder->module.ptr().get(), &holder->mutex);
+  });
 }
 
 Napi::Value UNetHandle::dtype(const Napi::CallbackInfo& info) {

@@ -113,8 +113,8 @@ void VAEHandle::init(Napi::Env env, Napi::Object exports) {
                                         InstanceMethod<&VAEHandle::sample>("sample"),
                                         InstanceMethod<&VAEHandle::decode>("decode"),
                                         InstanceAccessor<&VAEHandle::scalingFactor>("scalingFactor"),
-                                        InstanceMethod<&VAEHandle::stateDict>("stateDict"),
                                         InstanceAccessor<&VAEHandle::scaleFactor>("scaleFactor"),
+                                        InstanceMethod<&VAEHandle::stateDict>("stateDict"),
                                         InstanceAccessor<&VAEHandle::dtype>("dtype"),
                                         InstanceAccessor<&VAEHandle::device>("device"),
                                         InstanceAccessor<&VAEHandle::disposed>("disposed"),
@@ -254,8 +254,13 @@ Napi::Value VAEHandle::scaleFactor(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->module->scaleFactor()));
 }
 
+// stateDict() -> Promise<[name, Tensor][]>: every weight by checkpoint key (views, no copy).
 Napi::Value VAEHandle::stateDict(const Napi::CallbackInfo& info) {
-  return stateDictToJs(info.Env(), *live(info.Env())->module);
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    auto holder = live(env);
+    return stateDictToJs(env, holder, holder->module.ptr().get(), &holder->mutex);
+  });
 }
 
 Napi::Value VAEHandle::dtype(const Napi::CallbackInfo& info) {

@@ -36,8 +36,8 @@ class VAEHandle : public Napi::ObjectWrap<VAEHandle> {
   Napi::Value sample(const Napi::CallbackInfo& info);
   Napi::Value decode(const Napi::CallbackInfo& info);
   Napi::Value scalingFactor(const Napi::CallbackInfo& info);
-  Napi::Value stateDict(const Napi::CallbackInfo& info);
   Napi::Value scaleFactor(const Napi::CallbackInfo& info);
+  Napi::Value stateDict(const Napi::CallbackInfo& info);
   Napi::Value dtype(const Napi::CallbackInfo& info);
   Napi::Value device(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);

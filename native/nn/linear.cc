@@ -8,8 +8,9 @@ namespace F = torch::nn::functional;
 
 torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, const torch::Tensor& x, torch::Tensor y,
                             bool training, const Conv2dOptions* conv) {
+  const at::ScalarType outType = y.scalar_type();
   for (const auto& [name, a] : adapters) {
-    if (!a.enabled || a.multiplier == 0.0) continue;
+    if (!a.enabled || a.fused || a.multiplier == 0.0) continue;
     torch::Tensor h = x.to(a.down.scalar_type());
     if (a.dropout > 0.0) h = F::dropout(h, F::DropoutFuncOptions().p(a.dropout).training(training));
     if (conv) {
@@ -19,9 +20,9 @@ torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, 
     } else {
       h = F::linear(F::linear(h, a.down), a.up);
     }
-    y = y + (h * a.scale()).to(y.scalar_type());
+    y = y + h * a.scale();  // half + float32 promotes to float32, as in peft
   }
-  return y;
+  return y.scalar_type() == outType ? y : y.to(outType);
 }
 
 namespace {
@@ -59,7 +60,7 @@ void LinearImpl::reset() {
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = F::linear(x, weight, bias);
-  if (adapters_.empty()) return y;
+  if (!hasLiveAdapters()) return y;
   return applyAdapters(adapters_, x, y, is_training(), nullptr);
 }
 
@@ -83,7 +84,7 @@ void Conv2dImpl::reset() {
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
   torch::Tensor y =
       F::conv2d(x, weight, F::Conv2dFuncOptions().bias(bias).stride(options.stride()).padding(options.padding()));
-  if (adapters_.empty()) return y;
+  if (!hasLiveAdapters()) return y;
   return applyAdapters(adapters_, x, y, is_training(), &options);
 }
 

@@ -10,17 +10,20 @@
 
 namespace sdtune::nn {
 
-// One low-rank adapter: delta(x) = multiplier * alpha / rank * up(down(dropout(x))).
+// One low-rank adapter: delta(x) = alpha / rank * multiplier * up(down(dropout(x))).
+// Managed through nn/lora.h (attach, create, scales, fuse); the layer only applies it.
 struct LoraAdapter {
   torch::Tensor down;  // Linear: [rank, in];  Conv2d: [rank, in, kh, kw]
   torch::Tensor up;    // Linear: [out, rank]; Conv2d: [out, rank, 1, 1]
   double alpha = 1.0;
   double multiplier = 1.0;  // the user's runtime scale
   double dropout = 0.0;
-  bool enabled = true;
+  bool enabled = true;  // in the active set (diffusers' set_adapters)
+  bool fused = false;   // already added into the base weight: forward skips it
 
   int64_t rank() const { return down.size(0); }
-  double scale() const { return multiplier * alpha / static_cast<double>(rank()); }
+  // peft's scaling (lora_alpha / r) times the runtime scale, in that order.
+  double scale() const { return alpha / static_cast<double>(rank()) * multiplier; }
 };
 
 // Adapters by name, applied in name order (deterministic sums).
@@ -32,7 +35,15 @@ class AdaptableLayer {
   virtual torch::Tensor& baseWeight() = 0;
   virtual bool isConv() const = 0;
 
+  // Layer-wide switch (diffusers' disable_lora / enable_lora), independent of the active set.
+  bool adaptersActive = true;
+  // The base weight as it was before the first fuse (a CPU copy), so that unfuse restores
+  // it bit for bit; undefined while nothing is fused into this layer.
+  torch::Tensor unfusedWeight;
+
  protected:
+  // Whether forward has adapter work to do.
+  bool hasLiveAdapters() const { return adaptersActive && !adapters_.empty(); }
   std::map<std::string, LoraAdapter> adapters_;
 };
 
@@ -96,8 +107,9 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl>, public AdaptableLaye
 };
 TORCH_MODULE(Conv2d);
 
-// The adapter sum for an input x whose base output is `y` (added in x's dtype;
-// the adapter math itself runs in the adapter weights' dtype, float32 when the base is half).
+// y plus every enabled, unfused adapter's output for input x. As peft: x is cast to the
+// adapter weights' dtype (float32 over a half base), the sum is taken in the wider of the
+// two dtypes, and the result is cast back to y's dtype once.
 torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, const torch::Tensor& x, torch::Tensor y,
                             bool training, const Conv2dOptions* conv);
 

@@ -30,6 +30,8 @@ export const command: Command = {
     "  --num-images N            images per prompt (default 1)",
     "  --batch-size N            images denoised together (default 1)",
     "  --clip-skip N             diffusers' clip_skip: 1 = penultimate layer (AUTOMATIC1111's 2)",
+    "  --lora FILE[:SCALE]       apply a LoRA (kohya, diffusers or PEFT file) at SCALE (default 1);",
+    "                            repeatable; named after the file in the PNG parameters",
     "  --out DIR                 output folder (default ./outputs); files <index>-<seed>.png",
     "  --grid                    also write a contact sheet of all images (grid-<index>.png)",
     "  --device cpu|cuda[:N]     (default cpu)",
@@ -58,6 +60,7 @@ export const command: Command = {
         "num-images": { type: "string" },
         "batch-size": { type: "string" },
         "clip-skip": { type: "string" },
+        lora: { type: "string", multiple: true },
         out: { type: "string" },
         grid: { type: "boolean" },
         device: { type: "string" },
@@ -73,6 +76,7 @@ export const command: Command = {
     const prompts = [...((values.prompt as string[] | undefined) ?? [])];
     if (typeof values["prompts-file"] === "string") prompts.push(...(await readPrompts(values["prompts-file"])));
     if (prompts.length === 0) throw new UsageError("give at least one --prompt (or --prompts-file)");
+    const loras = ((values.lora as string[] | undefined) ?? []).map(parseLora);
 
     const interrupt = interruptSignal();
     const { signal } = interrupt;
@@ -94,6 +98,10 @@ export const command: Command = {
         },
       });
       download?.done();
+      for (const lora of loras) {
+        const name = await pipe.loadLora(lora.path, { scale: lora.scale, signal });
+        console.error(`LoRA ${name} (${lora.path}) at scale ${lora.scale}`);
+      }
 
       const numImages = int(values["num-images"], "--num-images") ?? 1;
       const total = prompts.length * numImages;
@@ -160,6 +168,16 @@ export const command: Command = {
     }
   },
 };
+
+/** "FILE[:SCALE]": the scale is what follows the last colon when it is a number (so "C:\\x.safetensors" works). */
+function parseLora(spec: string): { path: string; scale: number } {
+  const colon = spec.lastIndexOf(":");
+  const tail = colon > 0 ? spec.slice(colon + 1) : "";
+  const scale = Number(tail);
+  if (colon > 0 && tail.trim() !== "" && Number.isFinite(scale)) return { path: spec.slice(0, colon), scale };
+  if (!spec) throw new UsageError("--lora expects FILE or FILE:SCALE");
+  return { path: spec, scale: 1 };
+}
 
 async function readPrompts(file: string): Promise<string[]> {
   let text: string;

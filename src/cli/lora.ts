@@ -1,4 +1,5 @@
-// `sdtune lora convert|inspect`: LoRA files between kohya, diffusers and PEFT formats.
+// `sdtune lora convert|inspect|merge`: LoRA files between kohya, diffusers and PEFT formats,
+// and LoRAs merged into a full model folder.
 import { existsSync, statSync } from "node:fs";
 import { basename, extname, join } from "node:path";
 
@@ -12,7 +13,10 @@ import {
   type BaseModuleNames,
   type LoraSaveFormat,
 } from "../lora/index.js";
+import { mergeLoraIntoModel, type MergeLoraSpec } from "../lora/merge.js";
+import type { ModelDType } from "../models/text_encoder.js";
 import { interruptSignal, parseCommandArgs, UsageError, type Command } from "./command.js";
+import { ProgressBar } from "./progress.js";
 
 const FORMATS: LoraSaveFormat[] = ["kohya", "diffusers", "peft"];
 
@@ -20,6 +24,8 @@ export const command: Command = {
   help: [
     "usage: sdtune lora convert IN --to kohya|diffusers|peft --out OUT [--base MODEL_DIR]",
     "       sdtune lora inspect FILE [--json] [--base MODEL_DIR]",
+    "       sdtune lora merge --model BASE --lora FILE[:SCALE] [--lora ...] --out DIR",
+    "                         [--dtype float32|float16|bfloat16] [--variant NAME] [--force]",
     "",
     "IN / FILE: a LoRA .safetensors in kohya (sd-scripts, AUTOMATIC1111, ComfyUI), diffusers or PEFT",
     "keys, or a folder holding one (pytorch_lora_weights.safetensors, or a PEFT adapter with",
@@ -30,6 +36,11 @@ export const command: Command = {
     "         AUTOMATIC1111 and ComfyUI; diffusers/peft files carry no alpha, so alpha/rank is",
     "         folded into the up weights (and recorded, so converting back restores it).",
     "inspect  prints the format, ranks, alphas, targeted layers per block and the metadata.",
+    "merge    applies each LoRA at its scale (default 1) to the base model's UNet and text encoder,",
+    "         fuses them into the weights and writes a complete diffusers folder DIR (the other",
+    "         components are hard-linked or copied). BASE is a diffusers folder or a hub id.",
+    "         --dtype sets the dtype of the merged weights (default: as in the base); --variant",
+    "         reads and writes <name>.<variant>.safetensors weights; --force replaces a non-empty DIR.",
     "",
     "--base MODEL_DIR  a diffusers model folder: kohya names are resolved against its module names",
     "                  (instead of the built-in SD vocabulary) and every target is checked to exist.",
@@ -38,7 +49,8 @@ export const command: Command = {
     const [sub, ...rest] = argv;
     if (sub === "convert") return convert(rest);
     if (sub === "inspect") return inspect(rest);
-    throw new UsageError(sub ? `unknown subcommand "${sub}"` : "expected a subcommand: convert or inspect");
+    if (sub === "merge") return merge(rest);
+    throw new UsageError(sub ? `unknown subcommand "${sub}"` : "expected a subcommand: convert, inspect or merge");
   },
 };
 
@@ -115,6 +127,67 @@ async function inspect(argv: string[]): Promise<number> {
     }
   } finally {
     disposeLora(weights);
+  }
+  return 0;
+}
+
+/** "file.safetensors:0.8" -> {path, scale}; a suffix that is not a number stays part of the path. */
+export function parseLoraSpec(spec: string): MergeLoraSpec {
+  const colon = spec.lastIndexOf(":");
+  if (colon > 0) {
+    const suffix = spec.slice(colon + 1);
+    if (/^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(suffix))
+      return { path: spec.slice(0, colon), scale: Number(suffix) };
+  }
+  return { path: spec };
+}
+
+const DTYPES: ModelDType[] = ["float32", "float16", "bfloat16"];
+
+async function merge(argv: string[]): Promise<number> {
+  const { values } = parseCommandArgs(
+    argv,
+    {
+      model: { type: "string" },
+      lora: { type: "string", multiple: true },
+      out: { type: "string" },
+      dtype: { type: "string" },
+      variant: { type: "string" },
+      force: { type: "boolean" },
+    },
+    false,
+  );
+  if (typeof values.model !== "string") throw new UsageError("--model is required");
+  if (typeof values.out !== "string") throw new UsageError("--out is required");
+  const specs = (values.lora as string[] | undefined) ?? [];
+  if (!specs.length) throw new UsageError("give at least one --lora FILE[:SCALE]");
+  const dtype = values.dtype as ModelDType | undefined;
+  if (dtype !== undefined && !DTYPES.includes(dtype))
+    throw new UsageError(`--dtype must be one of ${DTYPES.join(", ")}`);
+  const interrupt = interruptSignal();
+  let bar: ProgressBar | undefined;
+  try {
+    const result = await mergeLoraIntoModel({
+      base: values.model,
+      loras: specs.map(parseLoraSpec),
+      out: values.out,
+      dtype,
+      variant: values.variant as string | undefined,
+      force: values.force === true,
+      signal: interrupt.signal,
+      onProgress: (e) => {
+        bar ??= new ProgressBar({ label: "merge", total: e.total, unit: "step" });
+        bar.update(e.step, { at: String(e.what ?? "") });
+      },
+    });
+    bar?.done();
+    const layers = Object.entries(result.layers)
+      .filter(([, n]) => n !== undefined)
+      .map(([model, n]) => `${model} ${n} layers`)
+      .join(", ");
+    console.log(`wrote ${result.out} (${specs.length} LoRA${specs.length > 1 ? "s" : ""} merged: ${layers})`);
+  } finally {
+    interrupt.dispose();
   }
   return 0;
 }

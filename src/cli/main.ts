@@ -6,6 +6,7 @@ const commands: Record<string, () => Promise<Command>> = {
   info: async () => (await import("./info.js")).command,
   inspect: async () => (await import("./inspect.js")).command,
   dataset: async () => (await import("./dataset.js")).command,
+  eval: async () => (await import("./eval.js")).command,
   lora: async () => (await import("./lora.js")).command,
   generate: async () => (await import("./generate.js")).command,
 };

@@ -14,3 +14,30 @@ export { summarizeLora, formatLoraSummary } from "./summary.js";
 export type { LoraBlockSummary, LoraComponentSummary, LoraSummary } from "./summary.js";
 export { disposeLora, LoraFormatError, LORA_COMPONENTS, splitAdapterKey } from "./types.js";
 export type { LoraAdapter, LoraComponent, LoraFormat, LoraWeights } from "./types.js";
+export {
+  applyLora,
+  applyLoraFile,
+  createTrainableLora,
+  extractLora,
+  fuseLora,
+  listLoras,
+  loraParameters,
+  removeLora,
+  setLoraEnabled,
+  setLoraScales,
+  unfuseLora,
+} from "./adapters.js";
+export type {
+  ApplyLoraOptions,
+  CreateLoraOptions,
+  FuseLoraOptions,
+  LoraAdapterInfo,
+  LoraInit,
+  LoraModels,
+  LoraTargets,
+  TrainableLora,
+} from "./adapters.js";
+export { matchTargets } from "./targets.js";
+export type { ModuleEntry } from "./targets.js";
+export { mergeLoraIntoModel } from "./merge.js";
+export type { MergeLoraOptions, MergeLoraResult, MergeLoraSpec } from "./merge.js";

@@ -105,8 +105,8 @@ export class TextEncoder {
     return this.handle.gradientCheckpointing;
   }
 
-  /** Every parameter and buffer by checkpoint key, sharing the model's memory (for savers). */
-  stateDict(): [string, Tensor][] {
+  /** Every weight by checkpoint key: views of the live tensors (fused LoRA shows, unfused adapters do not), no copy. */
+  stateDict(): Promise<[string, Tensor][]> {
     return this.handle.stateDict();
   }
 

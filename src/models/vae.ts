@@ -140,8 +140,8 @@ export class VAE {
     });
   }
 
-  /** Every parameter and buffer by checkpoint key, sharing the model's memory (for savers). */
-  stateDict(): [string, Tensor][] {
+  /** Every weight by checkpoint key: views of the live tensors (fused LoRA shows, unfused adapters do not), no copy. */
+  stateDict(): Promise<[string, Tensor][]> {
     return this.handle.stateDict();
   }
 

@@ -15,7 +15,7 @@ import { cancelTokenFor, disposeAll, tensorFrom } from "../tensor.js";
 import type { ClipTokenizer } from "../text/clip_tokenizer.js";
 import { resolveGenerateOptions, type GenerateOptions, type ModelFacts, type ResolvedGenerate } from "./options.js";
 
-export interface GeneratedImage {
+export interface PipelineImage {
   /** PNG bytes with a "parameters" text chunk (outputType "png"). */
   png?: Buffer;
   seed: number;
@@ -39,7 +39,7 @@ export interface GenerateTimings {
 
 export interface GenerateResult {
   /** One per image, prompt-major (prompt 0's images first). */
-  images: GeneratedImage[];
+  images: PipelineImage[];
   /** outputType "tensor": float32 [N, H, W, 3] in [0, 1]. */
   tensor?: Tensor;
   /** outputType "latent" or returnLatents: the final latents [N, C, h, w]. */
@@ -125,7 +125,7 @@ export async function generateImages(
 
   const pngStarted = performance.now();
   const version = packageVersion();
-  const images: GeneratedImage[] = r.seeds.map((seed, i) => {
+  const images: PipelineImage[] = r.seeds.map((seed, i) => {
     const p = r.imagePrompt[i]!;
     return {
       seed,
@@ -209,7 +209,7 @@ function tokenize(tokenizer: ClipTokenizer, texts: string[], what: string, warn:
 /** uint8 [N, H, W, 3] -> one PNG per image, each with its "parameters" text chunk. */
 async function encodePngs(
   pixels: Tensor,
-  images: GeneratedImage[],
+  images: PipelineImage[],
   r: ResolvedGenerate,
   signal: AbortSignal | undefined,
 ): Promise<void> {

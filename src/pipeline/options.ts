@@ -19,8 +19,8 @@ export interface GenerateOptions {
   guidanceScale?: number;
   /** diffusers' guidance_rescale (0..1, default 0). */
   guidanceRescale?: number;
-  /** Sampler name (see samplerNames()); default: the model's scheduler class. */
-  scheduler?: SamplerName;
+  /** Sampler name (see samplerNames(); other strings are refused with the list); default: the model's scheduler class. */
+  scheduler?: SamplerName | (string & {});
   /** Overrides of the scheduler config, e.g. { eta: 0.5 } for DDIM, { use_karras_sigmas: true }. */
   schedulerOptions?: SchedulerOverrides;
   /**
@@ -163,7 +163,7 @@ export function resolveGenerateOptions(options: GenerateOptions, facts: ModelFac
     steps,
     guidanceScale,
     guidanceRescale,
-    scheduler: options.scheduler,
+    scheduler: options.scheduler as SamplerName | undefined,
     schedulerOptions: options.schedulerOptions ?? {},
     numImages,
     imagePrompt,

@@ -1,6 +1,9 @@
 // A loaded Stable Diffusion pipeline: the components of a diffusers StableDiffusionPipeline
 // folder, and generate(). Build one with loadPipeline() (src/pipeline/load.ts), or from
 // components already in memory (e.g. a trainer's models, for sample images).
+import { basename, extname } from "node:path";
+
+import { applyLoraFile, fuseLora, removeLora, setLoraScales, unfuseLora } from "../lora/adapters.js";
 import type { TextEncoder } from "../models/text_encoder.js";
 import type { UNet } from "../models/unet.js";
 import type { VAE } from "../models/vae.js";
@@ -66,15 +69,59 @@ export class StableDiffusionPipeline {
    * whole loop runs natively off the JS thread; PNGs carry their parameters.
    */
   async generate(options: GenerateOptions): Promise<GenerateResult> {
-    if (this.isDisposed) throw new Error("StableDiffusionPipeline: generate() after dispose()");
+    this.checkLive("generate");
     return generateImages(this.context(), options);
   }
 
-  // ---- LoRA adapters
-  // loadLora(file, {name, scale}) attaches a LoRA file's adapters to this.unet / this.textEncoder,
-  // setAdapters(names, scales) chooses the active ones (and fuse/unfuse merge them into the
-  // weights); they keep this.loras in step. Generation needs nothing more: the adapters live
-  // inside the models' layers. Wired to src/lora's native adapter functions at merge.
+  // ---- LoRA adapters (src/lora/adapters.ts): they live inside the models' layers, so
+  // generate() needs nothing more; these keep `loras` (the PNG parameters) in step.
+
+  /**
+   * Applies a LoRA file (kohya, diffusers or PEFT keys) to the UNet and text encoder as adapter
+   * `name` (default: the file's name) at `scale` (default 1), active alongside those already
+   * active (diffusers' load_lora_weights). Resolves to the adapter name.
+   */
+  async loadLora(path: string, options: { name?: string; scale?: number; signal?: AbortSignal } = {}): Promise<string> {
+    this.checkLive("loadLora");
+    const scale = options.scale ?? 1;
+    const name = await applyLoraFile(this.loraModels(), path, {
+      name: options.name ?? loraNameOf(path, Object.keys(this.loras)),
+      scale,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    this.loras[name] = scale;
+    return name;
+  }
+
+  /** diffusers' set_adapters: exactly these adapters are active, at these scales (default 1 each). */
+  async setAdapters(names: string[], scales?: number[]): Promise<void> {
+    this.checkLive("setAdapters");
+    if (scales && scales.length !== names.length) {
+      throw new RangeError(`setAdapters: ${scales.length} scales for ${names.length} adapters`);
+    }
+    const entries = names.map((n, i): [string, number] => [n, scales?.[i] ?? 1]);
+    await setLoraScales(this.loraModels(), entries);
+    for (const key of Object.keys(this.loras)) delete this.loras[key];
+    for (const [n, s] of entries) this.loras[n] = s;
+  }
+
+  /** Removes adapter `name` from the models. */
+  async unloadLora(name: string): Promise<void> {
+    this.checkLive("unloadLora");
+    await removeLora(this.loraModels(), name);
+    delete this.loras[name];
+  }
+
+  /** Adds the active adapters into the weights (faster generation); unfuseLora restores them exactly. */
+  async fuseLora(options: { scale?: number } = {}): Promise<void> {
+    this.checkLive("fuseLora");
+    await fuseLora(this.loraModels(), options);
+  }
+
+  async unfuseLora(): Promise<void> {
+    this.checkLive("unfuseLora");
+    await unfuseLora(this.loraModels());
+  }
 
   /** Frees every component (idempotent); running work keeps its models until it ends. */
   dispose(): void {
@@ -83,6 +130,14 @@ export class StableDiffusionPipeline {
     this.unet.dispose();
     this.vae.dispose();
     this.textEncoder.dispose();
+  }
+
+  private checkLive(what: string): void {
+    if (this.isDisposed) throw new Error(`StableDiffusionPipeline: ${what}() after dispose()`);
+  }
+
+  private loraModels(): { unet: UNet; textEncoder: TextEncoder } {
+    return { unet: this.unet, textEncoder: this.textEncoder };
   }
 
   /** What generateImages needs (src/pipeline/generate.ts); tests use it for the debug options. */
@@ -97,4 +152,13 @@ export class StableDiffusionPipeline {
       loras: this.loras,
     };
   }
+}
+
+/** A LoRA's adapter name from its file (as AUTOMATIC1111's <lora:name:scale>), unique among `taken`. */
+function loraNameOf(path: string, taken: string[]): string {
+  const file = basename(path.replace(/[/\\]+$/, ""));
+  const stem = file.slice(0, file.length - extname(file).length) || file || "lora";
+  let name = stem;
+  for (let i = 2; taken.includes(name); i++) name = `${stem}_${i}`;
+  return name;
 }

@@ -52,7 +52,7 @@ export async function saveModel(
   } else {
     throw new TypeError("saveModel: expected a UNet, VAE or TextEncoder");
   }
-  const entries = model.stateDict();
+  const entries = await model.stateDict();
   const converted: Tensor[] = [];
   try {
     const tensors: [string, Tensor][] = [];

@@ -1,0 +1,401 @@
+// LoRA adapters on loaded models from JS (the `lora` namespace): attach weights from
+// files, create trainable adapters, scales and the active set, fuse / unfuse, remove,
+// read back. Each call takes a UNet, TextEncoder, ClipModel or VAE handle and runs
+// under that model's mutex off the JS thread. The logic is nn/lora.h.
+#include <napi.h>
+
+#include "bindings/async.h"
+#include "bindings/clip_handle.h"
+#include "bindings/common.h"
+#include "bindings/generator.h"
+#include "bindings/model_common.h"
+#include "bindings/tensor_handle.h"
+#include "bindings/text_encoder_handle.h"
+#include "bindings/unet_handle.h"
+#include "bindings/vae_handle.h"
+#include "nn/lora.h"
+
+namespace sdtune {
+
+namespace {
+
+namespace lora = nn::lora;
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+// A model from any handle kind: its root module and the mutex that guards it.
+struct ModelRef {
+  std::shared_ptr<void> keep;  // the holder: alive until the worker ends
+  torch::nn::Module* module = nullptr;
+  std::mutex* mutex = nullptr;
+};
+
+ModelRef readModel(const Napi::Value& value, const std::string& what) {
+  Napi::Env env = value.Env();
+  auto& ctors = addonData(env).constructors;
+  auto is = [&](const char* name) {
+    auto it = ctors.find(name);
+    return value.IsObject() && it != ctors.end() && value.As<Napi::Object>().InstanceOf(it->second.Value());
+  };
+  if (is("UNet")) {
+    auto h = UNetHandle::unwrap(value, what);
+    return {h, h->module.ptr().get(), &h->mutex};
+  }
+  if (is("TextEncoder")) {
+    auto h = TextEncoderHandle::unwrap(value, what);
+    return {h, h->model.ptr().get(), &h->mutex};
+  }
+  if (is("ClipModel")) {
+    auto h = ClipModelHandle::unwrap(value, what);
+    return {h, h->model.ptr().get(), &h->mutex};
+  }
+  if (is("VAE")) {
+    auto h = VAEHandle::unwrap(value, what);
+    return {h, h->module.ptr().get(), &h->mutex};
+  }
+  throw Napi::TypeError::New(env, what + " must be a UNet, TextEncoder, ClipModel or VAE handle");
+}
+
+std::string readName(const Napi::Value& value) {
+  if (!value.IsString()) throw Napi::TypeError::New(value.Env(), "name must be a string");
+  return value.As<Napi::String>().Utf8Value();
+}
+
+Napi::Object optionsOrEmpty(const Napi::Value& value, const std::string& what) {
+  if (value.IsUndefined() || value.IsNull()) return Napi::Object::New(value.Env());
+  return requireObject(value, what);
+}
+
+Napi::Array namedToJs(Napi::Env env, const NamedTensors& tensors) {
+  auto out = Napi::Array::New(env, tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    auto pair = Napi::Array::New(env, 2);
+    pair.Set(0u, tensors[i].first);
+    pair.Set(1u, TensorHandle::wrap(env, tensors[i].second));
+    out.Set(static_cast<uint32_t>(i), pair);
+  }
+  return out;
+}
+
+// Runs `work(module)` under the model's mutex on the worker pool.
+template <typename Result, typename Work, typename Convert>
+Napi::Value runLocked(Napi::Env env, const char* name, const ModelRef& model, Work work, Convert convert) {
+  return PromiseWorker<Result>::run(
+      env, name,
+      [model, work]() -> Result {
+        std::lock_guard<std::mutex> lock(*model.mutex);
+        return work(*model.module);
+      },
+      convert);
+}
+
+Napi::Value undefinedResult(Napi::Env env, bool&) {
+  return env.Undefined();
+}
+
+Napi::Value numberResult(Napi::Env env, int64_t& n) {
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// modules(model) -> [{path, kind}] for every submodule (kind "linear", "conv2d" or a class name).
+Napi::Value modules(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    auto kinds = lora::moduleKinds(*model.module);  // the module tree never changes after load
+    auto out = Napi::Array::New(env, kinds.size());
+    for (size_t i = 0; i < kinds.size(); ++i) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("path", kinds[i].first);
+      o.Set("kind", kinds[i].second);
+      out.Set(static_cast<uint32_t>(i), o);
+    }
+    return out;
+  });
+}
+
+// attach(model, name, [{path, down, up, alpha}], {multiplier?, dropout?, trainable?, keyPrefix?}) -> Promise<void>
+Napi::Value attach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    std::string name = readName(info[1]);
+    if (!info[2].IsArray()) throw Napi::TypeError::New(env, "adapters must be an array of {path, down, up, alpha}");
+    auto array = info[2].As<Napi::Array>();
+    std::vector<lora::AdapterWeights> adapters;
+    for (uint32_t i = 0; i < array.Length(); ++i) {
+      const std::string what = "adapters[" + std::to_string(i) + "]";
+      Napi::Object o = requireObject(array.Get(i), what);
+      adapters.push_back({getString(o, "path", what), TensorHandle::unwrap(o.Get("down"), what + ".down"),
+                          TensorHandle::unwrap(o.Get("up"), what + ".up"), getNumber(o, "alpha", what)});
+    }
+    Napi::Object o = optionsOrEmpty(info[3], "options");
+    lora::AttachOptions options;
+    options.multiplier = getOptionalNumber(o, "multiplier", "options").value_or(1.0);
+    options.dropout = getOptionalNumber(o, "dropout", "options").value_or(0.0);
+    options.trainable = getBool(o, "trainable", false, "options");
+    options.keyPrefix = getOptionalString(o, "keyPrefix", "options").value_or("");
+    return runLocked<bool>(
+        env, "sdtune:lora.attach", model,
+        [name, adapters, options](torch::nn::Module& m) {
+          lora::attach(m, name, adapters, options);
+          return true;
+        },
+        undefinedResult);
+  });
+}
+
+lora::Init parseInit(const std::string& init) {
+  if (init == "gaussian") return lora::Init::Gaussian;
+  if (init == "kaiming") return lora::Init::Kaiming;
+  if (init == "random") return lora::Init::Random;
+  throw std::invalid_argument("options.init \"" + init + "\" must be gaussian, kaiming or random");
+}
+
+// create(model, name, {paths, rank, alpha, dropout?, multiplier?, init?, generator?, keyPrefix?})
+//   -> Promise<[name, Tensor][]> (the live trainable tensors)
+Napi::Value create(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    std::string name = readName(info[1]);
+    Napi::Object o = requireObject(info[2], "options");
+    lora::CreateOptions options;
+    options.paths = toStringVector(o.Get("paths"), "options.paths");
+    options.rank = getInt(o, "rank", "options");
+    options.alpha = getOptionalNumber(o, "alpha", "options").value_or(static_cast<double>(options.rank));
+    options.dropout = getOptionalNumber(o, "dropout", "options").value_or(0.0);
+    options.multiplier = getOptionalNumber(o, "multiplier", "options").value_or(1.0);
+    options.init = parseInit(getOptionalString(o, "init", "options").value_or("gaussian"));
+    Napi::Value generator = o.Get("generator");
+    if (!generator.IsUndefined() && !generator.IsNull()) {
+      options.generator = unwrapGenerator(generator, "options.generator");
+    }
+    options.keyPrefix = getOptionalString(o, "keyPrefix", "options").value_or("");
+    return runLocked<NamedTensors>(
+        env, "sdtune:lora.create", model,
+        [name, options](torch::nn::Module& m) { return lora::create(m, name, options); }, namedToJs);
+  });
+}
+
+// parameters(model, name) -> Promise<[name, Tensor][]> (live: "<path>.lora_A.weight", "<path>.lora_B.weight")
+Napi::Value parameters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    std::string name = readName(info[1]);
+    return runLocked<NamedTensors>(
+        env, "sdtune:lora.parameters", model, [name](torch::nn::Module& m) { return lora::parameters(m, name); },
+        namedToJs);
+  });
+}
+
+// extract(model, name) -> Promise<[{path, down, up, alpha}]> (copies)
+Napi::Value extract(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    std::string name = readName(info[1]);
+    return runLocked<std::vector<lora::AdapterWeights>>(
+        env, "sdtune:lora.extract", model, [name](torch::nn::Module& m) { return lora::extract(m, name); },
+        [](Napi::Env env, std::vector<lora::AdapterWeights>& adapters) -> Napi::Value {
+          auto out = Napi::Array::New(env, adapters.size());
+          for (size_t i = 0; i < adapters.size(); ++i) {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("path", adapters[i].path);
+            o.Set("down", TensorHandle::wrap(env, adapters[i].down));
+            o.Set("up", TensorHandle::wrap(env, adapters[i].up));
+            o.Set("alpha", adapters[i].alpha);
+            out.Set(static_cast<uint32_t>(i), o);
+          }
+          return out;
+        });
+  });
+}
+
+// list(model) -> Promise<[{name, layers, minRank, maxRank, multiplier, enabled, fusedLayers, trainable}]>
+Napi::Value list(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    return runLocked<std::vector<lora::AdapterInfo>>(
+        env, "sdtune:lora.list", model, [](torch::nn::Module& m) { return lora::list(m); },
+        [](Napi::Env env, std::vector<lora::AdapterInfo>& infos) -> Napi::Value {
+          auto out = Napi::Array::New(env, infos.size());
+          for (size_t i = 0; i < infos.size(); ++i) {
+            const auto& a = infos[i];
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("name", a.name);
+            o.Set("layers", static_cast<double>(a.layers));
+            o.Set("minRank", static_cast<double>(a.minRank));
+            o.Set("maxRank", static_cast<double>(a.maxRank));
+            o.Set("multiplier", a.multiplier);
+            o.Set("enabled", a.enabled);
+            o.Set("fusedLayers", static_cast<double>(a.fusedLayers));
+            o.Set("trainable", a.trainable);
+            out.Set(static_cast<uint32_t>(i), o);
+          }
+          return out;
+        });
+  });
+}
+
+// setAdapters(model, names, weights) -> Promise<void>
+Napi::Value setAdapters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    std::vector<std::string> names = toStringVector(info[1], "names");
+    if (!info[2].IsArray()) throw Napi::TypeError::New(env, "weights must be an array of numbers");
+    auto array = info[2].As<Napi::Array>();
+    std::vector<double> weights;
+    for (uint32_t i = 0; i < array.Length(); ++i) {
+      Napi::Value v = array.Get(i);
+      if (!v.IsNumber()) throw Napi::TypeError::New(env, "weights[" + std::to_string(i) + "] must be a number");
+      weights.push_back(v.As<Napi::Number>().DoubleValue());
+    }
+    return runLocked<bool>(
+        env, "sdtune:lora.setAdapters", model,
+        [names, weights](torch::nn::Module& m) {
+          lora::setActive(m, names, weights);
+          return true;
+        },
+        undefinedResult);
+  });
+}
+
+// setEnabled(model, enabled) -> Promise<void>
+Napi::Value setEnabled(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    if (!info[1].IsBoolean()) throw Napi::TypeError::New(env, "enabled must be a boolean");
+    bool enabled = info[1].As<Napi::Boolean>().Value();
+    return runLocked<bool>(
+        env, "sdtune:lora.setEnabled", model,
+        [enabled](torch::nn::Module& m) {
+          lora::setEnabled(m, enabled);
+          return true;
+        },
+        undefinedResult);
+  });
+}
+
+// remove(model, name) -> Promise<number of layers>
+Napi::Value remove(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    std::string name = readName(info[1]);
+    return runLocked<int64_t>(
+        env, "sdtune:lora.remove", model, [name](torch::nn::Module& m) { return lora::remove(m, name); }, numberResult);
+  });
+}
+
+// fuse(model, {names?, scale?, permanent?}) -> Promise<number of layers changed>
+Napi::Value fuse(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    Napi::Object o = optionsOrEmpty(info[1], "options");
+    lora::FuseOptions options;
+    Napi::Value names = o.Get("names");
+    if (!names.IsUndefined() && !names.IsNull()) options.names = toStringVector(names, "options.names");
+    options.scale = getOptionalNumber(o, "scale", "options").value_or(1.0);
+    options.permanent = getBool(o, "permanent", false, "options");
+    return runLocked<int64_t>(
+        env, "sdtune:lora.fuse", model, [options](torch::nn::Module& m) { return lora::fuse(m, options); },
+        numberResult);
+  });
+}
+
+// unfuse(model) -> Promise<number of layers restored>
+Napi::Value unfuse(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    return runLocked<int64_t>(
+        env, "sdtune:lora.unfuse", model, [](torch::nn::Module& m) { return lora::unfuse(m); }, numberResult);
+  });
+}
+
+struct AdapterGradients {
+  at::Tensor loss, output;
+  NamedTensors grads;
+  std::vector<std::string> frozenWithGrad;  // base parameters that got a gradient (should be none)
+};
+
+// unetLossAndGradients(unet, sample, timestep, ehs, target, name) -> Promise<{loss, output, grads, frozenWithGrad}>
+// mse(unet(...), target) in float32 and its gradients for adapter `name`'s parameters; the base
+// stays as it is (frozen). A diagnostic for tests and tools; training steps are native.
+Napi::Value unetLossAndGradients(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    auto holder = UNetHandle::unwrap(info[0], "unet");
+    at::Tensor sample = TensorHandle::unwrap(info[1], "sample");
+    at::Tensor timestep = readTimestep(info[2], "timestep");
+    at::Tensor context = TensorHandle::unwrap(info[3], "encoderHiddenStates");
+    at::Tensor target = TensorHandle::unwrap(info[4], "target");
+    std::string name = readName(info[5]);
+    return PromiseWorker<AdapterGradients>::run(
+        env, "sdtune:lora.unetLossAndGradients",
+        [holder, sample, timestep, context, target, name]() {
+          std::lock_guard<std::mutex> lock(holder->mutex);
+          auto& unet = *holder->module;
+          NamedTensors params = lora::parameters(unet, name);
+          for (auto& [n, p] : params) {
+            if (!p.requires_grad()) throw std::invalid_argument("LoRA \"" + name + "\" is not trainable");
+            p.mutable_grad() = at::Tensor();
+          }
+          torch::AutoGradMode enable(true);
+          AdapterGradients r;
+          at::Tensor output = unet.forward(sample.to(holder->device, holder->dtype), timestep,
+                                           context.to(holder->device, holder->dtype));
+          at::Tensor loss = torch::mse_loss(output.to(at::kFloat), target.to(output.device(), at::kFloat));
+          loss.backward();
+          r.loss = loss.detach();
+          r.output = output.detach();
+          for (auto& [n, p] : params) {
+            r.grads.emplace_back(n, p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
+            p.mutable_grad() = at::Tensor();
+          }
+          for (const auto& item : unet.named_parameters(true)) {
+            if (item.value().grad().defined()) r.frozenWithGrad.push_back(item.key());
+          }
+          return r;
+        },
+        [](Napi::Env env, AdapterGradients& r) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("loss", TensorHandle::wrap(env, r.loss));
+          out.Set("output", TensorHandle::wrap(env, r.output));
+          out.Set("grads", namedToJs(env, r.grads));
+          auto frozen = Napi::Array::New(env, r.frozenWithGrad.size());
+          for (size_t i = 0; i < r.frozenWithGrad.size(); ++i)
+            frozen.Set(static_cast<uint32_t>(i), r.frozenWithGrad[i]);
+          out.Set("frozenWithGrad", frozen);
+          return out;
+        });
+  });
+}
+
+void initLora(Napi::Env env, Napi::Object exports) {
+  Napi::Object ns = Napi::Object::New(env);
+  ns.Set("modules", Napi::Function::New(env, modules));
+  ns.Set("attach", Napi::Function::New(env, attach));
+  ns.Set("create", Napi::Function::New(env, create));
+  ns.Set("parameters", Napi::Function::New(env, parameters));
+  ns.Set("extract", Napi::Function::New(env, extract));
+  ns.Set("list", Napi::Function::New(env, list));
+  ns.Set("setAdapters", Napi::Function::New(env, setAdapters));
+  ns.Set("setEnabled", Napi::Function::New(env, setEnabled));
+  ns.Set("remove", Napi::Function::New(env, remove));
+  ns.Set("fuse", Napi::Function::New(env, fuse));
+  ns.Set("unfuse", Napi::Function::New(env, unfuse));
+  ns.Set("unetLossAndGradients", Napi::Function::New(env, unetLossAndGradients));
+  exports.Set("lora", ns);
+}
+
+}  // namespace
+
+SDTUNE_REGISTER_BINDING(lora, initLora);
+
+}  // namespace sdtune

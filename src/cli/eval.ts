@@ -1,0 +1,208 @@
+// `sdtune eval`: CLIP score (torchmetrics semantics), CLIP-T and CLIP-I for image folders
+// or for images generated with a base model and LoRAs; writes eval.json, grids and report.html.
+import { basename, dirname, extname, resolve } from "node:path";
+
+import { applyOverrides, loadConfigFile } from "../config/load.js";
+import { evaluate } from "../eval/evaluate.js";
+import { formatStat } from "../eval/results.js";
+import type { ProgressEvent } from "../native.js";
+import { interruptSignal, parseCommandArgs, UsageError, type Command } from "./command.js";
+import { ProgressBar } from "./progress.js";
+
+const help = [
+  "usage: sdtune eval --images DIR[=NAME] [--images DIR2 ...] --out DIR [options] [key=value ...]",
+  "       sdtune eval --model M [--lora FILE[@SCALE] ...] --prompt P [--prompt P2 ...] --out DIR [options]",
+  "       sdtune eval --config eval.yaml [key=value ...]",
+  "",
+  "Scores images with CLIP as torchmetrics' CLIPScore does (max(mean 100·cos, 0)), plus CLIP-T and,",
+  "with --instance, DreamBooth's CLIP-I; writes eval.json, grids/ and report.html into --out.",
+  "",
+  "score existing images (each folder is one variant):",
+  "  --images DIR[=NAME]   images with prompts from metadata.jsonl (file_name + prompt|text|caption,",
+  "                        optional seed), <name>.txt sidecars or PNG parameters; repeatable",
+  "  --prompts FILE        prompts for images that carry none (one per line or a JSON list), name order",
+  "generate first (needs the diffusion pipeline):",
+  "  --model M             base model folder or hub id; a 'base' variant is generated unless --no-base",
+  "  --lora FILE[@SCALE]   one variant per LoRA (scale default 1); repeatable",
+  "  --prompt P            repeatable;  --negative-prompt P",
+  "  --seeds 0,1,2         the same seeds for every variant;  --steps 25",
+  "  --sampler NAME        ddim, pndm, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras (default: the model's)",
+  "  --guidance-scale 7.5  --width W --height H  --no-base",
+  "common:",
+  "  --out DIR             output folder (required unless the config has output_dir)",
+  "  --instance DIR        real subject images: adds CLIP-I",
+  "  --clip ID|DIR         CLIP model (default openai/clip-vit-large-patch14)",
+  "  --runs DIR            training run folders whose metrics.jsonl loss curves go in the report; repeatable",
+  "  --title T  --batch-size 32  --device cpu|cuda  --dtype float32|float16|bfloat16  --grid-cell 256",
+  "  --config FILE         YAML/JSON eval config; flags and key=value overrides apply on top",
+  "  --json                print the summary as JSON",
+].join("\n");
+
+export const command: Command = {
+  help,
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(argv, {
+      config: { type: "string" },
+      images: { type: "string", multiple: true },
+      prompts: { type: "string" },
+      model: { type: "string" },
+      lora: { type: "string", multiple: true },
+      prompt: { type: "string", multiple: true },
+      "negative-prompt": { type: "string" },
+      seeds: { type: "string" },
+      sampler: { type: "string" },
+      steps: { type: "string" },
+      "guidance-scale": { type: "string" },
+      width: { type: "string" },
+      height: { type: "string" },
+      "no-base": { type: "boolean" },
+      out: { type: "string" },
+      instance: { type: "string" },
+      clip: { type: "string" },
+      runs: { type: "string", multiple: true },
+      title: { type: "string" },
+      "batch-size": { type: "string" },
+      device: { type: "string" },
+      dtype: { type: "string" },
+      "grid-cell": { type: "string" },
+      json: { type: "boolean" },
+    });
+    const config = buildConfig(values, positionals, values.config ? await loadConfigFile(values.config as string) : {});
+    const json = Boolean(values.json);
+    const interrupt = interruptSignal();
+    const bars = new Map<string, ProgressBar>();
+    const onProgress = (event: ProgressEvent): void => {
+      if (json) return;
+      const key = `${event.phase}${event.variant ? ` ${event.variant}` : ""}`;
+      let bar = bars.get(key);
+      if (!bar) {
+        bar = new ProgressBar({ label: key, total: event.total, unit: event.phase === "generate" ? "img" : "it" });
+        bars.set(key, bar);
+      }
+      bar.update(event.step);
+      if (event.step >= event.total) bar.done();
+    };
+    try {
+      const { result, files } = await evaluate(config, { signal: interrupt.signal, onProgress });
+      if (json) {
+        console.log(
+          JSON.stringify(
+            {
+              report: files.report,
+              evalJson: files.evalJson,
+              variants: result.variants.map((v) => ({
+                name: v.name,
+                images: v.images,
+                clipScore: v.summary.clipScore,
+                clipT: v.summary.clipT,
+                clipI: v.summary.clipI,
+              })),
+            },
+            null,
+            2,
+          ),
+        );
+        return 0;
+      }
+      const rows = result.variants.map((v) => [
+        v.name,
+        String(v.images),
+        formatStat(v.summary.clipScore, 2),
+        formatStat(v.summary.clipT, 4),
+        v.summary.clipI ? formatStat(v.summary.clipI, 4) : "–",
+      ]);
+      const head = ["variant", "images", "CLIP score", "CLIP-T", "CLIP-I"];
+      const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+      for (const row of [head, ...rows]) console.log(row.map((c, i) => c.padEnd(widths[i]!)).join("  "));
+      console.log(`\nreport: ${files.report}\nnumbers: ${files.evalJson}`);
+      const truncated = result.variants.flatMap((v) => v.truncatedPrompts);
+      if (truncated.length) {
+        console.error(
+          `note: ${new Set(truncated).size} prompt(s) were longer than the CLIP text model and were cut (see eval.json)`,
+        );
+      }
+      return 0;
+    } finally {
+      interrupt.dispose();
+    }
+  },
+};
+
+const GENERIC_LORA_NAMES = new Set(["pytorch_lora_weights", "adapter_model", "lora", "model"]);
+
+const number = (value: unknown, name: string): number | undefined => {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got "${String(value)}"`);
+  return n;
+};
+
+/** Flags and key=value overrides on top of the config file (flags win). */
+export function buildConfig(
+  values: Record<string, unknown>,
+  positionals: string[],
+  fileConfig: Record<string, unknown>,
+): Record<string, unknown> {
+  const overrides = positionals.filter((p) => p.includes("="));
+  const stray = positionals.filter((p) => !p.includes("="));
+  if (stray.length)
+    throw new UsageError(`unexpected argument "${stray[0]}" (use --images DIR, or key=value overrides)`);
+  const c: Record<string, unknown> = { ...fileConfig };
+  const set = (key: string, value: unknown): void => {
+    if (value !== undefined) c[key] = value;
+  };
+  set("output_dir", values.out);
+  set("title", values.title);
+  set("clip_model", values.clip);
+  set("clip_dtype", values.dtype);
+  set("device", values.device);
+  set("batch_size", number(values["batch-size"], "batch-size"));
+  set("grid_cell", number(values["grid-cell"], "grid-cell"));
+  set("instance_images", values.instance);
+  set("prompts_file", values.prompts);
+  if (values.runs) c.runs = values.runs;
+  if (values.images) {
+    c.images = (values.images as string[]).map((spec) => {
+      const eq = spec.lastIndexOf("=");
+      return eq > 0 ? { path: spec.slice(0, eq), name: spec.slice(eq + 1) } : { path: spec };
+    });
+  }
+  const wantsGenerate = values.model !== undefined || values.prompt !== undefined || values.lora !== undefined;
+  if (wantsGenerate) {
+    const g: Record<string, unknown> = { ...((c.generate as Record<string, unknown> | undefined) ?? {}) };
+    const gset = (key: string, value: unknown): void => {
+      if (value !== undefined) g[key] = value;
+    };
+    gset("model", values.model);
+    gset("prompts", values.prompt);
+    gset("negative_prompt", values["negative-prompt"]);
+    gset("sampler", values.sampler);
+    gset("steps", number(values.steps, "steps"));
+    gset("guidance_scale", number(values["guidance-scale"], "guidance-scale"));
+    gset("width", number(values.width, "width"));
+    gset("height", number(values.height, "height"));
+    if (values["no-base"]) g.include_base = false;
+    if (values.seeds !== undefined) {
+      g.seeds = String(values.seeds)
+        .split(",")
+        .map((s) => {
+          const n = Number(s.trim());
+          if (!Number.isInteger(n) || n < 0) throw new UsageError(`--seeds must be non-negative integers, got "${s}"`);
+          return n;
+        });
+    }
+    if (values.lora) {
+      g.variants = (values.lora as string[]).map((spec) => {
+        const at = spec.lastIndexOf("@");
+        const path = at > 0 ? spec.slice(0, at) : spec;
+        const scale = at > 0 ? number(spec.slice(at + 1), "lora scale") : 1;
+        const stem = basename(path, extname(path));
+        // diffusers/peft files share generic names; their folder names the LoRA.
+        const name = GENERIC_LORA_NAMES.has(stem) ? basename(dirname(resolve(path))) : stem || path;
+        return { name, loras: [{ path, scale, name }] };
+      });
+    }
+    c.generate = g;
+  }
+  return applyOverrides(c, overrides);
+}
