@@ -156,3 +156,7 @@ export type {
   Stat,
   VariantMetrics,
 } from "./eval/index.js";
+
+// Stable Diffusion pipelines: loadPipeline, generate, savePipeline (src/pipeline).
+export * from "./pipeline/index.js";
+export { checkModelOptions, MODEL_DTYPES } from "./models/options.js";

@@ -239,7 +239,11 @@ describe("TextEncoder errors", () => {
     await expect(TextEncoder.load(empty)).rejects.toThrow(`${join(empty, "config.json")}: file not found`);
     await copyFile(join(TE_DIR, "config.json"), join(empty, "config.json"));
     await expect(TextEncoder.load(empty)).rejects.toThrow(/no weights found/);
-    await expect(TextEncoder.load(TE_DIR, { variant: "fp16" })).rejects.toThrow(/no "fp16" variant weights/);
+    // A variant the folder lacks falls back to the plain weights, as diffusers does, with a warning.
+    const warnings: string[] = [];
+    const fallback = await TextEncoder.load(TE_DIR, { variant: "fp16", onWarning: (m) => warnings.push(m) });
+    expect(warnings).toEqual([expect.stringMatching(/no "fp16" variant weights .*using model\.safetensors instead/)]);
+    fallback.dispose();
     await writeFile(join(empty, "pytorch_model.bin"), "not really a pickle");
     await expect(TextEncoder.load(empty)).rejects.toThrow(/only pickled weights found \(pytorch_model\.bin\)/);
   });

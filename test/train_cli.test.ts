@@ -96,16 +96,18 @@ describe("sdtune train (process)", () => {
     await sameTensors(lora("whole"), lora("sigint"));
 
     // SIGKILL while checkpoint-4 is being written (held open between its files and its manifest).
-    const killed = cli(["train", "--config", await writeConfig("sigkill")], { SDTUNE_CHECKPOINT_DELAY_MS: "60000" });
-    await waitFor(
-      () =>
-        existsSync(checkpoints("sigkill")) &&
-        readdirSync(checkpoints("sigkill")).some((n) => n.startsWith("checkpoint-2.partial")),
-    );
-    // checkpoint-2 is torn too; kill during it: latest must then be "no checkpoint" and the run restarts cleanly.
+    const killed = cli(["train", "--config", await writeConfig("sigkill")], { SDTUNE_CHECKPOINT_DELAY: "4:60000" });
+    const torn = () =>
+      existsSync(checkpoints("sigkill")) &&
+      readdirSync(checkpoints("sigkill")).some((n) => n.startsWith("checkpoint-4.partial"));
+    await waitFor(torn).catch((error: Error) => {
+      throw new Error(`${error.message}; the run said: ${killed.stderr()}`);
+    });
     killed.child.kill("SIGKILL");
     await killed.done;
-    expect(readdirSync(checkpoints("sigkill")).some((n) => n === "checkpoint-2")).toBe(false);
+    const left = readdirSync(checkpoints("sigkill"));
+    expect(left).toContain("checkpoint-2");
+    expect(left).not.toContain("checkpoint-4");
     const after = cli(["train", "--config", await writeConfig("sigkill"), "--resume", "latest"]);
     expect(await after.done, after.stderr()).toBe(0);
     await sameTensors(lora("whole"), lora("sigkill"));

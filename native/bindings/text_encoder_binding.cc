@@ -79,12 +79,29 @@ std::shared_ptr<TextEncoderHolder> TextEncoderHandle::live(Napi::Env env) const 
   return holder_;
 }
 
-// load({config, files, dtype?, device?, ignorePrefixes?}) -> Promise<TextEncoder>
+// load({config, files, dtype?, device?, ignorePrefixes?}) -> Promise<TextEncoder>;
+// {config, randomSeed, dtype?, device?} instead of files: a seeded random init.
 Napi::Value TextEncoderHandle::load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
     Napi::Object options = requireObject(info[0], "options");
     models::CLIPTextOptions config = readClipTextOptions(options.Get("config"), "options.config");
+    if (auto seed = getOptionalInt(options, "randomSeed", "options")) {
+      if (*seed < 0) throw std::invalid_argument("options.randomSeed must be >= 0");
+      models::CLIPLoadOptions load;
+      load.dtype = parseDtype(getOptionalString(options, "dtype", "options").value_or("float32"));
+      load.device = parseDevice(getOptionalString(options, "device", "options").value_or("cpu"));
+      return PromiseWorker<std::shared_ptr<TextEncoderHolder>>::run(
+          env, "sdtune:TextEncoder.load",
+          [config, load, seed = static_cast<uint64_t>(*seed)]() {
+            auto holder = std::make_shared<TextEncoderHolder>();
+            holder->model = models::randomCLIPTextModel(config, seed, load);
+            holder->dtype = load.dtype;
+            holder->device = load.device;
+            return holder;
+          },
+          [](Napi::Env env, std::shared_ptr<TextEncoderHolder>& holder) { return wrap(env, holder); });
+    }
     ClipLoadRequest request = readClipLoadRequest(options, "text_encoder");
     return PromiseWorker<std::shared_ptr<TextEncoderHolder>>::run(
         env, "sdtune:TextEncoder.load",

@@ -82,6 +82,15 @@ CLIPTextModel loadCLIPTextModel(const CLIPTextOptions& options, const std::vecto
   return model;
 }
 
+CLIPTextModel randomCLIPTextModel(const CLIPTextOptions& options, uint64_t seed, const CLIPLoadOptions& load) {
+  checkTransformerDtype(load.dtype, load.device, load.what);
+  torch::manual_seed(seed);
+  CLIPTextModel model(options);
+  castModule(*model, load.dtype, load.device);
+  finishLoad(model);
+  return model;
+}
+
 CLIPModel loadCLIPModel(const CLIPModelOptions& options, const std::vector<std::string>& files,
                         const CLIPLoadOptions& load) {
   checkTransformerDtype(load.dtype, load.device, load.what);

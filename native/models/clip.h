@@ -61,6 +61,8 @@ CLIPTextModel loadCLIPTextModel(const CLIPTextOptions& options, const std::vecto
                                 const CLIPLoadOptions& load);
 CLIPModel loadCLIPModel(const CLIPModelOptions& options, const std::vector<std::string>& files,
                         const CLIPLoadOptions& load);
+// A seeded random init (libtorch's default layer init), frozen, in eval mode: tests and benchmarks.
+CLIPTextModel randomCLIPTextModel(const CLIPTextOptions& options, uint64_t seed, const CLIPLoadOptions& load);
 
 // Throws std::invalid_argument when this libtorch cannot run a transformer in `dtype` on
 // `device` (libtorch 1.13 has no float16 matmul on the CPU), saying what to use instead.

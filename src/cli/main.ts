@@ -10,6 +10,7 @@ const commands: Record<string, () => Promise<Command>> = {
   lora: async () => (await import("./lora.js")).command,
   cache: async () => (await import("./cache.js")).command,
   train: async () => (await import("./train.js")).command,
+  generate: async () => (await import("./generate.js")).command,
 };
 
 /** Later commands add themselves here; kept separate so the table reads top to bottom. */

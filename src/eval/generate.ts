@@ -102,7 +102,7 @@ export interface DiffusionPipelineLike {
   dispose?(): void;
 }
 
-type PipelineImage = { png: Buffer; seed: number; width?: number; height?: number };
+type PipelineImage = { png?: Buffer; seed: number; width?: number; height?: number };
 type PipelineImages = PipelineImage[] | { images: PipelineImage[] };
 
 /** Adapts a pipeline to ImageGenerator: LoRAs load once by name, then switch per variant. */
@@ -142,7 +142,7 @@ export function generatorFromPipeline(pipeline: DiffusionPipelineLike, model: st
       });
       const images = Array.isArray(result) ? result : result.images;
       const image = images[0];
-      if (!image) throw new Error(`the pipeline returned no image for seed ${request.seed}`);
+      if (!image?.png) throw new Error(`the pipeline returned no PNG image for seed ${request.seed}`);
       const size = pngSize(image.png);
       return { png: image.png, seed: image.seed, width: size.width, height: size.height };
     },

@@ -8,6 +8,7 @@
 // or an index plus its shards). Pickled weights are never fetched. With a
 // variant, a component that has no weights of that variant uses its plain ones,
 // as diffusers' from_pretrained does.
+import { WEIGHT_STEMS, findWeightFile } from "../models/files.js";
 import { PICKLE, globToRegExp, isGlob, matchesAny } from "./repo.js";
 
 /** The files of one commit, remote or cached. */
@@ -68,7 +69,6 @@ const TOKENIZER_FILES = [
   "spiece.model",
   "tokenizer.model",
 ];
-const WEIGHT_STEMS = ["diffusion_pytorch_model", "model"];
 
 export async function planPipeline(fs: FileSet, options: PipelineOptions, repoName: string): Promise<Plan> {
   const plan = newPlan();
@@ -156,20 +156,6 @@ async function planComponent(
   if (names.has("config.json") || hasWeightFiles) await planWeights(fs, plan, folder, names, variant, repoName);
 }
 
-/** A single weights file or a shard index in `names` for stem + variant. */
-function findWeights(names: Set<string>, variant: string | undefined): string | undefined {
-  for (const stem of WEIGHT_STEMS) {
-    const single = variant ? `${stem}.${variant}.safetensors` : `${stem}.safetensors`;
-    // diffusers/transformers name a variant's index "<stem>.safetensors.index.<variant>.json"
-    const indexes = variant
-      ? [`${stem}.safetensors.index.${variant}.json`, `${stem}.${variant}.safetensors.index.json`]
-      : [`${stem}.safetensors.index.json`];
-    const found = [single, ...indexes].find((name) => names.has(name));
-    if (found) return found;
-  }
-  return undefined;
-}
-
 /**
  * The weight files of one model folder: the variant's if it has them, else the
  * plain ones; a single file, or an index and its shards. That a folder has no
@@ -184,7 +170,7 @@ async function planWeights(
   variant: string | undefined,
   repoName: string,
 ): Promise<void> {
-  let weights = variant ? findWeights(names, variant) : undefined;
+  let weights = variant ? findWeightFile(names, variant) : undefined;
   if (!weights) {
     if (variant) {
       const markers = WEIGHT_STEMS.map((stem) => `${folder}/${stem}.${variant}.safetensors`);
@@ -194,7 +180,7 @@ async function planWeights(
         return;
       }
     }
-    weights = findWeights(names, undefined);
+    weights = findWeightFile(names, undefined);
   }
   if (weights?.endsWith(".json")) return planShards(fs, plan, `${folder}/${weights}`, repoName);
   if (weights) {

@@ -19,9 +19,13 @@ function isLatin1(text: string): boolean {
   return /^[\u0000-\u00ff]*$/.test(text);
 }
 
-/** Returns a copy of `png` with text chunks inserted right after IHDR. */
+/**
+ * Returns a copy of `png` with text chunks inserted right after IHDR. Text chunks already
+ * there under the same keywords are dropped, so re-tagging an image replaces its text.
+ */
 export function addPngText(png: Buffer, entries: Record<string, string>): Buffer {
   if (png.length < 33 || !png.subarray(0, 8).equals(SIGNATURE)) throw new Error("addPngText: not a PNG");
+  png = withoutText(png, new Set(Object.keys(entries)));
   const ihdrEnd = 8 + 12 + png.readUInt32BE(8);
   const chunks: Buffer[] = [];
   for (const [keyword, text] of Object.entries(entries)) {
@@ -37,6 +41,26 @@ export function addPngText(png: Buffer, entries: Record<string, string>): Buffer
     }
   }
   return Buffer.concat([png.subarray(0, ihdrEnd), ...chunks, png.subarray(ihdrEnd)]);
+}
+
+/** `png` without its tEXt / iTXt / zTXt chunks whose keyword is in `keywords`. */
+function withoutText(png: Buffer, keywords: Set<string>): Buffer {
+  const kept: Buffer[] = [png.subarray(0, 8)];
+  let offset = 8;
+  let dropped = false;
+  while (offset + 12 <= png.length) {
+    const length = png.readUInt32BE(offset);
+    const type = png.toString("latin1", offset + 4, offset + 8);
+    const end = Math.min(png.length, offset + 12 + length);
+    const data = png.subarray(offset + 8, offset + 8 + length);
+    const zero = data.indexOf(0);
+    const isText = type === "tEXt" || type === "iTXt" || type === "zTXt";
+    if (isText && zero > 0 && keywords.has(data.toString("latin1", 0, zero))) dropped = true;
+    else kept.push(png.subarray(offset, end));
+    offset = end;
+  }
+  if (offset < png.length) kept.push(png.subarray(offset));
+  return dropped ? Buffer.concat(kept) : png;
 }
 
 /** Every uncompressed tEXt/iTXt entry of a PNG. */

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { native, type NativeClipModel, type Tensor } from "../native.js";
 import { nativeClipModelConfig, parseClipConfig, type ClipConfig } from "./clip_config.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
-import { checkLoadOptions, type ModelDType, type ModelLoadOptions } from "./options.js";
+import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
 
 export class ClipModel {
   private constructor(
@@ -16,10 +16,10 @@ export class ClipModel {
   ) {}
 
   static async load(dir: string, options: ModelLoadOptions = {}): Promise<ClipModel> {
-    checkLoadOptions(options, "ClipModel.load");
+    checkModelOptions(options, "ClipModel.load");
     const configPath = join(dir, "config.json");
     const config = parseClipConfig(readJsonFile(configPath), configPath);
-    const files = resolveWeightFiles(dir, { variant: options.variant });
+    const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
     const handle = await native().ClipModel.load({
       config: nativeClipModelConfig(config),
       files,

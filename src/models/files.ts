@@ -7,39 +7,62 @@ import { basename, join } from "node:path";
 export interface WeightFileOptions {
   /** e.g. "fp16": prefer diffusion_pytorch_model.fp16.safetensors. */
   variant?: string;
+  /** Told when the folder has no weights of `variant` and its plain weights are used instead. */
+  onWarning?: (message: string) => void;
 }
 
 const PICKLE = /\.(bin|ckpt|pt|pth|pkl)$/;
 
+/** The weight file stems of diffusers (diffusion_pytorch_model) and transformers (model) folders. */
+export const WEIGHT_STEMS = ["diffusion_pytorch_model", "model"] as const;
+
 /**
- * The safetensors files holding a component's weights, in load order.
- * Looks for `<stem>[.<variant>].safetensors`, then a sharded
- * `<stem>[.<variant>].safetensors.index.json`, for the usual stems
- * (diffusion_pytorch_model, model). Throws an Error naming the folder otherwise.
+ * The file names that hold `stem`'s weights for `variant`, in order of preference: the single
+ * file `<stem>[.<variant>].safetensors`, then a shard index. diffusers and transformers name a
+ * variant's index `<stem>.safetensors.index.<variant>.json`; older diffusers wrote
+ * `<stem>.<variant>.safetensors.index.json`, which is accepted too. (src/hub/plan.ts downloads
+ * by the same names.)
+ */
+export function weightFileNames(stem: string, variant: string | undefined): string[] {
+  if (!variant) return [`${stem}.safetensors`, `${stem}.safetensors.index.json`];
+  return [
+    `${stem}.${variant}.safetensors`,
+    `${stem}.safetensors.index.${variant}.json`,
+    `${stem}.${variant}.safetensors.index.json`,
+  ];
+}
+
+/** The first weights file (or shard index) present among `names`, over the usual stems. */
+export function findWeightFile(names: ReadonlySet<string>, variant: string | undefined): string | undefined {
+  for (const stem of WEIGHT_STEMS) {
+    const found = weightFileNames(stem, variant).find((name) => names.has(name));
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/**
+ * The safetensors files holding a component's weights, in load order: a single file, or
+ * the shards a `.index[.<variant>].json` names. With a variant the folder lacks, its plain
+ * weights are used (as diffusers' from_pretrained does per component) and `onWarning` is
+ * told. Pickled checkpoints are refused. Throws an Error naming the folder otherwise.
  */
 export function resolveWeightFiles(dir: string, options: WeightFileOptions = {}): string[] {
   if (!existsSync(dir)) throw new Error(`${dir}: folder not found`);
-  const entries = readdirSync(dir);
-  const stems = ["diffusion_pytorch_model", "model"];
-  const variantPart = options.variant ? `.${options.variant}` : "";
-  for (const stem of stems) {
-    const single = `${stem}${variantPart}.safetensors`;
-    if (entries.includes(single)) return [join(dir, single)];
-    const index = `${stem}${variantPart}.safetensors.index.json`;
-    if (entries.includes(index)) return shardsFromIndex(join(dir, index));
-  }
-  const pickles = entries.filter((e) => PICKLE.test(e));
-  if (options.variant) {
-    const plain = stems.some(
-      (s) => entries.includes(`${s}.safetensors`) || entries.includes(`${s}.safetensors.index.json`),
-    );
-    if (plain) {
-      throw new Error(
-        `${dir}: no "${options.variant}" variant weights (expected e.g. diffusion_pytorch_model.${options.variant}.safetensors); ` +
-          "load without a variant, or convert the weights to that variant",
+  const entries = new Set(readdirSync(dir));
+  const { variant } = options;
+  let found = findWeightFile(entries, variant);
+  if (!found && variant) {
+    found = findWeightFile(entries, undefined);
+    if (found) {
+      options.onWarning?.(
+        `${dir}: no "${variant}" variant weights (e.g. ${weightFileNames(WEIGHT_STEMS[0], variant)[0]}); ` +
+          `using ${found} instead, as diffusers does`,
       );
     }
   }
+  if (found) return found.endsWith(".json") ? shardsFromIndex(join(dir, found)) : [join(dir, found)];
+  const pickles = [...entries].filter((e) => PICKLE.test(e)).sort();
   if (pickles.length) {
     throw new Error(
       `${dir}: only pickled weights found (${pickles.join(", ")}). sdtune loads safetensors only, ` +

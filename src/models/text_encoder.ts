@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { native, type NativeTextEncoder, type Tensor, type TextEncoderOutput } from "../native.js";
 import { nativeClipTextConfig, parseClipTextEncoderConfig, type ClipTextConfig } from "./clip_config.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
-import { checkLoadOptions, type ModelDType, type ModelLoadOptions } from "./options.js";
+import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
 
 export type { ModelDType, ModelLoadOptions } from "./options.js";
 
@@ -26,16 +26,16 @@ export class TextEncoder {
     /** The native handle, for other native components (pipeline, trainer, LoRA). */
     readonly handle: NativeTextEncoder,
     readonly config: ClipTextConfig,
-    /** The folder it was loaded from. */
-    readonly path: string,
+    /** The folder it was loaded from (undefined for a random init). */
+    readonly path: string | undefined,
   ) {}
 
   /** Loads a CLIPTextModel folder (or the text tower of a CLIPModel folder). */
   static async load(dir: string, options: ModelLoadOptions = {}): Promise<TextEncoder> {
-    checkLoadOptions(options, "TextEncoder.load");
+    checkModelOptions(options, "TextEncoder.load");
     const configPath = join(dir, "config.json");
     const { config, ignorePrefixes } = parseClipTextEncoderConfig(readJsonFile(configPath), configPath);
-    const files = resolveWeightFiles(dir, { variant: options.variant });
+    const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
     const handle = await native().TextEncoder.load({
       config: nativeClipTextConfig(config),
       files,
@@ -44,6 +44,25 @@ export class TextEncoder {
       ignorePrefixes,
     });
     return new TextEncoder(handle, config, dir);
+  }
+
+  /**
+   * A randomly initialised text encoder (seeded; libtorch's default layer init) for a
+   * CLIPTextConfig object: tests and benchmarks. `path` is undefined.
+   */
+  static async fromConfig(
+    raw: unknown,
+    options: { seed?: number; dtype?: ModelDType; device?: string } = {},
+  ): Promise<TextEncoder> {
+    checkModelOptions(options, "TextEncoder.fromConfig");
+    const { config } = parseClipTextEncoderConfig(raw, "TextEncoder.fromConfig config");
+    const handle = await native().TextEncoder.load({
+      config: nativeClipTextConfig(config),
+      randomSeed: options.seed ?? 0,
+      dtype: options.dtype ?? "float32",
+      device: options.device ?? "cpu",
+    });
+    return new TextEncoder(handle, config, undefined);
   }
 
   get dtype(): ModelDType {
@@ -84,6 +103,11 @@ export class TextEncoder {
 
   get gradientCheckpointing(): boolean {
     return this.handle.gradientCheckpointing;
+  }
+
+  /** Every weight by checkpoint key: views of the live tensors (fused LoRA shows, unfused adapters do not), no copy. */
+  stateDict(): Promise<[string, Tensor][]> {
+    return this.handle.stateDict();
   }
 
   /** Frees the weights (idempotent). */

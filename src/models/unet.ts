@@ -5,7 +5,11 @@ import { join } from "node:path";
 import { native, type NativeUNet, type ParameterInfo, type Tensor, type UNetLossAndGradients } from "../native.js";
 import { nativeUNetConfig, parseUNetConfig, type UNetConfig } from "./config.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
-import { checkLoadOptions, type ModelDType, type ModelLoadOptions } from "./options.js";
+import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
+
+export { checkModelOptions } from "./options.js";
+export type UNetDType = ModelDType;
+export type UNetLoadOptions = ModelLoadOptions;
 
 export class UNet {
   private constructor(
@@ -19,10 +23,10 @@ export class UNet {
 
   /** Loads a diffusers unet/ folder. */
   static async load(dir: string, options: ModelLoadOptions = {}): Promise<UNet> {
-    checkLoadOptions(options, "UNet.load");
+    checkModelOptions(options, "UNet.load");
     const configPath = join(dir, "config.json");
     const config = parseUNetConfig(readJsonFile(configPath), configPath);
-    const files = resolveWeightFiles(dir, { variant: options.variant });
+    const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
     const handle = await native().UNet.load({
       config: nativeUNetConfig(config),
       files,
@@ -37,7 +41,7 @@ export class UNet {
     raw: unknown,
     options: { seed?: number; dtype?: ModelDType; device?: string } = {},
   ): Promise<UNet> {
-    checkLoadOptions(options, "UNet.fromConfig");
+    checkModelOptions(options, "UNet.fromConfig");
     const config = parseUNetConfig(raw, "UNet.fromConfig config");
     const handle = await native().UNet.load({
       config: nativeUNetConfig(config),
@@ -109,6 +113,11 @@ export class UNet {
   /** Every parameter (name = checkpoint key), in module order. */
   parameterInfo(): ParameterInfo[] {
     return this.handle.parameterInfo();
+  }
+
+  /** Every weight by checkpoint key: views of the live tensors (fused LoRA shows, unfused adapters do not), no copy. */
+  stateDict(): Promise<[string, Tensor][]> {
+    return this.handle.stateDict();
   }
 
   /** Frees the weights (idempotent); running work keeps them until it ends. */

@@ -6,7 +6,7 @@ import { native, type LatentDistribution, type NativeVAE, type ProgressEvent, ty
 import { cancelTokenFor } from "../tensor.js";
 import { nativeVAEConfig, parseVAEConfig, type VAEConfig } from "./config.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
-import { checkLoadOptions, type ModelLoadOptions } from "./options.js";
+import { checkModelOptions, warningSink, type ModelLoadOptions } from "./options.js";
 
 export type VAELoadOptions = ModelLoadOptions;
 
@@ -40,10 +40,10 @@ export class VAE {
 
   /** Loads a diffusers vae/ folder. */
   static async load(dir: string, options: VAELoadOptions = {}): Promise<VAE> {
-    checkLoadOptions(options, "VAE.load");
+    checkModelOptions(options, "VAE.load");
     const configPath = join(dir, "config.json");
     const config = parseVAEConfig(readJsonFile(configPath), configPath);
-    const files = resolveWeightFiles(dir, { variant: options.variant });
+    const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
     const handle = await native().VAE.load({
       config: nativeVAEConfig(config),
       files,
@@ -58,7 +58,7 @@ export class VAE {
     raw: unknown,
     options: { seed?: number; dtype?: VAELoadOptions["dtype"]; device?: string } = {},
   ): Promise<VAE> {
-    checkLoadOptions(options, "VAE.fromConfig");
+    checkModelOptions(options, "VAE.fromConfig");
     const config = parseVAEConfig(raw, "VAE.fromConfig config");
     const handle = await native().VAE.load({
       config: nativeVAEConfig(config),
@@ -138,6 +138,11 @@ export class VAE {
       tileSize: options.tileSize,
       tileOverlap: options.tileOverlap,
     });
+  }
+
+  /** Every weight by checkpoint key: views of the live tensors (fused LoRA shows, unfused adapters do not), no copy. */
+  stateDict(): Promise<[string, Tensor][]> {
+    return this.handle.stateDict();
   }
 
   /** Frees the weights (idempotent). */

@@ -205,6 +205,11 @@ export class TextEmbeddingCache {
         `TextEmbeddingCache: the text encoder runs in ${te.dtype} but the cache was opened for ${this.dtype}`,
       );
     }
+    if (!te.path) {
+      throw new Error(
+        "TextEmbeddingCache: the text encoder was built in memory (no folder), so the cache cannot tell which model it is",
+      );
+    }
     const fp = await fingerprintModel(te.path, { variant: this.variant, memoDir: this.dir });
     if (fp.id !== this.textEncoder.id) {
       throw new Error(
