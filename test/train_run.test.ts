@@ -1,10 +1,11 @@
 // Whole training runs on the tiny fixture model: outputs, exact resume after an
 // interruption (text-to-image LoRA, DreamBooth LoRA with prior preservation, a
 // full fine-tune and a two-stage run), and refusing to overwrite a run.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { readPngText } from "../src/io/png.js";
 import { readSafetensors } from "../src/io/safetensors.js";
 import { native } from "../src/native.js";
 import { readMetrics } from "../src/train/metrics.js";
@@ -157,5 +158,49 @@ describe("train()", () => {
     expect(a.stages.map((s) => s.name)).toEqual(["concept", "personal"]);
     for (const i of [0, 1]) await tensorsEqual(a.stages[i]!.loraFiles.kohya!, b.stages[i]!.loraFiles.kohya!);
     expect(await metricsWithoutTimes(b.outputDir)).toEqual(await metricsWithoutTimes(a.outputDir));
+  });
+
+  it("DreamBooth generates missing class images with the base model, and validation samples every N steps", async () => {
+    const out = join(dir.path, "db-gen");
+    const classDir = join(dir.path, "generated-classes");
+    const result = await train(
+      dreambooth(out, {
+        train_text_encoder: "none",
+        max_train_steps: 2,
+        prior_preservation: {
+          class_prompt: "a photo of a dog",
+          class_data_dir: classDir,
+          num_class_images: 3,
+          sample_batch_size: 2,
+          num_inference_steps: 2,
+        },
+        validation: { prompts: ["a photo of sks dog"], seeds: [1, 2], every_n_steps: 1, num_inference_steps: 2 },
+      }),
+    );
+    const classImages = readdirSync(classDir)
+      .filter((f) => f.endsWith(".png"))
+      .sort();
+    expect(classImages).toEqual(["class_00000.png", "class_00001.png", "class_00002.png"]);
+    expect(readPngText(readFileSync(join(classDir, classImages[0]!))).parameters).toMatch(/^a photo of a dog\n/);
+    for (const step of [1, 2]) {
+      const samples = join(out, "train", "samples", `step-${step}`);
+      expect(readdirSync(samples).sort()).toEqual(["grid.png", "prompt0_seed1.png", "prompt0_seed2.png"]);
+    }
+    expect(result.stages[0]!.steps).toBe(2);
+  });
+
+  it("cached latents train bit for bit like decoded pixels, also when a second run reads them back", async () => {
+    const config = (out: string, cache: boolean) =>
+      textToImage(out, {
+        center_crop: true,
+        max_train_steps: 3,
+        cache_latents: cache,
+        cache_dir: join(dir.path, "cache"),
+      });
+    const plain = await train(config(join(dir.path, "nocache"), false));
+    const cached = await train(config(join(dir.path, "cached"), true));
+    await tensorsEqual(plain.stages[0]!.loraFiles.kohya!, cached.stages[0]!.loraFiles.kohya!);
+    const again = await train(config(join(dir.path, "cached-again"), true));
+    await tensorsEqual(plain.stages[0]!.loraFiles.kohya!, again.stages[0]!.loraFiles.kohya!);
   });
 });

@@ -19,12 +19,26 @@ void synchronize(const at::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
 
-// Runs `body` holding a borrowed model's lock, after its beforeUse hook.
+// Puts a module in eval mode for a scope (a model mid-training has dropout on) and back.
+template <typename Module>
+struct EvalModeGuard {
+  explicit EvalModeGuard(Module module) : module_(std::move(module)), wasTraining_(module_->is_training()) {
+    if (wasTraining_) module_->eval();
+  }
+  ~EvalModeGuard() {
+    if (wasTraining_) module_->train();
+  }
+  Module module_;
+  bool wasTraining_;
+};
+
+// Runs `body` holding a borrowed model's lock, after its beforeUse hook, in eval mode.
 template <typename Module, typename Body>
 auto withModel(const Borrowed<Module>& model, Body body) -> decltype(body()) {
   std::unique_lock<std::mutex> lock;
   if (model.mutex) lock = std::unique_lock<std::mutex>(*model.mutex);
   if (model.beforeUse) model.beforeUse();
+  EvalModeGuard<Module> evalMode(model.module);
   torch::NoGradGuard noGrad;
   return body();
 }

@@ -170,6 +170,10 @@ const topShape = {
     .enum(["auto", "no", "fp16", "bf16"])
     .default("auto")
     .describe("auto: bf16 on GPUs that have it, fp16 with loss scaling on older ones, fp32 on CPU"),
+  cache_dir: z
+    .string()
+    .optional()
+    .describe("latent / text-embedding cache folder (default: $SDTUNE_CACHE_DIR or ~/.cache/sdtune)"),
   stages: z.array(z.record(z.string(), z.unknown())).min(1).optional(),
 };
 
@@ -184,6 +188,7 @@ export interface TrainConfig {
   seed: number;
   device: string;
   mixed_precision: "auto" | "no" | "fp16" | "bf16";
+  cache_dir?: string;
   stages: (StageConfig & { name: string })[];
 }
 
@@ -233,6 +238,7 @@ export function resolveTrainConfig(raw: unknown, source = "config"): TrainConfig
     seed: top.seed,
     device: top.device,
     mixed_precision: top.mixed_precision,
+    cache_dir: top.cache_dir,
     stages,
   };
 }

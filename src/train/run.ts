@@ -18,7 +18,7 @@ import { CheckpointStore } from "./checkpoints.js";
 import { MetricsLog } from "./metrics.js";
 import { choosePlacement, type Placement } from "./precision.js";
 import { saveStageOutputs, type StageRecord } from "./outputs.js";
-import { runStage, stageDir, type StageCheckpointState, type StageHooks, type StageProgress } from "./stage.js";
+import { runStage, stageDir, type StageCheckpointState, type StageProgress } from "./stage.js";
 import type { StageBase } from "./stage_models.js";
 
 export interface TrainOptions {
@@ -28,8 +28,8 @@ export interface TrainOptions {
   overrides?: string[];
   onProgress?: (event: StageProgress | { phase: "download"; [key: string]: unknown }) => void;
   signal?: AbortSignal;
-  /** Image generation for class images and validation samples (the pipeline provides it). */
-  hooks?: StageHooks;
+  /** Latent / text-embedding cache folder (default: $SDTUNE_CACHE_DIR or ~/.cache/sdtune). */
+  cacheDir?: string;
 }
 
 export interface TrainResult {
@@ -115,7 +115,7 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
       resumeFrom: stage === current ? resumeFrom : undefined,
       signal,
       onProgress: options.onProgress,
-      hooks: options.hooks,
+      cacheDir: options.cacheDir ?? resolved.cache_dir,
     };
     const outcome = await runStage(ctx);
     try {

@@ -5,17 +5,19 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 
 import type { StageConfig } from "../config/train.js";
-import { createBatchStream, openDataset, type Batch, type Dataset, type DatasetSpec } from "../data/index.js";
+import { createBatchStream, openDataset, type BatchOptions, type Dataset, type DatasetSpec } from "../data/index.js";
+import { createLatentBatchStream, LatentCache, TextEmbeddingCache, trainingCaptions } from "../data/cache/index.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { CheckpointStore } from "./checkpoints.js";
 import { learningRate } from "./lr_schedule.js";
 import type { MetricsLog } from "./metrics.js";
 import type { Placement } from "./precision.js";
-import { loadStageModels, type StageBase, type StageModels } from "./stage_models.js";
-import { Trainer } from "./trainer.js";
+import { generateClassImages, validationSamples } from "./images.js";
+import { addTrainable, loadStageBase, type StageBase, type StageModels } from "./stage_models.js";
+import { Trainer, type TrainBatch } from "./trainer.js";
 
 export interface StageProgress {
-  phase: "train" | "class-images" | "validation" | "save";
+  phase: "train" | "class-images" | "cache" | "validation" | "save";
   stage: string;
   step: number;
   total: number;
@@ -46,14 +48,8 @@ export interface StageContext {
   resumeFrom?: { dir: string; state: StageCheckpointState };
   signal?: AbortSignal;
   onProgress?: (event: StageProgress) => void;
-  /** Called with the live models before training (class images) and every validation interval. */
-  hooks?: StageHooks;
-}
-
-export interface StageHooks {
-  /** Make missing class images; returns the dataset to train on. */
-  prepareDataset?(dataset: Dataset, ctx: StageContext): Promise<Dataset>;
-  validate?(models: StageModels, step: number, ctx: StageContext): Promise<void>;
+  /** Where latent / text-embedding caches live (default: resolveCacheDir()). */
+  cacheDir?: string;
 }
 
 export interface StageOutcome {
@@ -62,6 +58,7 @@ export interface StageOutcome {
   dataset: Dataset;
   steps: number;
   lastLoss: number;
+  resolution: number;
 }
 
 const STATE_FILE = "training_state.safetensors";
@@ -117,20 +114,25 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
   const classDir = stage.prior_preservation
     ? (stage.prior_preservation.class_data_dir ?? join(ctx.runDir, "class_images", stage.name))
     : undefined;
-  let dataset = await openDataset(datasetSpecFor(stage, classDir), { signal });
-  if (ctx.hooks?.prepareDataset) dataset = await ctx.hooks.prepareDataset(dataset, ctx);
-  if (stage.prior_preservation && dataset.classImagesNeeded > 0) {
-    throw new Error(
-      `stage "${stage.name}": prior preservation needs ${dataset.classImagesNeeded} more class images in ${classDir}`,
-    );
-  }
-
-  const models = await loadStageModels(ctx.base, stage, placement, {
-    seed: ctx.seed + 1000 * ctx.index,
-    loadVae: true,
-  });
+  const seed = ctx.seed + 1000 * ctx.index;
+  const models = await loadStageBase(ctx.base, stage, placement, { loadVae: !stage.cache_latents });
   let trainer: Trainer | undefined;
   try {
+    // diffusers' default size: the UNet's sample_size in pixels.
+    const resolution = stage.resolution ?? defaultResolution(models);
+    let dataset = await openDataset(datasetSpecFor(stage, classDir), { signal });
+    if (stage.prior_preservation && dataset.classImagesNeeded > 0) {
+      // Class images come from the base model, before any trainable weight exists.
+      await generateClassImages(models, stage, classDir!, {
+        seed: ctx.seed,
+        resolution,
+        signal,
+        onProgress: (done, total) => ctx.onProgress?.({ phase: "class-images", stage: stage.name, step: done, total }),
+      });
+      dataset = await openDataset(datasetSpecFor(stage, classDir), { signal });
+    }
+    await addTrainable(models, stage, seed);
+
     const scheduler = models.schedulerConfig;
     const predictionType =
       stage.prediction_type ?? (scheduler.prediction_type as "epsilon" | "v_prediction" | undefined);
@@ -154,7 +156,7 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
       },
       lossScaling: { enabled: placement.lossScaling },
       ema: { enabled: stage.use_ema, decay: stage.ema_decay },
-      seed: ctx.seed + 1000 * ctx.index,
+      seed,
     });
 
     let step = 0;
@@ -168,8 +170,7 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
     }
 
     // diffusers' default size: the UNet's sample_size in pixels.
-    const resolution = stage.resolution ?? defaultResolution(models);
-    const stream = createBatchStream(dataset, {
+    const batchOptions: BatchOptions = {
       resolution,
       buckets: stage.buckets?.enabled
         ? { minSide: stage.buckets.min_side, maxSide: stage.buckets.max_side, step: stage.buckets.step }
@@ -177,20 +178,14 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
       batchSize: stage.train_batch_size,
       crop: stage.center_crop ? "center" : "random",
       flip: stage.random_flip,
-      seed: ctx.seed + 1000 * ctx.index,
+      seed,
       captionDropout: stage.caption_dropout,
       shuffleTags: stage.shuffle_tags,
       keepTags: stage.keep_tags,
       position,
       signal,
-    });
-    const batches = stream[Symbol.asyncIterator]();
-    const nextBatch = async (): Promise<Batch> => {
-      const r = await batches.next();
-      if (r.done) throw new Error(`stage "${stage.name}": the data stream ended early`);
-      return r.value;
     };
-
+    const nextBatch = await openBatches(dataset, batchOptions, models, ctx);
     const lrFor = (base: number): number =>
       learningRate(
         {
@@ -234,17 +229,14 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
       let result;
       for (let micro = 0; micro < stage.gradient_accumulation_steps; micro++) {
         const batch = await nextBatch();
-        const ids = models.tokenizer.encode(batch.captions);
         try {
-          const priorRows = batch.roles.filter((r) => r === "class").length;
-          result = await trainer.step({ pixels: batch.pixels, inputIds: ids, priorRows }, lrs);
+          result = await trainer.step(batch.input, lrs);
         } finally {
-          batch.pixels.dispose();
-          ids.dispose();
+          batch.dispose();
         }
         lossSum += result.loss;
         priorSum += result.priorLoss;
-        examples += batch.captions.length;
+        examples += batch.examples;
         position = batch.next;
       }
       step++;
@@ -278,15 +270,140 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
         const dir = await checkpoint();
         if (stopping) throw new TrainingStopped(dir);
       }
-      if (ctx.hooks?.validate && stage.validation && step % stage.validation.every_n_steps === 0) {
-        await ctx.hooks.validate(models, step, ctx);
+      if (stage.validation && (step % stage.validation.every_n_steps === 0 || step === stage.max_train_steps)) {
+        ctx.onProgress?.({ phase: "validation", stage: stage.name, step, total: stage.max_train_steps });
+        await validationSamples(models, stage, dir, step, { resolution, signal });
       }
     }
-    await batches.return?.(undefined);
-    return { models, trainer, dataset, steps: step, lastLoss };
+    await nextBatch.close();
+    return { models, trainer, dataset, steps: step, lastLoss, resolution };
   } catch (error) {
     trainer?.dispose();
     models.dispose();
     throw error;
   }
+}
+
+/** One micro-batch ready for the trainer, whatever stream it came from. */
+interface ReadyBatch {
+  input: TrainBatch;
+  examples: number;
+  next: { epoch: number; index: number };
+  dispose(): void;
+}
+
+type BatchSource = (() => Promise<ReadyBatch>) & { close(): Promise<void> };
+
+/**
+ * The stage's batches: decoded pixels (through the VAE in the trainer), or, with
+ * cache_latents, cached VAE posteriors (the VAE is loaded only to fill the cache).
+ */
+async function openBatches(
+  dataset: Dataset,
+  options: BatchOptions,
+  models: StageModels,
+  ctx: StageContext,
+): Promise<BatchSource> {
+  const { stage } = ctx;
+  const priorRows = (roles: readonly string[]): number => roles.filter((r) => r === "class").length;
+  let iterator: AsyncIterator<ReadyBatch>;
+  if (!stage.cache_latents) {
+    const stream = createBatchStream(dataset, options)[Symbol.asyncIterator]();
+    iterator = {
+      next: async () => {
+        const r = await stream.next();
+        if (r.done) return r;
+        const b = r.value;
+        const ids = models.tokenizer.encode(b.captions);
+        return {
+          done: false,
+          value: {
+            input: { pixels: b.pixels, inputIds: ids, priorRows: priorRows(b.roles) },
+            examples: b.captions.length,
+            next: b.next,
+            dispose: () => {
+              b.pixels.dispose();
+              ids.dispose();
+            },
+          },
+        };
+      },
+      return: async () => {
+        await stream.return?.(undefined);
+        return { done: true, value: undefined };
+      },
+    };
+  } else {
+    const vaeDir = join(ctx.base.modelDir, "vae");
+    const latents = await LatentCache.open({ dir: ctx.cacheDir, vae: vaeDir, dtype: ctx.placement.weightDtype });
+    if ((await latents.missing(dataset, options)).length > 0) {
+      await latents.ensure(dataset, options, {
+        vae: await models.ensureVae(),
+        signal: ctx.signal,
+        onProgress: (e) => ctx.onProgress?.({ phase: "cache", stage: stage.name, step: e.step, total: e.total }),
+      });
+    }
+    let text: TextEmbeddingCache | undefined;
+    if (stage.cache_text_embeddings) {
+      if (ctx.base.loras.length) {
+        throw new Error(
+          `stage "${stage.name}": cache_text_embeddings cannot be used on top of an earlier stage's LoRA ` +
+            "(the cache keys on the text encoder's files, which the fused LoRA changes); turn it off for this stage",
+        );
+      }
+      text = await TextEmbeddingCache.open({
+        dir: ctx.cacheDir,
+        textEncoder: join(ctx.base.modelDir, "text_encoder"),
+        tokenizer: join(ctx.base.modelDir, "tokenizer"),
+        dtype: ctx.placement.weightDtype,
+      });
+      await text.ensure(trainingCaptions(dataset, options), {
+        textEncoder: models.textEncoder,
+        tokenizer: models.tokenizer,
+        signal: ctx.signal,
+      });
+    }
+    const stream = createLatentBatchStream(dataset, options, { latents, text, vae: () => models.ensureVae() })[
+      Symbol.asyncIterator
+    ]();
+    iterator = {
+      next: async () => {
+        const r = await stream.next();
+        if (r.done) return r;
+        const b = r.value;
+        const ids = b.textEmbeddings ? undefined : models.tokenizer.encode(b.captions);
+        return {
+          done: false,
+          value: {
+            input: {
+              latentMean: b.latentMean,
+              latentStd: b.latentStd,
+              ...(b.textEmbeddings ? { encoderHiddenStates: b.textEmbeddings } : { inputIds: ids }),
+              priorRows: priorRows(b.roles),
+            },
+            examples: b.captions.length,
+            next: b.next,
+            dispose: () => {
+              b.latentMean.dispose();
+              b.latentStd.dispose();
+              b.textEmbeddings?.dispose();
+              ids?.dispose();
+            },
+          },
+        };
+      },
+      return: async () => {
+        await stream.return?.(undefined);
+        await latents.close();
+        await text?.close();
+        return { done: true, value: undefined };
+      },
+    };
+  }
+  const next = async (): Promise<ReadyBatch> => {
+    const r = await iterator.next();
+    if (r.done) throw new Error(`stage "${stage.name}": the data stream ended early`);
+    return r.value;
+  };
+  return Object.assign(next, { close: async () => void (await iterator.return?.()) });
 }

@@ -26,8 +26,9 @@ export interface StageBase {
 export interface StageModels {
   unet: UNet;
   textEncoder: TextEncoder;
-  /** Loaded only when batches carry pixels, or for validation. */
+  /** Loaded when first needed (pixels, class images, validation): see ensureVae. */
   vae?: VAE;
+  ensureVae(): Promise<VAE>;
   tokenizer: ClipTokenizer;
   schedulerConfig: Record<string, unknown>;
   groups: ParamGroupSpec[];
@@ -38,11 +39,12 @@ export interface StageModels {
 
 export const TRAINED_LORA = "trained";
 
-export async function loadStageModels(
+/** The stage's frozen base: models in the run's precision with earlier stages' LoRAs fused in. */
+export async function loadStageBase(
   base: StageBase,
   stage: StageConfig,
   placement: Placement,
-  options: { seed: number; loadVae: boolean },
+  options: { loadVae: boolean },
 ): Promise<StageModels> {
   const dir = base.modelDir;
   for (const part of ["unet", "text_encoder", "tokenizer", "scheduler"]) {
@@ -51,15 +53,16 @@ export async function loadStageModels(
   // Trainable full models keep the frozen dtype too: AdamW holds float32 master weights.
   const load = { dtype: placement.weightDtype, device: placement.device };
   const unet = await UNet.load(join(dir, "unet"), load);
-  const textEncoder = await TextEncoder.load(join(dir, "text_encoder"), load);
+  let textEncoder: TextEncoder | undefined;
+  let vae: VAE | undefined;
   const disposeAll = (): void => {
     unet.dispose();
-    textEncoder.dispose();
+    textEncoder?.dispose();
     vae?.dispose();
   };
-  let vae: VAE | undefined;
   try {
-    vae = options.loadVae ? await VAE.load(join(dir, "vae"), load) : undefined;
+    textEncoder = await TextEncoder.load(join(dir, "text_encoder"), load);
+    if (options.loadVae) vae = await VAE.load(join(dir, "vae"), load);
     const tokenizer = await ClipTokenizer.fromPretrained(join(dir, "tokenizer"));
     const { _source: _ignored, ...schedulerConfig } = readSchedulerConfig(dir);
 
@@ -71,45 +74,48 @@ export async function loadStageModels(
       }
       await fuseLora({ unet, textEncoder }, { names, permanent: true }); // folds them in and drops the adapters
     }
-
     unet.setGradientCheckpointing(stage.gradient_checkpointing);
     textEncoder.setGradientCheckpointing(stage.gradient_checkpointing);
-    const groups: ParamGroupSpec[] = [];
-    const lora = stage.lora;
-    const loraOptions = (targets: string[], seedOffset: number) => ({
-      name: TRAINED_LORA,
-      targets,
-      rank: lora.rank,
-      alpha: lora.alpha ?? lora.rank,
-      dropout: lora.dropout,
-      init: lora.init,
-      seed: options.seed + seedOffset,
-    });
-    if (stage.train_unet === "lora") {
-      const created = await createTrainableLora(unet, loraOptions(lora.unet_targets, 0));
-      groups.push({ name: "unet", params: created.parameters as [string, Tensor][] });
-    } else if (stage.train_unet === "full") {
-      groups.push({ name: "unet", full: true });
-    }
-    if (stage.train_text_encoder === "lora") {
-      const created = await createTrainableLora(textEncoder, loraOptions(lora.text_encoder_targets, 1));
-      groups.push({ name: "text_encoder", params: created.parameters as [string, Tensor][] });
-    } else if (stage.train_text_encoder === "full") {
-      groups.push({ name: "text_encoder", full: true });
-    }
-    const usesLora = stage.train_unet === "lora" || stage.train_text_encoder === "lora";
-    return {
+    const models: StageModels = {
       unet,
       textEncoder,
       vae,
       tokenizer,
       schedulerConfig,
-      groups,
-      loraName: usesLora ? TRAINED_LORA : undefined,
+      groups: [],
+      ensureVae: async () => (models.vae ??= vae = await VAE.load(join(dir, "vae"), load)),
       dispose: disposeAll,
     };
+    return models;
   } catch (error) {
     disposeAll();
     throw error;
   }
+}
+
+/** Adds what the stage trains: fresh LoRA adapters (seeded) or whole models. */
+export async function addTrainable(models: StageModels, stage: StageConfig, seed: number): Promise<void> {
+  const lora = stage.lora;
+  const loraOptions = (targets: string[], seedOffset: number) => ({
+    name: TRAINED_LORA,
+    targets,
+    rank: lora.rank,
+    alpha: lora.alpha ?? lora.rank,
+    dropout: lora.dropout,
+    init: lora.init,
+    seed: seed + seedOffset,
+  });
+  if (stage.train_unet === "lora") {
+    const created = await createTrainableLora(models.unet, loraOptions(lora.unet_targets, 0));
+    models.groups.push({ name: "unet", params: created.parameters as [string, Tensor][] });
+  } else if (stage.train_unet === "full") {
+    models.groups.push({ name: "unet", full: true });
+  }
+  if (stage.train_text_encoder === "lora") {
+    const created = await createTrainableLora(models.textEncoder, loraOptions(lora.text_encoder_targets, 1));
+    models.groups.push({ name: "text_encoder", params: created.parameters as [string, Tensor][] });
+  } else if (stage.train_text_encoder === "full") {
+    models.groups.push({ name: "text_encoder", full: true });
+  }
+  if (stage.train_unet === "lora" || stage.train_text_encoder === "lora") models.loraName = TRAINED_LORA;
 }

@@ -1,0 +1,116 @@
+// Images a training stage makes with its own models: DreamBooth class images
+// (prior preservation, generated with the stage's base model before training)
+// and validation samples (fixed prompts and seeds every N steps).
+import { existsSync } from "node:fs";
+import { mkdir, readdir } from "node:fs/promises";
+import { join } from "node:path";
+
+import type { StageConfig } from "../config/train.js";
+import { makeGrid } from "../eval/grid.js";
+import { writeFileAtomic } from "../io/atomic.js";
+import { StableDiffusionPipeline } from "../pipeline/index.js";
+import type { StageModels } from "./stage_models.js";
+
+const IMAGE = /\.(png|jpe?g|webp)$/i;
+
+async function pipelineOf(models: StageModels, name: string): Promise<StableDiffusionPipeline> {
+  return new StableDiffusionPipeline({
+    unet: models.unet,
+    vae: await models.ensureVae(),
+    textEncoder: models.textEncoder,
+    tokenizer: models.tokenizer,
+    schedulerConfig: models.schedulerConfig as ConstructorParameters<
+      typeof StableDiffusionPipeline
+    >[0]["schedulerConfig"],
+    name,
+  });
+}
+
+/**
+ * Fills `classDir` up to num_class_images with images of the class prompt, as
+ * train_dreambooth.py does: generated with the base model, numbered after the ones
+ * already there, seed = run seed + image number (so a rerun makes the same images).
+ */
+export async function generateClassImages(
+  models: StageModels,
+  stage: StageConfig & { name: string },
+  classDir: string,
+  options: {
+    seed: number;
+    resolution: number;
+    signal?: AbortSignal;
+    onProgress?: (done: number, total: number) => void;
+  },
+): Promise<number> {
+  const prior = stage.prior_preservation!;
+  await mkdir(classDir, { recursive: true });
+  const present = (await readdir(classDir)).filter((f) => IMAGE.test(f)).length;
+  const missing = prior.num_class_images - present;
+  if (missing <= 0) return 0;
+  const pipe = await pipelineOf(models, "base");
+  let made = 0;
+  while (made < missing) {
+    const count = Math.min(prior.sample_batch_size, missing - made);
+    const first = present + made;
+    const result = await pipe.generate({
+      prompt: prior.class_prompt,
+      numImages: count,
+      seed: Array.from({ length: count }, (_, i) => options.seed + first + i),
+      width: options.resolution,
+      height: options.resolution,
+      steps: prior.num_inference_steps,
+      guidanceScale: prior.guidance_scale,
+      ...(prior.sampler ? { scheduler: prior.sampler } : {}),
+      signal: options.signal,
+      onWarning: () => undefined,
+    });
+    for (const [i, image] of result.images.entries()) {
+      const name = `class_${String(first + i).padStart(5, "0")}.png`;
+      if (!existsSync(join(classDir, name))) await writeFileAtomic(join(classDir, name), image.png!);
+    }
+    made += count;
+    options.onProgress?.(made, missing);
+  }
+  return made;
+}
+
+/** Validation samples for `step`: one PNG per prompt and seed, and a grid, under <stage>/samples/step-N. */
+export async function validationSamples(
+  models: StageModels,
+  stage: StageConfig & { name: string },
+  stageDir: string,
+  step: number,
+  options: { resolution: number; signal?: AbortSignal },
+): Promise<string> {
+  const v = stage.validation!;
+  const dir = join(stageDir, "samples", `step-${step}`);
+  await mkdir(dir, { recursive: true });
+  const pipe = await pipelineOf(models, stage.name);
+  const pngs: Buffer[] = [];
+  for (const [p, prompt] of v.prompts.entries()) {
+    const result = await pipe.generate({
+      prompt,
+      negativePrompt: v.negative_prompt,
+      numImages: v.seeds.length,
+      seed: v.seeds,
+      width: v.width ?? options.resolution,
+      height: v.height ?? options.resolution,
+      steps: v.num_inference_steps,
+      guidanceScale: v.guidance_scale,
+      ...(v.sampler ? { scheduler: v.sampler } : {}),
+      signal: options.signal,
+      onWarning: () => undefined,
+    });
+    for (const image of result.images) {
+      await writeFileAtomic(join(dir, `prompt${p}_seed${image.seed}.png`), image.png!);
+      pngs.push(image.png!);
+    }
+  }
+  const grid = await makeGrid(pngs, {
+    columns: v.seeds.length,
+    rowLabels: v.prompts,
+    columnLabels: v.seeds.map((s) => `seed ${s}`),
+  });
+  await writeFileAtomic(join(dir, "grid.png"), grid);
+  return dir;
+}
