@@ -107,6 +107,9 @@ describe("train()", () => {
     expect(mean(metrics.slice(20))).toBeLessThan(mean(metrics.slice(0, 10)));
     expect(readFileSync(join(out, "config.yaml"), "utf8")).toContain("learning_rate: 0.001");
     expect(existsSync(join(out, "train", "checkpoints", "checkpoint-30"))).toBe(true);
+    const report = readFileSync(result.report, "utf8");
+    expect(report).toContain("<svg");
+    expect(report).toContain('href="train/lora/train.safetensors"');
     await expect(train(textToImage(out))).rejects.toThrow(/already holds a training run/);
   });
 
@@ -187,6 +190,7 @@ describe("train()", () => {
       expect(readdirSync(samples).sort()).toEqual(["grid.png", "prompt0_seed1.png", "prompt0_seed2.png"]);
     }
     expect(result.stages[0]!.steps).toBe(2);
+    expect(readFileSync(result.report, "utf8")).toContain('src="train/samples/step-2/grid.png"');
   });
 
   it("cached latents train bit for bit like decoded pixels, also when a second run reads them back", async () => {

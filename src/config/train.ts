@@ -60,6 +60,20 @@ export const ValidationSchema = z.strictObject({
   height: z.int().min(8).multipleOf(8).optional(),
 });
 
+export const StageEvaluationSchema = z.strictObject({
+  prompts: z.array(z.string()).min(1),
+  negative_prompt: z.string().default(""),
+  seeds: z.array(z.int().min(0)).min(1).default([0, 1, 2]),
+  sampler: z.string().optional(),
+  num_inference_steps: z.int().min(1).default(25),
+  guidance_scale: z.number().min(0).default(7.5),
+  width: z.int().min(8).multipleOf(8).optional(),
+  height: z.int().min(8).multipleOf(8).optional(),
+  clip_model: z.string().default("openai/clip-vit-large-patch14").describe("a CLIP folder or hub id for CLIP score"),
+  include_base: z.boolean().default(true).describe("also generate with the stage's starting model, for comparison"),
+  instance_images: z.string().optional().describe("DreamBooth: images for CLIP-I (default: the instance folder)"),
+});
+
 export const SaveSchema = z.strictObject({
   lora_formats: z
     .array(z.enum(["diffusers", "kohya", "peft"]))
@@ -117,6 +131,9 @@ const stageShape = {
   checkpointing_steps: z.int().min(1).default(500),
   checkpoints_total_limit: z.int().min(1).default(3),
   validation: ValidationSchema.optional(),
+  evaluate: StageEvaluationSchema.optional().describe(
+    "evaluate the stage's result when it ends (CLIP score, grids, report)",
+  ),
   save: SaveSchema.default(SaveSchema.parse({})),
 };
 

@@ -18,6 +18,8 @@ import { CheckpointStore } from "./checkpoints.js";
 import { MetricsLog } from "./metrics.js";
 import { choosePlacement, type Placement } from "./precision.js";
 import { saveStageOutputs, type StageRecord } from "./outputs.js";
+import { writeTrainingReport } from "./report.js";
+import { evaluateStage } from "./evaluate.js";
 import { runStage, stageDir, type StageCheckpointState, type StageProgress } from "./stage.js";
 import type { StageBase } from "./stage_models.js";
 
@@ -26,14 +28,19 @@ export interface TrainOptions {
   resume?: "latest" | string;
   /** "key=value" overrides applied to the config before validation (CLI flags). */
   overrides?: string[];
-  onProgress?: (event: StageProgress | { phase: "download"; [key: string]: unknown }) => void;
+  /** Stage phases (train, class-images, cache, validation, save), downloads and evaluation. */
+  onProgress?: (event: TrainProgress) => void;
   signal?: AbortSignal;
   /** Latent / text-embedding cache folder (default: $SDTUNE_CACHE_DIR or ~/.cache/sdtune). */
   cacheDir?: string;
 }
 
+export type TrainProgress = StageProgress | { phase: "download" | "evaluate"; stage?: string; [key: string]: unknown };
+
 export interface TrainResult {
   outputDir: string;
+  /** report.html: loss curves, outputs, validation samples, evaluation links. */
+  report: string;
   config: TrainConfig;
   stages: StageRecord[];
 }
@@ -125,13 +132,22 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
       records.push(record);
       progress.stages.push(record);
       await writeFileAtomic(progressPath, JSON.stringify(progress, null, 2));
-      base = nextBase(base, record);
     } finally {
       outcome.trainer.dispose();
       outcome.models.dispose();
     }
+    await writeTrainingReport(runDir, resolved, records);
+    if (stage.evaluate) {
+      await evaluateStage(runDir, stage, base, records.at(-1)!, {
+        signal,
+        onProgress: (e) => options.onProgress?.({ ...e, phase: "evaluate", what: e.phase, stage: stage.name }),
+      });
+      await writeTrainingReport(runDir, resolved, records);
+    }
+    base = nextBase(base, records.at(-1)!);
   }
-  return { outputDir: runDir, config: resolved, stages: records };
+  const report = await writeTrainingReport(runDir, resolved, records);
+  return { outputDir: runDir, config: resolved, stages: records, report };
 }
 
 /** The next stage trains on this stage's full model, or on its LoRA fused into this stage's base. */
