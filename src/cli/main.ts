@@ -11,6 +11,7 @@ const commands: Record<string, () => Promise<Command>> = {
   cache: async () => (await import("./cache.js")).command,
   train: async () => (await import("./train.js")).command,
   generate: async () => (await import("./generate.js")).command,
+  demo: async () => (await import("./demo.js")).command,
 };
 
 /** Later commands add themselves here; kept separate so the table reads top to bottom. */
