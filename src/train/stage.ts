@@ -106,6 +106,12 @@ export function datasetSpecFor(stage: StageConfig, classDir: string | undefined)
 /** Trains one stage; the caller saves outputs and disposes the returned models. */
 export async function runStage(ctx: StageContext): Promise<StageOutcome> {
   const { stage, placement, signal } = ctx;
+  if (stage.optimizer === "adamw8bit") {
+    throw new Error(
+      `stage "${stage.name}": optimizer adamw8bit needs the CUDA build (its block-wise 8-bit state is a GPU kernel); ` +
+        "this build has no GPU path. Use optimizer: adamw.",
+    );
+  }
   const dir = stageDir(ctx.runDir, stage.name);
   await mkdir(dir, { recursive: true });
   const store = new CheckpointStore<StageCheckpointState>(join(dir, "checkpoints"), stage.checkpoints_total_limit);
@@ -280,8 +286,20 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
   } catch (error) {
     trainer?.dispose();
     models.dispose();
-    throw error;
+    throw withAdvice(error, stage.name, store.dir);
   }
+}
+
+/** Out-of-memory errors get what to change and where the last good state is. */
+function withAdvice(error: unknown, stage: string, checkpoints: string): unknown {
+  if (!(error instanceof Error) || !/out of memory|bad_alloc|cannot allocate/i.test(error.message)) return error;
+  return new Error(
+    `stage "${stage}": out of memory (${error.message.split("\n")[0]}). Try, in order: gradient_checkpointing: true, ` +
+      "cache_latents: true, a smaller train_batch_size (with gradient_accumulation_steps to keep the effective batch), " +
+      `a lower resolution, mixed_precision fp16/bf16 on a GPU. Checkpoints saved so far are in ${checkpoints}; ` +
+      "resume with --resume latest.",
+    { cause: error },
+  );
 }
 
 /** One micro-batch ready for the trainer, whatever stream it came from. */
