@@ -207,4 +207,27 @@ describe("train()", () => {
     const again = await train(config(join(dir.path, "cached-again"), true));
     await tensorsEqual(plain.stages[0]!.loraFiles.kohya!, again.stages[0]!.loraFiles.kohya!);
   });
+
+  it("EMA: a full fine-tune with use_ema saves the averaged weights", async () => {
+    const config = (out: string, ema: boolean) =>
+      textToImage(out, { train_unet: "full", max_train_steps: 3, learning_rate: 1e-4, use_ema: ema, ema_decay: 0.5 });
+    const plain = await train(config(join(dir.path, "ema-off"), false));
+    const ema = await train(config(join(dir.path, "ema-on"), true));
+    const file = join("unet", "diffusion_pytorch_model.safetensors");
+    const a = (await readSafetensors(join(plain.stages[0]!.fullModel!, file))).tensors;
+    const b = (await readSafetensors(join(ema.stages[0]!.fullModel!, file))).tensors;
+    const base = (await readSafetensors(join(fixture("tiny-sd"), file))).tensors;
+    const name = "conv_in.weight";
+    // The EMA weights lie between the base and the trained weights (decay warms up from 0).
+    const moved = native().ops.maxAbsDiff(a.get(name)!, base.get(name)!);
+    const emaMoved = native().ops.maxAbsDiff(b.get(name)!, base.get(name)!);
+    expect(emaMoved).toBeGreaterThan(0);
+    expect(emaMoved).toBeLessThan(moved);
+  });
+
+  it("refuses options this build cannot honour, with a clear message", async () => {
+    await expect(train(textToImage(join(dir.path, "8bit"), { optimizer: "adamw8bit" }))).rejects.toThrow(
+      /adamw8bit needs the CUDA build/,
+    );
+  });
 });
