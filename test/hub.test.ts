@@ -305,13 +305,16 @@ describe("interrupted and cancelled downloads", () => {
     expect(error.code).toBe("network");
     expect(error.message).toContain(`${server.cdnOrigin}/lfs/${served.sha256}`);
     const incomplete = join(repoDir("tiny/sd"), "blobs", `${served.sha256}.incomplete`);
-    expect(statSync(incomplete).size).toBe(1_000_000);
+    // Up to the cut: fetch may drop bytes it had buffered when the connection ended early.
+    const kept = statSync(incomplete).size;
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBeLessThanOrEqual(1_000_000);
     expect(existsSync(join(repoDir("tiny/sd"), "refs", "main"))).toBe(false);
 
     server.requests.length = 0;
     const dir = await resolveModel("tiny/sd");
     const cdn = server.requests.filter((r) => r.server === "cdn" && r.url.includes(served.sha256));
-    expect(cdn.map((r) => r.range)).toEqual(["bytes=1000000-"]);
+    expect(cdn.map((r) => r.range)).toEqual([`bytes=${kept}-`]);
     expect(sha256(join(dir, UNET))).toBe(served.sha256);
     expect(readFileSync(join(dir, UNET)).equals(readFileSync(join(SD, UNET)))).toBe(true);
     expect(existsSync(incomplete)).toBe(false);
@@ -323,7 +326,11 @@ describe("interrupted and cancelled downloads", () => {
     const ranges = server.requests
       .filter((r) => r.server === "cdn" && r.url.includes(server.file("tiny/sd", UNET).sha256))
       .map((r) => r.range);
-    expect(ranges).toEqual([undefined, "bytes=700000-"]);
+    expect(ranges).toHaveLength(2);
+    expect(ranges[0]).toBeUndefined();
+    const resumedAt = Number(/^bytes=(\d+)-$/.exec(ranges[1] ?? "")?.[1]);
+    expect(resumedAt).toBeGreaterThan(0);
+    expect(resumedAt).toBeLessThanOrEqual(700_000);
     expect(readFileSync(join(dir, UNET)).equals(readFileSync(join(SD, UNET)))).toBe(true);
   });
 
