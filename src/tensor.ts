@@ -46,11 +46,20 @@ export function disposeAll(...tensors: (Tensor | undefined | Iterable<Tensor>)[]
   }
 }
 
-/** A native cancel token that follows an AbortSignal; undefined when there is no signal. */
+const tokens = new WeakMap<AbortSignal, CancelToken>();
+
+/**
+ * A native cancel token that follows an AbortSignal; undefined when there is no signal.
+ * One token per signal (a token is only a flag that abort sets), so a long-lived signal
+ * passed to many operations holds one abort listener, not one per call.
+ */
 export function cancelTokenFor(signal: AbortSignal | undefined): CancelToken | undefined {
   if (!signal) return undefined;
-  const token = new (native().CancelToken)();
-  if (signal.aborted) token.cancel();
-  else signal.addEventListener("abort", () => token.cancel(), { once: true });
+  let token = tokens.get(signal);
+  if (token) return token;
+  const created = new (native().CancelToken)();
+  if (signal.aborted) created.cancel();
+  else signal.addEventListener("abort", () => created.cancel(), { once: true });
+  tokens.set(signal, (token = created));
   return token;
 }

@@ -10,8 +10,8 @@ import { main } from "../src/cli/main.js";
 import { aggregateClipScore, clipImageSimilarity, ClipScorer } from "../src/eval/clip_score.js";
 import { parseEvalConfig } from "../src/eval/config.js";
 import { evaluate, type EvaluateOutput } from "../src/eval/evaluate.js";
-import { generatorFromPipeline, setImageGeneratorLoader, variantPlan } from "../src/eval/generate.js";
-import { evalReportHref, evaluateRun, runEvalDir } from "../src/eval/hooks.js";
+import { variantPlan } from "../src/eval/generate.js";
+import { evalReportHref } from "../src/eval/hooks.js";
 import { buildConfig } from "../src/cli/eval.js";
 import { parseInfotext, readEvalImages } from "../src/eval/images.js";
 import { stat, type EvalResult } from "../src/eval/results.js";
@@ -217,31 +217,7 @@ describe("training curves", () => {
   });
 });
 
-describe("mode B (generation) seams", () => {
-  it("fails with a clear message while no pipeline is registered", async () => {
-    await expect(
-      evaluate({
-        output_dir: join(dir.path, "gen"),
-        clip_model: CLIP,
-        generate: { model: fixture("tiny-sd"), prompts: ["a photo"], seeds: [1] },
-      }),
-    ).rejects.toThrow(/needs the diffusion pipeline/);
-  });
-
-  it("evaluateRun (the training hook) goes through the same generation seam", async () => {
-    await expect(
-      evaluateRun({
-        runDir: fx.runDir,
-        stage: "personal",
-        model: fixture("tiny-sd"),
-        loras: [{ path: join(fx.runDir, "lora.safetensors") }],
-        prompts: ["a photo of sks dog"],
-        clipModel: CLIP,
-      }),
-    ).rejects.toThrow(/needs the diffusion pipeline/);
-    expect(runEvalDir(fx.runDir, "personal")).toBe(join(fx.runDir, "eval", "personal"));
-  });
-
+describe("mode B config", () => {
   it("sdtune eval turns --model/--lora/--prompt/--seeds into a generate config", () => {
     const config = parseEvalConfig(
       buildConfig(
@@ -265,6 +241,48 @@ describe("mode B (generation) seams", () => {
     ]);
   });
 
+  it("--lora A@s+B applies both in one variant; one LoRA at two scales gets @scale names", () => {
+    const config = parseEvalConfig(
+      buildConfig(
+        {
+          model: "sd",
+          prompt: ["p"],
+          out: "o",
+          lora: ["a.safetensors@0.5+b/adapter_model.safetensors", "a.safetensors@0.5", "a.safetensors@2"],
+        },
+        [],
+        {},
+      ),
+    );
+    expect(config.generate!.variants).toEqual([
+      {
+        name: "a+b",
+        loras: [
+          { path: "a.safetensors", scale: 0.5, name: "a" },
+          { path: "b/adapter_model.safetensors", scale: 1, name: "b" },
+        ],
+      },
+      { name: "a@0.5", loras: [{ path: "a.safetensors", scale: 0.5, name: "a" }] },
+      { name: "a@2", loras: [{ path: "a.safetensors", scale: 2, name: "a" }] },
+    ]);
+  });
+
+  it("refuses variant names that are not folder names and one adapter name for two files", () => {
+    const generate = (variants: unknown[]) => ({ output_dir: "x", generate: { model: "m", prompts: ["p"], variants } });
+    expect(() => parseEvalConfig(generate([{ name: "a/b", loras: [{ path: "l" }] }]))).toThrow(
+      /generate\.variants\[0\]\.name: a variant name is a folder name/,
+    );
+    const twoFiles = parseEvalConfig(
+      generate([
+        { name: "x", loras: [{ path: "one/l.safetensors", name: "l" }] },
+        { name: "y", loras: [{ path: "two/l.safetensors", name: "l" }] },
+      ]),
+    );
+    expect(() => variantPlan(twoFiles.generate!)).toThrow(
+      /two LoRAs are named "l" \(one\/l\.safetensors, two\/l\.safetensors\)/,
+    );
+  });
+
   it("plans base + one variant per LoRA set, with the same seeds for all", () => {
     const config = parseEvalConfig({
       output_dir: "x",
@@ -284,24 +302,6 @@ describe("mode B (generation) seams", () => {
         ],
       },
     ]);
-  });
-
-  it("the pipeline adapter loads each LoRA once and switches adapters per variant", async () => {
-    const calls: string[] = [];
-    const generator = generatorFromPipeline(
-      {
-        generate: () => Promise.reject(new Error("not used here")),
-        loadLora: async (path, o) => calls.push(`load ${path} as ${o.name}`),
-        setAdapters: (names, scales) => calls.push(`set [${names.join(",")}] [${scales?.join(",")}]`),
-      },
-      "m",
-    );
-    await generator.setLoras([{ path: "a", scale: 0.5, name: "a" }]);
-    await generator.setLoras([]);
-    await generator.setLoras([{ path: "a", scale: 1, name: "a" }]);
-    expect(calls).toEqual(["load a as a", "set [a] [0.5]", "set [] []", "set [a] [1]"]);
-    await expect(generator.setLoras([{ path: "other", scale: 1, name: "a" }])).rejects.toThrow(/two LoRAs are named/);
-    setImageGeneratorLoader(undefined);
   });
 });
 

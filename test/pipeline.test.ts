@@ -6,7 +6,6 @@ import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { generatorFromPipeline } from "../src/eval/generate.js";
 import { addPngText, readPngText } from "../src/io/png.js";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { resolveWeightFiles } from "../src/models/files.js";
@@ -259,17 +258,6 @@ describe("LoRA adapters", () => {
     expect(again.images[0]!.png!.equals(base.images[0]!.png!)).toBe(false);
     await pipe.unloadLora("lora");
     expect((await pipe.generate({ ...quick, seed: 21 })).images[0]!.png!.equals(base.images[0]!.png!)).toBe(true);
-  });
-
-  it("serves sdtune eval through generatorFromPipeline", async () => {
-    const generator = generatorFromPipeline(pipe, "tiny-sd");
-    await generator.setLoras([{ path: kohya, scale: 1, name: "k" }]);
-    const request = { prompt: "a cat", negativePrompt: "", steps: 2, guidanceScale: 5, sampler: "ddim", seed: 4 };
-    const image = await generator.generate({ ...request, width: 24, height: 16 }, {});
-    expect([image.seed, image.width, image.height]).toEqual([4, 24, 16]);
-    expect(readPngText(image.png).parameters).toMatch(/<lora:k:1>/);
-    await generator.setLoras([]);
-    await pipe.unloadLora("k");
   });
 });
 

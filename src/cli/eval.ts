@@ -1,5 +1,6 @@
 // `sdtune eval`: CLIP score (torchmetrics semantics), CLIP-T and CLIP-I for image folders
 // or for images generated with a base model and LoRAs; writes eval.json, grids and report.html.
+import { existsSync } from "node:fs";
 import { basename, dirname, extname, resolve } from "node:path";
 
 import { applyOverrides, loadConfigFile } from "../config/load.js";
@@ -21,19 +22,22 @@ const help = [
   "  --images DIR[=NAME]   images with prompts from metadata.jsonl (file_name + prompt|text|caption,",
   "                        optional seed), <name>.txt sidecars or PNG parameters; repeatable",
   "  --prompts FILE        prompts for images that carry none (one per line or a JSON list), name order",
-  "generate first (needs the diffusion pipeline):",
+  "generate first, then score (images go to DIR/images/<variant>/; a rerun keeps those already made):",
   "  --model M             base model folder or hub id; a 'base' variant is generated unless --no-base",
-  "  --lora FILE[@SCALE]   one variant per LoRA (scale default 1); repeatable",
+  "  --lora FILE[@SCALE]   one variant per --lora (scale default 1); A@0.8+B@0.5 applies both together",
   "  --prompt P            repeatable;  --negative-prompt P",
   "  --seeds 0,1,2         the same seeds for every variant;  --steps 25",
-  "  --sampler NAME        ddim, pndm, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras (default: the model's)",
-  "  --guidance-scale 7.5  --width W --height H  --no-base",
+  "  --sampler NAME        ddim, pndm, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras, ddpm",
+  "                        (default: the model's scheduler)",
+  "  --guidance-scale 7.5  --width W --height H (default: the model's size)  --no-base",
   "common:",
   "  --out DIR             output folder (required unless the config has output_dir)",
   "  --instance DIR        real subject images: adds CLIP-I",
   "  --clip ID|DIR         CLIP model (default openai/clip-vit-large-patch14)",
   "  --runs DIR            training run folders whose metrics.jsonl loss curves go in the report; repeatable",
-  "  --title T  --batch-size 32  --device cpu|cuda  --dtype float32|float16|bfloat16  --grid-cell 256",
+  "  --title T  --batch-size 32  --grid-cell 256",
+  "  --device cpu|cuda     where CLIP and generation run",
+  "  --dtype float32|float16|bfloat16   CLIP's and the pipeline's dtype (default float32)",
   "  --config FILE         YAML/JSON eval config; flags and key=value overrides apply on top",
   "  --json                print the summary as JSON",
 ].join("\n");
@@ -137,6 +141,33 @@ const number = (value: unknown, name: string): number | undefined => {
   return n;
 };
 
+/** One --lora value as a variant: FILE[@SCALE], or several joined with "+" applied together. */
+function loraVariant(spec: string): { name: string; loras: { path: string; scale: number; name: string }[] } {
+  const parts = existsSync(spec) ? [spec] : spec.split("+").filter((p) => p !== "");
+  if (parts.length === 0) throw new UsageError(`--lora "${spec}" names no file`);
+  const loras = parts.map((part) => {
+    const at = part.lastIndexOf("@");
+    const path = at > 0 && !existsSync(part) ? part.slice(0, at) : part;
+    const scale = path !== part ? number(part.slice(at + 1), "lora scale")! : 1;
+    const stem = basename(path, extname(path));
+    // diffusers/peft files share generic names; their folder names the LoRA.
+    const name = GENERIC_LORA_NAMES.has(stem) ? basename(dirname(resolve(path))) : stem || path;
+    return { path, scale, name };
+  });
+  return { name: loras.map((l) => l.name).join("+"), loras };
+}
+
+/** Variants from --lora values; the same LoRA at several scales gets "@scale" names. */
+function loraVariants(specs: string[]): ReturnType<typeof loraVariant>[] {
+  const variants = specs.map(loraVariant);
+  const count = new Map<string, number>();
+  for (const v of variants) count.set(v.name, (count.get(v.name) ?? 0) + 1);
+  for (const v of variants) {
+    if (count.get(v.name)! > 1) v.name = v.loras.map((l) => `${l.name}@${l.scale}`).join("+");
+  }
+  return variants;
+}
+
 /** Flags and key=value overrides on top of the config file (flags win). */
 export function buildConfig(
   values: Record<string, unknown>,
@@ -191,17 +222,8 @@ export function buildConfig(
           return n;
         });
     }
-    if (values.lora) {
-      g.variants = (values.lora as string[]).map((spec) => {
-        const at = spec.lastIndexOf("@");
-        const path = at > 0 ? spec.slice(0, at) : spec;
-        const scale = at > 0 ? number(spec.slice(at + 1), "lora scale") : 1;
-        const stem = basename(path, extname(path));
-        // diffusers/peft files share generic names; their folder names the LoRA.
-        const name = GENERIC_LORA_NAMES.has(stem) ? basename(dirname(resolve(path))) : stem || path;
-        return { name, loras: [{ path, scale, name }] };
-      });
-    }
+    gset("dtype", values.dtype);
+    if (values.lora) g.variants = loraVariants(values.lora as string[]);
     c.generate = g;
   }
   return applyOverrides(c, overrides);

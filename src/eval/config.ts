@@ -17,7 +17,10 @@ export const LoraRefSchema = z.strictObject({
 });
 
 export const VariantSchema = z.strictObject({
-  name: z.string().min(1),
+  name: z
+    .string()
+    .regex(/^(?!\.\.?$)[^\\/]+$/, "a variant name is a folder name: no / or \\, not . or ..")
+    .describe("names the variant's column and its folder images/<name>/"),
   loras: z.array(LoraRefSchema).min(1),
 });
 
@@ -37,8 +40,8 @@ export const GenerateSchema = z.strictObject({
   height: z.int().min(8).multipleOf(8).optional(),
   include_base: z.boolean().default(true).describe('also generate with no LoRA (variant "base")'),
   variants: z.array(VariantSchema).default([]),
-  dtype: z.enum(["float32", "float16", "bfloat16"]).optional(),
-  device: z.string().optional(),
+  dtype: z.enum(["float32", "float16", "bfloat16"]).optional().describe("the pipeline's dtype (default float32)"),
+  device: z.string().optional().describe("where the pipeline runs (default: the eval's device)"),
 });
 
 export const EvalConfigSchema = z

@@ -15,7 +15,7 @@ import { native, type ProgressEvent, type Tensor } from "../native.js";
 import { metricChart, trainingCharts } from "./charts.js";
 import { clipImageSimilarity, ClipScorer } from "./clip_score.js";
 import { parseEvalConfig, folderName, type EvalConfig, type EvalConfigInput } from "./config.js";
-import { generateVariants, loadImageGenerator, type ImageGenerator } from "./generate.js";
+import { generateVariants, type EvalPipeline } from "./generate.js";
 import { writeGrids } from "./grids.js";
 import { readEvalImages, readPromptsFile, type EvalImage } from "./images.js";
 import { renderReport } from "./report.js";
@@ -35,6 +35,12 @@ export interface EvaluateOptions {
   onProgress?: (event: ProgressEvent) => void;
   /** A CLIP scorer already loaded (reused; not disposed). Default: load config.clip_model. */
   scorer?: ClipScorer;
+  /**
+   * Mode B: a loaded pipeline to generate with (reused; its LoRAs and active adapters are left
+   * as they were). Default: loadPipeline(generate.model) on generate.device (else device), only
+   * when some image is not already there, disposed before scoring.
+   */
+  pipeline?: EvalPipeline;
   /** Where the training report lives, to link back to it (evaluateRun sets it). */
   trainingReport?: string;
 }
@@ -76,25 +82,15 @@ export async function evaluate(
   let prompts: string[];
   if (config.generate) {
     const g = config.generate;
-    let generator: ImageGenerator | undefined;
-    try {
-      const generated = await timed("generate", () =>
-        generateVariants(
-          g,
-          outputDir,
-          async () =>
-            (generator ??= await loadImageGenerator(g.model, {
-              ...(g.dtype ? { dtype: g.dtype } : {}),
-              ...(g.device ? { device: g.device } : {}),
-              ...(signal ? { signal } : {}),
-            })),
-          { ...(signal ? { signal } : {}), ...(onProgress ? { onProgress } : {}) },
-        ),
-      );
-      for (const v of generated) variants.push({ ...v, images: await readEvalImages(v.dir, signal ? { signal } : {}) });
-    } finally {
-      generator?.dispose();
-    }
+    const generated = await timed("generate", () =>
+      generateVariants(g, outputDir, {
+        device: config.device,
+        ...(options.pipeline ? { pipeline: options.pipeline } : {}),
+        ...(signal ? { signal } : {}),
+        ...(onProgress ? { onProgress } : {}),
+      }),
+    );
+    variants.push(...generated);
     prompts = [...new Set(g.prompts)];
   } else {
     const promptList = config.prompts_file ? await readPromptsFile(config.prompts_file) : undefined;

@@ -9,6 +9,7 @@ import type { ProgressEvent } from "../native.js";
 import type { ClipScorer } from "./clip_score.js";
 import type { EvalConfigInput } from "./config.js";
 import { evaluate, type EvaluateOutput } from "./evaluate.js";
+import type { EvalPipeline } from "./generate.js";
 import { findRunMetrics } from "./runs.js";
 
 export interface EvaluateRunOptions {
@@ -39,6 +40,11 @@ export interface EvaluateRunOptions {
   outputDir?: string;
   /** A loaded CLIP scorer to reuse across stages. */
   scorer?: ClipScorer;
+  /** A loaded pipeline of `model` to generate with (reused; left as it was). Default: load `model`. */
+  pipeline?: EvalPipeline;
+  /** Where generation and CLIP run (default cpu), and the pipeline's dtype (default float32). */
+  device?: string;
+  dtype?: "float32" | "float16" | "bfloat16";
   signal?: AbortSignal;
   onProgress?: (event: ProgressEvent) => void;
 }
@@ -74,6 +80,7 @@ export async function evaluateRun(o: EvaluateRunOptions): Promise<EvaluateOutput
       ...(o.width ? { width: o.width } : {}),
       ...(o.height ? { height: o.height } : {}),
       include_base: o.includeBase ?? true,
+      ...(o.dtype ? { dtype: o.dtype } : {}),
       variants: [
         {
           name: o.variantName ?? o.stage ?? "lora",
@@ -84,12 +91,14 @@ export async function evaluateRun(o: EvaluateRunOptions): Promise<EvaluateOutput
     runs: (await hasMetrics(o.runDir)) ? [o.runDir] : [],
     ...(o.instanceImages ? { instance_images: o.instanceImages } : {}),
     ...(o.clipModel ? { clip_model: o.clipModel } : {}),
+    ...(o.device ? { device: o.device } : {}),
   };
   const trainingReport = join(o.runDir, "report.html");
   return evaluate(config, {
     ...(o.signal ? { signal: o.signal } : {}),
     ...(o.onProgress ? { onProgress: o.onProgress } : {}),
     ...(o.scorer ? { scorer: o.scorer } : {}),
+    ...(o.pipeline ? { pipeline: o.pipeline } : {}),
     trainingReport,
   });
 }

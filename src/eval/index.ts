@@ -24,15 +24,8 @@ export { evaluate } from "./evaluate.js";
 export type { EvaluateOptions, EvaluateOutput } from "./evaluate.js";
 export { evaluateRun, evalReportHref, runEvalDir } from "./hooks.js";
 export type { EvaluateRunOptions } from "./hooks.js";
-export { generatorFromPipeline, setImageGeneratorLoader, loadImageGenerator, variantPlan } from "./generate.js";
-export type {
-  DiffusionPipelineLike,
-  GeneratedImage,
-  GenerationRequest,
-  ImageGenerator,
-  ImageGeneratorLoader,
-  LoraSpec,
-} from "./generate.js";
+export { generateVariants, variantPlan, EVAL_KEY_CHUNK } from "./generate.js";
+export type { EvalPipeline, GeneratedVariant, GenerateVariantsOptions, LoraSpec, VariantPlan } from "./generate.js";
 export { readEvalImages, parseInfotext, readPromptsFile } from "./images.js";
 export type { EvalImage } from "./images.js";
 export { stat } from "./results.js";
