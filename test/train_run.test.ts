@@ -230,4 +230,24 @@ describe("train()", () => {
       /adamw8bit needs the CUDA build/,
     );
   });
+
+  it("a stage can end with an evaluation, linked from the training report", async () => {
+    const out = join(dir.path, "with-eval");
+    const result = await train(
+      textToImage(out, {
+        max_train_steps: 2,
+        evaluate: {
+          prompts: ["a picture number 1"],
+          seeds: [0, 1],
+          num_inference_steps: 2,
+          clip_model: fixture("tiny-clip"),
+        },
+      }),
+    );
+    const evalJson = JSON.parse(readFileSync(join(out, "eval", "train", "eval.json"), "utf8")) as {
+      variants?: unknown;
+    };
+    expect(evalJson).toBeTruthy();
+    expect(readFileSync(result.report, "utf8")).toContain('href="eval/train/report.html"');
+  });
 });
