@@ -20,7 +20,6 @@ namespace sdtune {
 namespace {
 
 namespace lora = nn::lora;
-using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 // A model from any handle kind: its root module and the mutex that guards it.
 struct ModelRef {
@@ -63,17 +62,6 @@ std::string readName(const Napi::Value& value) {
 Napi::Object optionsOrEmpty(const Napi::Value& value, const std::string& what) {
   if (value.IsUndefined() || value.IsNull()) return Napi::Object::New(value.Env());
   return requireObject(value, what);
-}
-
-Napi::Array namedToJs(Napi::Env env, const NamedTensors& tensors) {
-  auto out = Napi::Array::New(env, tensors.size());
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    auto pair = Napi::Array::New(env, 2);
-    pair.Set(0u, tensors[i].first);
-    pair.Set(1u, TensorHandle::wrap(env, tensors[i].second));
-    out.Set(static_cast<uint32_t>(i), pair);
-  }
-  return out;
 }
 
 // Runs `work(module)` under the model's mutex on the worker pool.
@@ -173,7 +161,7 @@ Napi::Value create(const Napi::CallbackInfo& info) {
     options.keyPrefix = getOptionalString(o, "keyPrefix", "options").value_or("");
     return runLocked<NamedTensors>(
         env, "sdtune:lora.create", model,
-        [name, options](torch::nn::Module& m) { return lora::create(m, name, options); }, namedToJs);
+        [name, options](torch::nn::Module& m) { return lora::create(m, name, options); }, namedTensorsToJs);
   });
 }
 
@@ -185,7 +173,7 @@ Napi::Value parameters(const Napi::CallbackInfo& info) {
     std::string name = readName(info[1]);
     return runLocked<NamedTensors>(
         env, "sdtune:lora.parameters", model, [name](torch::nn::Module& m) { return lora::parameters(m, name); },
-        namedToJs);
+        namedTensorsToJs);
   });
 }
 
@@ -367,7 +355,7 @@ Napi::Value unetLossAndGradients(const Napi::CallbackInfo& info) {
           Napi::Object out = Napi::Object::New(env);
           out.Set("loss", TensorHandle::wrap(env, r.loss));
           out.Set("output", TensorHandle::wrap(env, r.output));
-          out.Set("grads", namedToJs(env, r.grads));
+          out.Set("grads", namedTensorsToJs(env, r.grads));
           auto frozen = Napi::Array::New(env, r.frozenWithGrad.size());
           for (size_t i = 0; i < r.frozenWithGrad.size(); ++i)
             frozen.Set(static_cast<uint32_t>(i), r.frozenWithGrad[i]);

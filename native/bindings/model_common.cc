@@ -82,8 +82,6 @@ std::vector<std::pair<std::string, at::Tensor>> stateDict(torch::nn::Module& mod
   return out;
 }
 
-using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
-
 Napi::Value stateDictToJs(Napi::Env env, std::shared_ptr<void> keep, torch::nn::Module* module, std::mutex* mutex) {
   return PromiseWorker<NamedTensors>::run(
       env, "sdtune:model.stateDict",
@@ -91,16 +89,7 @@ Napi::Value stateDictToJs(Napi::Env env, std::shared_ptr<void> keep, torch::nn::
         std::lock_guard<std::mutex> lock(*mutex);
         return stateDict(*module);
       },
-      [](Napi::Env env, NamedTensors& tensors) -> Napi::Value {
-        auto out = Napi::Array::New(env, tensors.size());
-        for (size_t i = 0; i < tensors.size(); ++i) {
-          auto pair = Napi::Array::New(env, 2);
-          pair.Set(0u, tensors[i].first);
-          pair.Set(1u, TensorHandle::wrap(env, tensors[i].second));
-          out.Set(static_cast<uint32_t>(i), pair);
-        }
-        return out;
-      });
+      [](Napi::Env env, NamedTensors& tensors) -> Napi::Value { return namedTensorsToJs(env, tensors); });
 }
 
 at::Tensor readTimestep(const Napi::Value& value, const std::string& what) {

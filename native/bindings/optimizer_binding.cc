@@ -11,42 +11,6 @@ namespace sdtune {
 
 namespace {
 
-std::vector<std::pair<std::string, at::Tensor>> toNamedTensors(const Napi::Value& value, const std::string& what) {
-  if (!value.IsArray()) throw Napi::TypeError::New(value.Env(), what + " must be an array of [name, Tensor]");
-  auto array = value.As<Napi::Array>();
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (uint32_t i = 0; i < array.Length(); ++i) {
-    Napi::Value entry = array.Get(i);
-    if (!entry.IsArray() || entry.As<Napi::Array>().Length() != 2 || !entry.As<Napi::Array>().Get(0u).IsString()) {
-      throw Napi::TypeError::New(value.Env(), what + "[" + std::to_string(i) + "] must be [name, Tensor]");
-    }
-    std::string name = entry.As<Napi::Array>().Get(0u).As<Napi::String>().Utf8Value();
-    out.emplace_back(name, TensorHandle::unwrap(entry.As<Napi::Array>().Get(1u), what + " \"" + name + "\""));
-  }
-  return out;
-}
-
-std::vector<at::Tensor> toTensors(const Napi::Value& value, const std::string& what) {
-  if (!value.IsArray()) throw Napi::TypeError::New(value.Env(), what + " must be an array of Tensors");
-  auto array = value.As<Napi::Array>();
-  std::vector<at::Tensor> out;
-  for (uint32_t i = 0; i < array.Length(); ++i) {
-    out.push_back(TensorHandle::unwrap(array.Get(i), what + "[" + std::to_string(i) + "]"));
-  }
-  return out;
-}
-
-Napi::Array namedToJs(Napi::Env env, const std::vector<std::pair<std::string, at::Tensor>>& items) {
-  auto out = Napi::Array::New(env);
-  for (size_t i = 0; i < items.size(); ++i) {
-    auto pair = Napi::Array::New(env);
-    pair.Set(0u, items[i].first);
-    pair.Set(1u, TensorHandle::wrap(env, items[i].second.clone()));
-    out.Set(static_cast<uint32_t>(i), pair);
-  }
-  return out;
-}
-
 class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
  public:
   static void init(Napi::Env env, Napi::Object exports) {
@@ -66,7 +30,7 @@ class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
   explicit AdamWHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdamWHandle>(info) {
     Napi::Env env = info.Env();
     guard(env, [&] {
-      auto params = toNamedTensors(info[0], "params");
+      auto params = namedTensorsFromJs(info[0], "params");
       train::AdamWOptions options;
       if (!info[1].IsUndefined()) {
         auto o = requireObject(info[1], "options");
@@ -93,7 +57,7 @@ class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
       if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "lr must be a number");
       double lr = info[0].As<Napi::Number>().DoubleValue();
       std::vector<at::Tensor> grads;
-      if (!info[1].IsUndefined()) grads = toTensors(info[1], "grads");
+      if (!info[1].IsUndefined()) grads = tensorsFromJs(info[1], "grads");
       auto optimizer = optimizer_;
       return PromiseWorker<bool>::run(
           env, "sdtune:adamw.step",
@@ -107,14 +71,18 @@ class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
 
   Napi::Value stateDict(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    return guard(env, [&]() -> Napi::Value { return namedToJs(env, live(env).stateDict()); });
+    return guard(env, [&]() -> Napi::Value {
+      NamedTensors copies;
+      for (auto& [name, t] : live(env).stateDict()) copies.emplace_back(name, t.clone());
+      return namedTensorsToJs(env, copies);
+    });
   }
 
   void loadStateDict(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     guard(env, [&] {
       std::map<std::string, at::Tensor> state;
-      for (auto& [name, t] : toNamedTensors(info[0], "state")) state[name] = t;
+      for (auto& [name, t] : namedTensorsFromJs(info[0], "state")) state[name] = t;
       live(env).loadStateDict(state);
     });
   }
@@ -132,7 +100,7 @@ class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
 Napi::Value clipGradNorm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
-    auto grads = toTensors(info[0], "grads");
+    auto grads = tensorsFromJs(info[0], "grads");
     if (!info[1].IsNumber()) throw Napi::TypeError::New(env, "maxNorm must be a number");
     double maxNorm = info[1].As<Napi::Number>().DoubleValue();
     return PromiseWorker<double>::run(

@@ -104,17 +104,7 @@ Napi::Value write(const Napi::CallbackInfo& info) {
   return guard(env, [&]() -> Napi::Value {
     if (!info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
     std::string path = info[0].As<Napi::String>().Utf8Value();
-    if (!info[1].IsArray()) throw Napi::TypeError::New(env, "tensors must be an array of [name, Tensor] pairs");
-    auto entries = info[1].As<Napi::Array>();
-    std::vector<std::pair<std::string, at::Tensor>> tensors;
-    for (uint32_t i = 0; i < entries.Length(); ++i) {
-      Napi::Value entry = entries.Get(i);
-      if (!entry.IsArray() || entry.As<Napi::Array>().Length() != 2 || !entry.As<Napi::Array>().Get(0u).IsString()) {
-        throw Napi::TypeError::New(env, "tensors[" + std::to_string(i) + "] must be [name, Tensor]");
-      }
-      std::string name = entry.As<Napi::Array>().Get(0u).As<Napi::String>().Utf8Value();
-      tensors.emplace_back(name, TensorHandle::unwrap(entry.As<Napi::Array>().Get(1u), "tensor \"" + name + "\""));
-    }
+    auto tensors = namedTensorsFromJs(info[1], "tensors");
     std::map<std::string, std::string> metadata;
     if (!info[2].IsUndefined() && !info[2].IsNull()) {
       auto object = requireObject(info[2], "metadata");

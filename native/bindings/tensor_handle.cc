@@ -158,6 +158,43 @@ Napi::Value typedArrayFromTensor(Napi::Env env, const at::Tensor& input) {
   return Napi::Value(env, typed);
 }
 
+NamedTensors namedTensorsFromJs(const Napi::Value& value, const std::string& what) {
+  Napi::Env env = value.Env();
+  if (!value.IsArray()) throw Napi::TypeError::New(env, what + " must be an array of [name, Tensor] pairs");
+  auto array = value.As<Napi::Array>();
+  NamedTensors out;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value entry = array.Get(i);
+    if (!entry.IsArray() || entry.As<Napi::Array>().Length() != 2 || !entry.As<Napi::Array>().Get(0u).IsString()) {
+      throw Napi::TypeError::New(env, what + "[" + std::to_string(i) + "] must be [name, Tensor]");
+    }
+    std::string name = entry.As<Napi::Array>().Get(0u).As<Napi::String>().Utf8Value();
+    out.emplace_back(name, TensorHandle::unwrap(entry.As<Napi::Array>().Get(1u), what + " \"" + name + "\""));
+  }
+  return out;
+}
+
+Napi::Array namedTensorsToJs(Napi::Env env, const NamedTensors& tensors) {
+  auto out = Napi::Array::New(env, tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    auto pair = Napi::Array::New(env, 2);
+    pair.Set(0u, tensors[i].first);
+    pair.Set(1u, TensorHandle::wrap(env, tensors[i].second));
+    out.Set(static_cast<uint32_t>(i), pair);
+  }
+  return out;
+}
+
+std::vector<at::Tensor> tensorsFromJs(const Napi::Value& value, const std::string& what) {
+  if (!value.IsArray()) throw Napi::TypeError::New(value.Env(), what + " must be an array of Tensors");
+  auto array = value.As<Napi::Array>();
+  std::vector<at::Tensor> out;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    out.push_back(TensorHandle::unwrap(array.Get(i), what + "[" + std::to_string(i) + "]"));
+  }
+  return out;
+}
+
 // ---- the handle
 
 void TensorHandle::init(Napi::Env env, Napi::Object exports) {

@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace sdtune {
 
@@ -47,5 +49,14 @@ at::Tensor tensorFromTypedArray(Napi::Env env, const Napi::TypedArray& array, co
 
 // A typed array over a CPU contiguous tensor's memory (copied only where V8 forbids external buffers).
 Napi::Value typedArrayFromTensor(Napi::Env env, const at::Tensor& tensor);
+
+// Named tensors cross as arrays of [name, Tensor] pairs (state dicts, parameter lists).
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+// Reads [[name, Tensor], ...]; `what` names the argument in errors.
+NamedTensors namedTensorsFromJs(const Napi::Value& value, const std::string& what);
+// Wraps each tensor (no copy) into [[name, Tensor], ...].
+Napi::Array namedTensorsToJs(Napi::Env env, const NamedTensors& tensors);
+// Reads [Tensor, ...].
+std::vector<at::Tensor> tensorsFromJs(const Napi::Value& value, const std::string& what);
 
 }  // namespace sdtune

@@ -39,32 +39,6 @@ struct TrainerHolder {
   }
 };
 
-std::vector<std::pair<std::string, at::Tensor>> namedTensors(const Napi::Value& value, const std::string& what) {
-  if (!value.IsArray()) throw Napi::TypeError::New(value.Env(), what + " must be an array of [name, Tensor]");
-  auto array = value.As<Napi::Array>();
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (uint32_t i = 0; i < array.Length(); ++i) {
-    Napi::Value entry = array.Get(i);
-    if (!entry.IsArray() || entry.As<Napi::Array>().Length() != 2 || !entry.As<Napi::Array>().Get(0u).IsString()) {
-      throw Napi::TypeError::New(value.Env(), what + "[" + std::to_string(i) + "] must be [name, Tensor]");
-    }
-    std::string name = entry.As<Napi::Array>().Get(0u).As<Napi::String>().Utf8Value();
-    out.emplace_back(name, TensorHandle::unwrap(entry.As<Napi::Array>().Get(1u), what + " \"" + name + "\""));
-  }
-  return out;
-}
-
-Napi::Array namedToJs(Napi::Env env, const std::vector<std::pair<std::string, at::Tensor>>& items) {
-  auto out = Napi::Array::New(env);
-  for (size_t i = 0; i < items.size(); ++i) {
-    auto pair = Napi::Array::New(env);
-    pair.Set(0u, items[i].first);
-    pair.Set(1u, TensorHandle::wrap(env, items[i].second));
-    out.Set(static_cast<uint32_t>(i), pair);
-  }
-  return out;
-}
-
 at::Tensor optionalTensor(const Napi::Object& o, const char* key, const std::string& what) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined() || v.IsNull()) return at::Tensor();
@@ -169,7 +143,7 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
         if (getBool(g, "full", false, "group")) {
           fullGroups.emplace_back(groups.size(), group.name);
         } else {
-          group.params = namedTensors(g.Get("params"), "group " + group.name + " params");
+          group.params = namedTensorsFromJs(g.Get("params"), "group " + group.name + " params");
         }
         groups.push_back(std::move(group));
       }
@@ -264,7 +238,7 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
           for (auto& [name, t] : holder->trainer->stateDict()) out.emplace_back(name, t.detach().clone());
           return out;
         },
-        [](Napi::Env env, Named& items) -> Napi::Value { return namedToJs(env, items); });
+        [](Napi::Env env, Named& items) -> Napi::Value { return namedTensorsToJs(env, items); });
   }
 
   Napi::Value loadStateDict(const Napi::CallbackInfo& info) {
@@ -272,7 +246,7 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
     return guard(env, [&]() -> Napi::Value {
       auto holder = live(env);
       std::map<std::string, at::Tensor> state;
-      for (auto& [name, t] : namedTensors(info[0], "state")) state[name] = t;
+      for (auto& [name, t] : namedTensorsFromJs(info[0], "state")) state[name] = t;
       return PromiseWorker<bool>::run(
           env, "sdtune:trainer.loadStateDict",
           [holder, state]() {
