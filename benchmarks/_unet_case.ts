@@ -1,10 +1,8 @@
 // One UNet benchmark case, run in its own process by benchmarks/unet.ts so that the
-// RSS high-water mark (getrusage maxrss) belongs to this case alone. Prints one JSON line.
-import { resourceUsage } from "node:process";
-
+// RSS high-water mark (VmHWM) belongs to this case alone. Prints one JSON line.
 import { UNet } from "../src/models/unet.js";
 import { native, type Tensor } from "../src/native.js";
-import { median, time } from "./_util.js";
+import { caseMain, mb, median, peakRssBytes, time } from "./_util.js";
 
 export interface UNetCase {
   model: { dir: string } | { config: Record<string, unknown> };
@@ -18,8 +16,7 @@ export interface UNetCase {
   threads?: number;
 }
 
-const mb = (bytes: number): number => Math.round((bytes / 2 ** 20) * 10) / 10;
-const maxRssBytes = (): number => resourceUsage().maxRSS * 1024;
+const maxRssBytes = peakRssBytes;
 
 async function runCase(c: UNetCase): Promise<Record<string, unknown>> {
   if (c.threads) native().setNumThreads(c.threads);
@@ -61,8 +58,4 @@ async function runCase(c: UNetCase): Promise<Record<string, unknown>> {
   };
 }
 
-const arg = process.argv[2];
-if (arg) {
-  const result = await runCase(JSON.parse(arg) as UNetCase);
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-}
+await caseMain<UNetCase>(runCase);

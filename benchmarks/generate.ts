@@ -37,7 +37,7 @@ const SD2_BASE_UNET = {
 };
 
 /** Its vae/config.json. */
-const SD2_VAE = {
+export const SD2_VAE = {
   block_out_channels: [128, 256, 512, 512],
   down_block_types: Array(4).fill("DownEncoderBlock2D"),
   up_block_types: Array(4).fill("UpDecoderBlock2D"),

@@ -3,11 +3,10 @@
 // SD-2-base-shaped UNet with fewer channels (random init). Every case runs in its own
 // process so that its RSS high-water mark is its own.
 //   npm run bench -- unet [--quick]
-import { spawnSync } from "node:child_process";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { machine } from "./_util.js";
+import { machine, runCaseProcess } from "./_util.js";
 import type { UNetCase } from "./_unet_case.js";
 import type { Benchmark } from "./run.js";
 
@@ -28,16 +27,7 @@ export const SD2_BASE_NARROW = {
 };
 
 function runChild(c: UNetCase): Record<string, unknown> {
-  const child = spawnSync(process.execPath, ["--import", "tsx", join(here, "_unet_case.ts"), JSON.stringify(c)], {
-    encoding: "utf8",
-    maxBuffer: 1 << 20,
-  });
-  if (child.status !== 0) {
-    throw new Error(
-      `unet benchmark case failed (${child.status}): ${child.stderr.trim().split("\n").slice(-5).join("\n")}`,
-    );
-  }
-  return JSON.parse(child.stdout.trim().split("\n").pop()!) as Record<string, unknown>;
+  return runCaseProcess(join(here, "_unet_case.ts"), c, { what: "unet benchmark case" });
 }
 
 export const benchmark: Benchmark = {
@@ -86,7 +76,7 @@ export const benchmark: Benchmark = {
     return {
       machine: machine(),
       note:
-        "peakRssMB is the process's RSS high-water mark (getrusage) in a fresh process per case; " +
+        "peakRssMB is the process's RSS high-water mark (VmHWM) in a fresh process per case; " +
         "peakAboveLoadedMB subtracts the RSS once the model was loaded (weights, allocator, the addon). " +
         "forward+backward makes every parameter trainable (full fine-tuning gradients). " +
         "The addon keeps freed heap memory for reuse (mallopt: mmap above 32 MB, trim above 1 GB), so a peak " +
