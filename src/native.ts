@@ -575,6 +575,8 @@ export interface NativeTrainerOptions {
   unet: NativeUNet;
   textEncoder?: NativeTextEncoder;
   vae?: NativeVAE;
+  /** The VAE's scaling_factor (default: the given VAE's); required without a VAE. */
+  vaeScalingFactor?: number;
   /** "unet" / "text_encoder": given parameters (e.g. LoRA adapters), or the whole model (`full`). */
   groups: (
     { name: "unet" | "text_encoder"; params: [string, Tensor][] } | { name: "unet" | "text_encoder"; full: true }

@@ -134,6 +134,21 @@ describe("Trainer", () => {
     await expect(trainer.step({ ...b!, priorRows: 2 }, { unet: 0 })).rejects.toThrow(/priorRows/);
   });
 
+  it("cached latents use the given VAE scaling factor, and say so when it is missing", async () => {
+    const m = await models();
+    const mean = native().ops.randn([2, 4, 8, 12], { seed: 1 });
+    const std = native().ops.randn([2, 4, 8, 12], { seed: 2 });
+    const [b] = await batches(1);
+    const noVae = { ...spec(m), vae: undefined, gradientAccumulationSteps: 1 };
+    const without = await Trainer.create(noVae);
+    await expect(
+      without.step({ latentMean: mean, latentStd: std, inputIds: b!.inputIds }, { unet: 0 }),
+    ).rejects.toThrow(/vaeScalingFactor/);
+    const withFactor = await Trainer.create({ ...noVae, vaeScalingFactor: m.vae.scalingFactor });
+    const r = await withFactor.step({ latentMean: mean, latentStd: std, inputIds: b!.inputIds }, { unet: 0 });
+    expect(Number.isFinite(r.loss)).toBe(true);
+  });
+
   it("rejects bad options with the field named", async () => {
     const m = await models();
     await expect(Trainer.create({ ...spec(m), gradientAccumulationSteps: 0 })).rejects.toThrow(

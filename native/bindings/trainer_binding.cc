@@ -129,6 +129,8 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
       }
       if (!o.Get("vae").IsUndefined()) holder->vae = VAEHandle::unwrap(o.Get("vae"), "options.vae");
       train::TrainerOptions options = readOptions(o);
+      // Cached latents need the VAE's scaling_factor even when the VAE itself is not loaded.
+      std::optional<double> scalingFactor = getOptionalNumber(o, "vaeScalingFactor", "options");
       if (!o.Get("groups").IsArray()) throw Napi::TypeError::New(env, "options.groups must be an array");
       auto groupsJs = o.Get("groups").As<Napi::Array>();
       std::vector<train::ParamGroup> groups;
@@ -155,14 +157,15 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
       }
       return PromiseWorker<std::shared_ptr<TrainerHolder>>::run(
           env, "sdtune:trainer.create",
-          [holder, options, groups, fullGroups]() mutable {
+          [holder, options, groups, fullGroups, scalingFactor]() mutable {
             auto locks = holder->lockModels();
             for (auto& [index, name] : fullGroups) {
               torch::nn::Module& module = name == "unet" ? static_cast<torch::nn::Module&>(*holder->unet->module)
                                                          : static_cast<torch::nn::Module&>(*holder->textEncoder->model);
               for (auto& item : module.named_parameters()) groups[index].params.emplace_back(item.key(), item.value());
             }
-            double scaling = holder->vae ? holder->vae->config.scalingFactor : 0.18215;
+            // NaN: unknown; only batches of explicit latents can then be trained on.
+            double scaling = scalingFactor.value_or(holder->vae ? holder->vae->config.scalingFactor : std::nan(""));
             holder->trainer = std::make_unique<train::Trainer>(
                 holder->unet->module, holder->textEncoder ? holder->textEncoder->model : models::CLIPTextModel(nullptr),
                 holder->vae ? holder->vae->module : models::AutoencoderKL(nullptr), scaling, std::move(groups),

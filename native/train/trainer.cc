@@ -75,6 +75,10 @@ torch::Tensor Trainer::drawLatents(const TrainBatch& batch) {
   } else {
     throw std::invalid_argument("a batch needs pixels, cached latents (latentMean/latentStd) or latents");
   }
+  if (std::isnan(vaeScalingFactor_)) {
+    throw std::invalid_argument(
+        "cached latents need the VAE's scaling_factor: pass vaeScalingFactor (vae/config.json)");
+  }
   torch::NoGradGuard noGrad;
   torch::Tensor z = mean;
   if (options_.sampleLatents) {

@@ -146,6 +146,7 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
       unet: models.unet,
       textEncoder: models.textEncoder,
       vae: models.vae,
+      vaeScalingFactor: models.vaeScalingFactor,
       groups: models.groups,
       noiseScheduleConfig: scheduler,
       predictionType,

@@ -8,6 +8,8 @@ import { join } from "node:path";
 
 import type { StageConfig } from "../config/train.js";
 import { applyLoraFile, createTrainableLora, fuseLora } from "../lora/index.js";
+import { parseVAEConfig } from "../models/config.js";
+import { readJsonFile } from "../models/files.js";
 import { TextEncoder } from "../models/text_encoder.js";
 import { UNet } from "../models/unet.js";
 import { VAE } from "../models/vae.js";
@@ -29,6 +31,8 @@ export interface StageModels {
   /** Loaded when first needed (pixels, class images, validation): see ensureVae. */
   vae?: VAE;
   ensureVae(): Promise<VAE>;
+  /** vae/config.json's scaling_factor (known without loading the VAE). */
+  vaeScalingFactor: number;
   tokenizer: ClipTokenizer;
   schedulerConfig: Record<string, unknown>;
   groups: ParamGroupSpec[];
@@ -64,6 +68,8 @@ export async function loadStageBase(
     textEncoder = await TextEncoder.load(join(dir, "text_encoder"), load);
     if (options.loadVae) vae = await VAE.load(join(dir, "vae"), load);
     const tokenizer = await ClipTokenizer.fromPretrained(join(dir, "tokenizer"));
+    const vaeConfigPath = join(dir, "vae", "config.json");
+    const vaeScalingFactor = parseVAEConfig(readJsonFile(vaeConfigPath), vaeConfigPath).scaling_factor;
     const { _source: _ignored, ...schedulerConfig } = readSchedulerConfig(dir);
 
     // Earlier stages' LoRAs become part of the frozen base.
@@ -83,6 +89,7 @@ export async function loadStageBase(
       tokenizer,
       schedulerConfig,
       groups: [],
+      vaeScalingFactor,
       ensureVae: async () => (models.vae ??= vae = await VAE.load(join(dir, "vae"), load)),
       dispose: disposeAll,
     };

@@ -13,6 +13,8 @@ export interface TrainerSpec {
   textEncoder?: TextEncoder;
   /** Needed only when batches carry pixels (not cached latents). */
   vae?: VAE;
+  /** vae/config.json's scaling_factor; needed when no VAE is given. */
+  vaeScalingFactor?: number;
   groups: ParamGroupSpec[];
   /** The model's scheduler/scheduler_config.json, parsed. */
   noiseScheduleConfig: Record<string, unknown>;
@@ -64,6 +66,7 @@ export class Trainer {
       unet: spec.unet.handle,
       textEncoder: spec.textEncoder?.handle,
       vae: spec.vae?.handle,
+      vaeScalingFactor: spec.vaeScalingFactor ?? spec.vae?.scalingFactor,
       groups: spec.groups,
       noiseScheduleConfig: JSON.stringify(spec.noiseScheduleConfig),
       predictionType: spec.predictionType,
