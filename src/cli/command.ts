@@ -40,3 +40,19 @@ export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
     },
   };
 }
+
+/**
+ * A LoRA argument, "FILE[:SCALE]" (as `sdtune generate`, `lora merge` and `eval` take it; "@"
+ * works too): the scale is what follows the last ":" or "@" when it is a number, so Windows
+ * paths ("C:\\x.safetensors") and folders with colons stay intact.
+ */
+export function parseLoraSpec(spec: string): { path: string; scale?: number } {
+  if (!spec) throw new UsageError("--lora expects FILE or FILE:SCALE");
+  const cut = Math.max(spec.lastIndexOf(":"), spec.lastIndexOf("@"));
+  if (cut > 0) {
+    const suffix = spec.slice(cut + 1);
+    if (/^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(suffix))
+      return { path: spec.slice(0, cut), scale: Number(suffix) };
+  }
+  return { path: spec };
+}

@@ -7,12 +7,12 @@ import { applyOverrides, loadConfigFile } from "../config/load.js";
 import { evaluate } from "../eval/evaluate.js";
 import { formatStat } from "../eval/results.js";
 import type { ProgressEvent } from "../native.js";
-import { interruptSignal, parseCommandArgs, UsageError, type Command } from "./command.js";
+import { interruptSignal, parseCommandArgs, UsageError, type Command, parseLoraSpec } from "./command.js";
 import { ProgressBar } from "./progress.js";
 
 const help = [
   "usage: sdtune eval --images DIR[=NAME] [--images DIR2 ...] --out DIR [options] [key=value ...]",
-  "       sdtune eval --model M [--lora FILE[@SCALE] ...] --prompt P [--prompt P2 ...] --out DIR [options]",
+  "       sdtune eval --model M [--lora FILE[:SCALE] ...] --prompt P [--prompt P2 ...] --out DIR [options]",
   "       sdtune eval --config eval.yaml [key=value ...]",
   "",
   "Scores images with CLIP as torchmetrics' CLIPScore does (max(mean 100·cos, 0)), plus CLIP-T and,",
@@ -24,7 +24,7 @@ const help = [
   "  --prompts FILE        prompts for images that carry none (one per line or a JSON list), name order",
   "generate first, then score (images go to DIR/images/<variant>/; a rerun keeps those already made):",
   "  --model M             base model folder or hub id; a 'base' variant is generated unless --no-base",
-  "  --lora FILE[@SCALE]   one variant per --lora (scale default 1); A@0.8+B@0.5 applies both together",
+  "  --lora FILE[:SCALE]   one variant per --lora (scale default 1); A:0.8+B:0.5 applies both together",
   "  --prompt P            repeatable;  --negative-prompt P",
   "  --seeds 0,1,2         the same seeds for every variant;  --steps 25",
   "  --sampler NAME        ddim, pndm, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras, ddpm",
@@ -141,14 +141,14 @@ const number = (value: unknown, name: string): number | undefined => {
   return n;
 };
 
-/** One --lora value as a variant: FILE[@SCALE], or several joined with "+" applied together. */
+/** One --lora value as a variant: FILE[:SCALE] (or FILE@SCALE), or several joined with "+" applied together. */
 function loraVariant(spec: string): { name: string; loras: { path: string; scale: number; name: string }[] } {
   const parts = existsSync(spec) ? [spec] : spec.split("+").filter((p) => p !== "");
   if (parts.length === 0) throw new UsageError(`--lora "${spec}" names no file`);
   const loras = parts.map((part) => {
-    const at = part.lastIndexOf("@");
-    const path = at > 0 && !existsSync(part) ? part.slice(0, at) : part;
-    const scale = path !== part ? number(part.slice(at + 1), "lora scale")! : 1;
+    const parsed = existsSync(part) ? { path: part } : parseLoraSpec(part);
+    const path = parsed.path;
+    const scale = parsed.scale ?? 1;
     const stem = basename(path, extname(path));
     // diffusers/peft files share generic names; their folder names the LoRA.
     const name = GENERIC_LORA_NAMES.has(stem) ? basename(dirname(resolve(path))) : stem || path;

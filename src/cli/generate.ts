@@ -10,7 +10,7 @@ import { makeGrid } from "../eval/grid.js";
 import type { ModelDType } from "../models/options.js";
 import type { SamplerName } from "../native.js";
 import { loadPipeline, type StableDiffusionPipeline } from "../pipeline/index.js";
-import { interruptSignal, parseCommandArgs, UsageError, type Command } from "./command.js";
+import { interruptSignal, parseCommandArgs, UsageError, type Command, parseLoraSpec } from "./command.js";
 import { ProgressBar } from "./progress.js";
 
 export const command: Command = {
@@ -76,7 +76,10 @@ export const command: Command = {
     const prompts = [...((values.prompt as string[] | undefined) ?? [])];
     if (typeof values["prompts-file"] === "string") prompts.push(...(await readPrompts(values["prompts-file"])));
     if (prompts.length === 0) throw new UsageError("give at least one --prompt (or --prompts-file)");
-    const loras = ((values.lora as string[] | undefined) ?? []).map(parseLora);
+    const loras = ((values.lora as string[] | undefined) ?? []).map((spec) => {
+      const { path, scale } = parseLoraSpec(spec);
+      return { path, scale: scale ?? 1 };
+    });
 
     const interrupt = interruptSignal();
     const { signal } = interrupt;
@@ -168,16 +171,6 @@ export const command: Command = {
     }
   },
 };
-
-/** "FILE[:SCALE]": the scale is what follows the last colon when it is a number (so "C:\\x.safetensors" works). */
-function parseLora(spec: string): { path: string; scale: number } {
-  const colon = spec.lastIndexOf(":");
-  const tail = colon > 0 ? spec.slice(colon + 1) : "";
-  const scale = Number(tail);
-  if (colon > 0 && tail.trim() !== "" && Number.isFinite(scale)) return { path: spec.slice(0, colon), scale };
-  if (!spec) throw new UsageError("--lora expects FILE or FILE:SCALE");
-  return { path: spec, scale: 1 };
-}
 
 async function readPrompts(file: string): Promise<string[]> {
   let text: string;

@@ -13,9 +13,9 @@ import {
   type BaseModuleNames,
   type LoraSaveFormat,
 } from "../lora/index.js";
-import { mergeLoraIntoModel, type MergeLoraSpec } from "../lora/merge.js";
+import { mergeLoraIntoModel } from "../lora/merge.js";
 import type { ModelDType } from "../models/options.js";
-import { interruptSignal, parseCommandArgs, UsageError, type Command } from "./command.js";
+import { interruptSignal, parseCommandArgs, parseLoraSpec, UsageError, type Command } from "./command.js";
 import { ProgressBar } from "./progress.js";
 
 const FORMATS: LoraSaveFormat[] = ["kohya", "diffusers", "peft"];
@@ -132,15 +132,6 @@ async function inspect(argv: string[]): Promise<number> {
 }
 
 /** "file.safetensors:0.8" -> {path, scale}; a suffix that is not a number stays part of the path. */
-export function parseLoraSpec(spec: string): MergeLoraSpec {
-  const colon = spec.lastIndexOf(":");
-  if (colon > 0) {
-    const suffix = spec.slice(colon + 1);
-    if (/^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(suffix))
-      return { path: spec.slice(0, colon), scale: Number(suffix) };
-  }
-  return { path: spec };
-}
 
 const DTYPES: ModelDType[] = ["float32", "float16", "bfloat16"];
 
@@ -191,3 +182,5 @@ async function merge(argv: string[]): Promise<number> {
   }
   return 0;
 }
+
+export { parseLoraSpec } from "./command.js";
