@@ -4,16 +4,18 @@ import { join } from "node:path";
 
 import { native, type NativeClipModel, type Tensor } from "../native.js";
 import { nativeClipModelConfig, parseClipConfig, type ClipConfig } from "./clip_config.js";
+import { LoadedModel } from "./loaded_model.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
-import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
+import { checkModelOptions, warningSink, type ModelLoadOptions } from "./options.js";
 
-export class ClipModel {
+export class ClipModel extends LoadedModel<NativeClipModel> {
   private constructor(
-    /** The native handle, for other native components. */
-    readonly handle: NativeClipModel,
+    handle: NativeClipModel,
     readonly config: ClipConfig,
     readonly path: string,
-  ) {}
+  ) {
+    super(handle);
+  }
 
   static async load(dir: string, options: ModelLoadOptions = {}): Promise<ClipModel> {
     checkModelOptions(options, "ClipModel.load");
@@ -27,18 +29,6 @@ export class ClipModel {
       device: options.device ?? "cpu",
     });
     return new ClipModel(handle, config, dir);
-  }
-
-  get dtype(): ModelDType {
-    return this.handle.dtype as ModelDType;
-  }
-
-  get device(): string {
-    return this.handle.device;
-  }
-
-  get disposed(): boolean {
-    return this.handle.disposed;
   }
 
   /** The stored logit_scale; similarity logits are exp(logitScale) * cos. */
@@ -72,9 +62,5 @@ export class ClipModel {
       );
     }
     return this.handle.getImageFeatures(pixelValues);
-  }
-
-  dispose(): void {
-    this.handle.dispose();
   }
 }

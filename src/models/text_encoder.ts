@@ -4,6 +4,7 @@ import { join } from "node:path";
 
 import { native, type NativeTextEncoder, type Tensor, type TextEncoderOutput } from "../native.js";
 import { nativeClipTextConfig, parseClipTextEncoderConfig, type ClipTextConfig } from "./clip_config.js";
+import { LoadedModel } from "./loaded_model.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
 import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
 
@@ -21,14 +22,15 @@ export interface TextEncoderForward {
   attentionMask?: Tensor;
 }
 
-export class TextEncoder {
+export class TextEncoder extends LoadedModel<NativeTextEncoder> {
   private constructor(
-    /** The native handle, for other native components (pipeline, trainer, LoRA). */
-    readonly handle: NativeTextEncoder,
+    handle: NativeTextEncoder,
     readonly config: ClipTextConfig,
     /** The folder it was loaded from (undefined for a random init). */
     readonly path: string | undefined,
-  ) {}
+  ) {
+    super(handle);
+  }
 
   /** Loads a CLIPTextModel folder (or the text tower of a CLIPModel folder). */
   static async load(dir: string, options: ModelLoadOptions = {}): Promise<TextEncoder> {
@@ -65,18 +67,6 @@ export class TextEncoder {
     return new TextEncoder(handle, config, undefined);
   }
 
-  get dtype(): ModelDType {
-    return this.handle.dtype as ModelDType;
-  }
-
-  get device(): string {
-    return this.handle.device;
-  }
-
-  get disposed(): boolean {
-    return this.handle.disposed;
-  }
-
   /** inputIds: int64 [n, L] with L <= max_position_embeddings. */
   async forward(inputIds: Tensor, options: TextEncoderForward = {}): Promise<TextEncoderOutput> {
     this.checkIds(inputIds, options);
@@ -108,11 +98,6 @@ export class TextEncoder {
   /** Every weight by checkpoint key: views of the live tensors (fused LoRA shows, unfused adapters do not), no copy. */
   stateDict(): Promise<[string, Tensor][]> {
     return this.handle.stateDict();
-  }
-
-  /** Frees the weights (idempotent). */
-  dispose(): void {
-    this.handle.dispose();
   }
 
   private checkIds(inputIds: Tensor, options: { clipSkip?: number; attentionMask?: Tensor }): void {

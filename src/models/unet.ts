@@ -4,6 +4,7 @@ import { join } from "node:path";
 
 import { native, type NativeUNet, type ParameterInfo, type Tensor, type UNetLossAndGradients } from "../native.js";
 import { nativeUNetConfig, parseUNetConfig, type UNetConfig } from "./config.js";
+import { LoadedModel } from "./loaded_model.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
 import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
 
@@ -11,15 +12,16 @@ export { checkModelOptions } from "./options.js";
 export type UNetDType = ModelDType;
 export type UNetLoadOptions = ModelLoadOptions;
 
-export class UNet {
+export class UNet extends LoadedModel<NativeUNet> {
   private constructor(
-    /** The native handle, for other native components (pipeline, trainer, LoRA). */
-    readonly handle: NativeUNet,
+    handle: NativeUNet,
     /** The parsed config.json, with diffusers' defaults filled in. */
     readonly config: UNetConfig,
     /** The folder it was loaded from (undefined for a random init). */
     readonly path: string | undefined,
-  ) {}
+  ) {
+    super(handle);
+  }
 
   /** Loads a diffusers unet/ folder. */
   static async load(dir: string, options: ModelLoadOptions = {}): Promise<UNet> {
@@ -50,18 +52,6 @@ export class UNet {
       device: options.device ?? "cpu",
     });
     return new UNet(handle, config, undefined);
-  }
-
-  get dtype(): ModelDType {
-    return this.handle.dtype as ModelDType;
-  }
-
-  get device(): string {
-    return this.handle.device;
-  }
-
-  get disposed(): boolean {
-    return this.handle.disposed;
   }
 
   /**
@@ -118,11 +108,6 @@ export class UNet {
   /** Every weight by checkpoint key: views of the live tensors (fused LoRA shows, unfused adapters do not), no copy. */
   stateDict(): Promise<[string, Tensor][]> {
     return this.handle.stateDict();
-  }
-
-  /** Frees the weights (idempotent); running work keeps them until it ends. */
-  dispose(): void {
-    this.handle.dispose();
   }
 
   private checkInputs(sample: Tensor, timestep: Tensor | number, ehs: Tensor): void {

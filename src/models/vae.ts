@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { native, type LatentDistribution, type NativeVAE, type ProgressEvent, type Tensor } from "../native.js";
 import { cancelTokenFor } from "../tensor.js";
 import { nativeVAEConfig, parseVAEConfig, type VAEConfig } from "./config.js";
+import { LoadedModel } from "./loaded_model.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
 import { checkModelOptions, warningSink, type ModelLoadOptions } from "./options.js";
 
@@ -29,14 +30,15 @@ export interface VAEDecodeOptions extends VAECallOptions {
   tileOverlap?: number;
 }
 
-export class VAE {
+export class VAE extends LoadedModel<NativeVAE> {
   private constructor(
-    /** The native handle, for other native components (pipeline, trainer). */
-    readonly handle: NativeVAE,
+    handle: NativeVAE,
     /** The parsed config.json, with diffusers' defaults filled in. */
     readonly config: VAEConfig,
     readonly path: string | undefined,
-  ) {}
+  ) {
+    super(handle);
+  }
 
   /** Loads a diffusers vae/ folder. */
   static async load(dir: string, options: VAELoadOptions = {}): Promise<VAE> {
@@ -77,18 +79,6 @@ export class VAE {
   /** Image pixels per latent pixel (8 for Stable Diffusion). */
   get scaleFactor(): number {
     return this.handle.scaleFactor;
-  }
-
-  get dtype(): string {
-    return this.handle.dtype;
-  }
-
-  get device(): string {
-    return this.handle.device;
-  }
-
-  get disposed(): boolean {
-    return this.handle.disposed;
   }
 
   /** The latent distribution of images in [-1, 1], [B, in_channels, H, W] (H, W multiples of scaleFactor). */
@@ -143,11 +133,6 @@ export class VAE {
   /** Every weight by checkpoint key: views of the live tensors (fused LoRA shows, unfused adapters do not), no copy. */
   stateDict(): Promise<[string, Tensor][]> {
     return this.handle.stateDict();
-  }
-
-  /** Frees the weights (idempotent). */
-  dispose(): void {
-    this.handle.dispose();
   }
 
   private checkImages(images: Tensor): void {
