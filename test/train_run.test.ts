@@ -250,4 +250,35 @@ describe("train()", () => {
     expect(evalJson).toBeTruthy();
     expect(readFileSync(result.report, "utf8")).toContain('href="eval/train/report.html"');
   });
+
+  it("trains the text encoder in full alongside a UNet LoRA and writes both into the model", async () => {
+    const result = await train(
+      textToImage(join(dir.path, "te-full"), {
+        train_text_encoder: "full",
+        max_train_steps: 2,
+        save: { lora_formats: ["kohya"], full_model: true },
+      }),
+    );
+    const te = join("text_encoder", "model.safetensors");
+    const trained = (await readSafetensors(join(result.stages[0]!.fullModel!, te))).tensors;
+    const base = (await readSafetensors(join(fixture("tiny-sd"), te))).tensors;
+    const name = "text_model.encoder.layers.0.mlp.fc1.weight";
+    expect(native().ops.maxAbsDiff(trained.get(name)!, base.get(name)!)).toBeGreaterThan(0);
+  });
+
+  it("stops with advice when the loss stays non-finite, keeping the last checkpoint", async () => {
+    const out = join(dir.path, "nan");
+    const error = await train(
+      textToImage(out, { learning_rate: 1e30, max_train_steps: 40, checkpointing_steps: 1 }),
+    ).catch((e: Error) => e);
+    expect(error).toBeInstanceOf(Error);
+    expect((error as Error).message).toMatch(/has not been finite for 5 steps.*Lower learning_rate/s);
+    // Only healthy states were saved: the newest checkpoint resumes from finite weights.
+    const checkpoints = readdirSync(join(out, "train", "checkpoints"));
+    expect(checkpoints.length).toBeGreaterThan(0);
+    for (const c of checkpoints) {
+      const manifest = JSON.parse(readFileSync(join(out, "train", "checkpoints", c, "manifest.json"), "utf8"));
+      expect(manifest.state.consecutiveNonFinite).toBe(0);
+    }
+  });
 });

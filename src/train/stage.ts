@@ -249,7 +249,8 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
       step++;
       const seconds = (performance.now() - started) / 1000;
       const loss = lossSum / stage.gradient_accumulation_steps;
-      nonFinite = Number.isFinite(loss) && !result!.overflow ? 0 : nonFinite + 1;
+      // Gradient overflows (float16) are the loss scaler's business; a non-finite loss is not.
+      nonFinite = Number.isFinite(loss) ? 0 : nonFinite + 1;
       lastLoss = loss;
       await ctx.metrics.append({
         stage: stage.name,
@@ -273,8 +274,10 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
         );
       }
       const stopping = signal?.aborted ?? false;
+      // A state whose loss is not finite is never saved: the newest checkpoint stays a good one.
+      const healthy = nonFinite === 0;
       if (step % stage.checkpointing_steps === 0 || step === stage.max_train_steps || stopping) {
-        const dir = await checkpoint();
+        const dir = healthy ? await checkpoint() : (await store.latest())?.dir;
         if (stopping) throw new TrainingStopped(dir);
       }
       if (stage.validation && (step % stage.validation.every_n_steps === 0 || step === stage.max_train_steps)) {
