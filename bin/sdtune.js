@@ -9,5 +9,10 @@ if (!existsSync(entry)) {
   console.error("sdtune: not built yet; run `npm run bootstrap` in the sdtune folder.");
   process.exit(1);
 }
+// `sdtune inspect big.safetensors | head`: a closed pipe ends the output quietly.
+process.stdout.on("error", (error) => {
+  if (error.code === "EPIPE") process.exit(0);
+  throw error;
+});
 const { main } = await import(pathToFileURL(entry).href);
 process.exitCode = await main(process.argv.slice(2));

@@ -281,4 +281,82 @@ describe("train()", () => {
       expect(manifest.state.consecutiveNonFinite).toBe(0);
     }
   });
+
+  it("Ctrl-C in the middle of an accumulation cycle finishes the step and saves it", async () => {
+    const out = join(dir.path, "accumulate");
+    const controller = new AbortController();
+    const error = await train(
+      textToImage(out, { gradient_accumulation_steps: 3, max_train_steps: 6, checkpointing_steps: 100 }),
+      {
+        signal: controller.signal,
+        // Fires while step 3's first micro-batch is being fetched.
+        onProgress: (e) => e.phase === "train" && e.step === 2 && setImmediate(() => controller.abort()),
+      },
+    ).catch((e: Error) => e);
+    expect((error as Error).name).toBe("AbortError");
+    expect(readdirSync(join(out, "train", "checkpoints"))).toEqual(["checkpoint-3"]);
+  });
+
+  it("refuses to resume with changed training settings, names them, and keeps the saved config", async () => {
+    const out = join(dir.path, "changed");
+    const controller = new AbortController();
+    await train(textToImage(out), {
+      signal: controller.signal,
+      onProgress: (e) => e.step === 2 && controller.abort(),
+    }).catch(() => undefined);
+    const before = readFileSync(join(out, "config.yaml"), "utf8");
+    const refused = (await train(textToImage(out, { learning_rate: 0.5, lora: { rank: 8 } }), {
+      resume: "latest",
+    }).catch((e: Error) => e)) as Error;
+    expect(refused.message).toMatch(/differs from the run being resumed in/);
+    expect(refused.message).toContain("stages[0].learning_rate");
+    expect(refused.message).toContain("stages[0].lora.rank");
+    expect(readFileSync(join(out, "config.yaml"), "utf8")).toBe(before);
+    // Settings that do not change the result may change.
+    const done = await train(textToImage(out, { checkpointing_steps: 3 }), { resume: "latest" });
+    expect(done.stages[0]!.steps).toBe(6);
+  });
+
+  it("one process trains in a run folder at a time", async () => {
+    const out = join(dir.path, "locked");
+    const first = train(textToImage(out, { max_train_steps: 3 }));
+    await new Promise((r) => setTimeout(r, 50));
+    await expect(train(textToImage(out, { max_train_steps: 3 }))).rejects.toThrow(/is being trained by process/);
+    await first;
+  });
+
+  it("resuming from an older checkpoint sets the newer ones aside", async () => {
+    const out = join(dir.path, "branch");
+    const controller = new AbortController();
+    await train(textToImage(out, { checkpointing_steps: 1 }), {
+      signal: controller.signal,
+      onProgress: (e) => e.step === 4 && controller.abort(),
+    }).catch(() => undefined);
+    const checkpoints = join(out, "train", "checkpoints");
+    const again = new AbortController();
+    await train(textToImage(out, { checkpointing_steps: 1 }), {
+      resume: join(checkpoints, "checkpoint-2"),
+      signal: again.signal,
+      onProgress: (e) => e.step === 3 && again.abort(),
+    }).catch(() => undefined);
+    const names = readdirSync(checkpoints);
+    expect(names.filter((n) => /^checkpoint-\d+$/.test(n)).sort()).toEqual(["checkpoint-2", "checkpoint-3"]);
+    expect(names.some((n) => n.startsWith("checkpoint-4.abandoned-"))).toBe(true);
+    const done = await train(textToImage(out, { checkpointing_steps: 1 }), { resume: "latest" });
+    const a = await train(textToImage(join(dir.path, "branch-ref")));
+    await tensorsEqual(a.stages[0]!.loraFiles.kohya!, done.stages[0]!.loraFiles.kohya!);
+  });
+
+  it("an evaluation interrupted after its stage finished runs on resume", async () => {
+    const out = join(dir.path, "eval-resume");
+    const config = (clip: string) =>
+      textToImage(out, {
+        max_train_steps: 2,
+        evaluate: { prompts: ["a picture number 1"], seeds: [0], num_inference_steps: 2, clip_model: clip },
+      });
+    await expect(train(config(join(dir.path, "no-such-clip")))).rejects.toThrow();
+    expect(existsSync(join(out, "eval", "train", "eval.json"))).toBe(false);
+    await train(config(fixture("tiny-clip")), { resume: "latest" });
+    expect(existsSync(join(out, "eval", "train", "eval.json"))).toBe(true);
+  });
 });

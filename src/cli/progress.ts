@@ -10,6 +10,8 @@ export interface ProgressBarOptions {
   stream?: NodeJS.WriteStream;
   /** Force drawing (or not) regardless of TTY detection. */
   enabled?: boolean;
+  /** Where counting starts (a resumed run): the rate and ETA count only what this bar saw. */
+  initial?: number;
 }
 
 export class ProgressBar {
@@ -48,7 +50,7 @@ export class ProgressBar {
     const unit = this.options.unit ?? "it";
     const elapsed = (performance.now() - this.started) / 1000;
     const fraction = total > 0 ? Math.min(1, this.current / total) : 0;
-    const rate = elapsed > 0 ? this.current / elapsed : 0;
+    const rate = elapsed > 0 ? (this.current - (this.options.initial ?? 0)) / elapsed : 0;
     const eta = rate > 0 ? (total - this.current) / rate : Infinity;
     const width = 24;
     const filled = Math.round(fraction * width);

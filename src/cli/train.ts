@@ -19,7 +19,8 @@ const help = [
   "  --resume latest    continue the run in output_dir from its newest checkpoint (or a checkpoint folder)",
   "  --print-schema     write the config's JSON Schema (for editors) to FILE or stdout",
   "",
-  "Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and exits with code 130 (143).",
+  "Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and exits with code 130 (143);",
+  "a second Ctrl-C quits at once (saved checkpoints are never torn).",
 ].join("\n");
 
 export const command: Command = {
@@ -58,15 +59,26 @@ export const command: Command = {
     const controller = new AbortController();
     let signalName: NodeJS.Signals | undefined;
     const onSignal = (name: NodeJS.Signals): void => {
-      if (signalName) return; // a second Ctrl-C while saving is ignored: the checkpoint must finish
+      if (signalName) {
+        // A second Ctrl-C quits now: checkpoint writes are atomic, so nothing saved is lost.
+        process.stderr.write(`\n${name} again: stopping without saving the current step\n`);
+        process.exit(name === "SIGTERM" ? 143 : 130);
+      }
       signalName = name;
-      process.stderr.write(`\n${name}: finishing the current step and saving a checkpoint...\n`);
+      process.stderr.write(`\n${name}: finishing the current step and saving a checkpoint (again to quit now)...\n`);
       controller.abort();
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
     let bar: ProgressBar | undefined;
-    let barStage = "";
+    let barKey = "";
+    let downloading = false;
+    const PHASES: Record<string, string> = {
+      train: "training",
+      "class-images": "class images",
+      cache: "caching latents",
+      evaluate: "evaluation",
+    };
     try {
       const result = await train(config, {
         resume,
@@ -75,16 +87,26 @@ export const command: Command = {
         onProgress: (event) => {
           if (event.phase === "download") {
             const e = event as { fileBytes?: number; file?: string };
-            if (process.stderr.isTTY && e.file)
+            if (process.stderr.isTTY && e.file) {
               process.stderr.write(`\rdownloading ${e.file} ${formatBytes(e.fileBytes ?? 0)}   `);
+              downloading = true;
+            }
             return;
           }
           const e = event as StageProgress;
-          if (e.phase !== "train") return;
-          if (!bar || barStage !== e.stage) {
+          const phase = PHASES[e.phase];
+          if (!phase || typeof e.step !== "number" || typeof e.total !== "number") return;
+          const key = `${e.stage} ${phase}`;
+          if (downloading) {
+            process.stderr.write("\n");
+            downloading = false;
+          }
+          if (!bar || barKey !== key) {
             bar?.done();
-            barStage = e.stage;
-            bar = new ProgressBar({ label: `${e.stage}`, total: e.total, unit: "step" });
+            if (!process.stderr.isTTY) console.error(`${key}...`);
+            barKey = key;
+            const unit = e.phase === "train" ? "step" : "img";
+            bar = new ProgressBar({ label: key, total: e.total, unit, initial: e.phase === "train" ? e.step : 0 });
           }
           bar.update(e.step, e.loss === undefined ? {} : { loss: e.loss, lr: e.lr ?? 0 });
         },

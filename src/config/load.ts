@@ -32,8 +32,9 @@ export async function loadConfigFile(path: string): Promise<Record<string, unkno
 }
 
 /**
- * Applies "a.b.c=value" overrides (values parsed as YAML scalars/flow: 1e-4, true,
- * [a, b], {x: 1}); numeric path parts index arrays ("stages.1.lora.rank=8").
+ * Applies "a.b.c=value" overrides (numbers, booleans, null, [a, b], {x: 1} and quoted strings
+ * are read as YAML; other values are taken literally); numeric path parts index arrays
+ * ("stages.1.lora.rank=8").
  */
 export function applyOverrides(config: Record<string, unknown>, overrides: string[]): Record<string, unknown> {
   const out = structuredClone(config);
@@ -41,11 +42,16 @@ export function applyOverrides(config: Record<string, unknown>, overrides: strin
     const eq = override.indexOf("=");
     if (eq <= 0) throw new ConfigError(`override "${override}": expected key=value (e.g. learning_rate=5e-5)`);
     const path = override.slice(0, eq).split(".");
-    let value: unknown;
-    try {
-      value = parseYaml(override.slice(eq + 1));
-    } catch {
-      value = override.slice(eq + 1);
+    const text = override.slice(eq + 1);
+    let value: unknown = text;
+    // Numbers, booleans, null, [lists], {maps} and quoted strings are read as YAML; anything
+    // else stays the literal text (a prompt with "#" or ": " must not become a comment or a map).
+    if (/^\s*([-+]?(\d|\.\d)|true\b|false\b|null\b|~|\[|\{|"|')/i.test(text)) {
+      try {
+        value = parseYaml(text);
+      } catch {
+        value = text;
+      }
     }
     let node: Record<string, unknown> | unknown[] = out;
     for (let i = 0; i < path.length - 1; i++) {

@@ -6,21 +6,37 @@
 import { z } from "zod";
 
 import { LR_SCHEDULES } from "../train/lr_schedule.js";
+
+/** Sampler names as src/sched spells them (checked here so a typo fails before training). */
+const SAMPLERS = [
+  "ddpm",
+  "ddim",
+  "pndm",
+  "euler",
+  "euler_ancestral",
+  "dpmpp_2m",
+  "dpmpp_2m_karras",
+  "dpm_multistep",
+] as const;
+const Sampler = z.enum(SAMPLERS);
 import { ConfigError, parseConfig } from "./errors.js";
 
 export const LoraSchema = z.strictObject({
   rank: z.int().min(1).default(4).describe("LoRA rank r"),
   alpha: z.number().positive().optional().describe("LoRA alpha; the update is scaled by alpha / rank (default: rank)"),
-  dropout: z.number().min(0).max(1).default(0),
+  dropout: z.number().min(0).lt(1).default(0),
   init: z
     .enum(["gaussian", "kaiming"])
     .default("gaussian")
     .describe("gaussian: A ~ N(0, 1/r), B = 0 (diffusers scripts); kaiming: peft's default"),
   unet_targets: z
-    .array(z.string().min(1))
+    .union([z.array(z.string().min(1)), z.string().min(1)])
     .default(["to_q", "to_k", "to_v", "to_out.0"])
     .describe("peft-style target_modules for the UNet"),
-  text_encoder_targets: z.array(z.string().min(1)).default(["q_proj", "k_proj", "v_proj", "out_proj"]),
+  text_encoder_targets: z
+    .union([z.array(z.string().min(1)), z.string().min(1)])
+    .default(["q_proj", "k_proj", "v_proj", "out_proj"])
+    .describe("a list of module names, or one regular expression matched against whole module paths"),
 });
 
 export const DatasetSchema = z.strictObject({
@@ -33,7 +49,10 @@ export const DatasetSchema = z.strictObject({
   split: z.string().default("train"),
   caption_column: z.string().default("text"),
   image_column: z.string().default("image"),
-  caption_ext: z.string().default(".txt"),
+  caption_ext: z
+    .string()
+    .optional()
+    .describe('caption sidecar extension (captions folders: default ".txt"; DreamBooth: only when given)'),
   repeats: z.int().min(1).default(1).describe("how many times each image appears per epoch (kohya's repeats)"),
 });
 
@@ -45,7 +64,7 @@ export const PriorPreservationSchema = z.strictObject({
   sample_batch_size: z.int().min(1).default(4),
   num_inference_steps: z.int().min(1).default(25),
   guidance_scale: z.number().min(0).default(7.5),
-  sampler: z.string().optional(),
+  sampler: Sampler.optional(),
 });
 
 export const ValidationSchema = z.strictObject({
@@ -55,7 +74,7 @@ export const ValidationSchema = z.strictObject({
   seeds: z.array(z.int().min(0)).min(1).default([0]),
   num_inference_steps: z.int().min(1).default(25),
   guidance_scale: z.number().min(0).default(7.5),
-  sampler: z.string().optional(),
+  sampler: Sampler.optional(),
   width: z.int().min(8).multipleOf(8).optional(),
   height: z.int().min(8).multipleOf(8).optional(),
 });
@@ -64,7 +83,7 @@ export const StageEvaluationSchema = z.strictObject({
   prompts: z.array(z.string()).min(1),
   negative_prompt: z.string().default(""),
   seeds: z.array(z.int().min(0)).min(1).default([0, 1, 2]),
-  sampler: z.string().optional(),
+  sampler: Sampler.optional(),
   num_inference_steps: z.int().min(1).default(25),
   guidance_scale: z.number().min(0).default(7.5),
   width: z.int().min(8).multipleOf(8).optional(),
@@ -108,7 +127,11 @@ const stageShape = {
   train_batch_size: z.int().min(1).default(1),
   gradient_accumulation_steps: z.int().min(1).default(1),
   max_train_steps: z.int().min(1),
-  learning_rate: z.number().positive().default(1e-4),
+  learning_rate: z
+    .number()
+    .positive()
+    .optional()
+    .describe("default: 1e-4 for LoRA, 5e-6 for full fine-tuning (diffusers' DreamBooth script)"),
   text_encoder_learning_rate: z.number().positive().optional(),
   lr_scheduler: z.enum(LR_SCHEDULES).default("constant"),
   lr_warmup_steps: z.int().min(0).default(0),
@@ -138,6 +161,20 @@ const stageShape = {
 };
 
 export const StageSchema = z.strictObject(stageShape).superRefine((stage, ctx) => {
+  if (stage.cache_latents && !stage.center_crop) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["cache_latents"],
+      message: "cached latents need a fixed crop: set center_crop: true (a random crop cuts a new box every step)",
+    });
+  }
+  if (stage.cache_text_embeddings && stage.shuffle_tags) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["cache_text_embeddings"],
+      message: "shuffle_tags makes a new caption nearly every step, so text embeddings cannot be cached",
+    });
+  }
   if (stage.method === "dreambooth" && !stage.instance_prompt) {
     ctx.addIssue({
       code: "custom",
@@ -182,7 +219,10 @@ const topShape = {
   variant: z.string().optional().describe('weights variant, e.g. "fp16"'),
   output_dir: z.string().min(1),
   seed: z.int().min(0).default(0),
-  device: z.string().default("auto").describe('"auto", "cpu", "cuda" or "cuda:N"'),
+  device: z
+    .string()
+    .regex(/^(auto|cpu|cuda(:\d+)?)$/, 'expected "auto", "cpu", "cuda" or "cuda:N"')
+    .default("auto"),
   mixed_precision: z
     .enum(["auto", "no", "fp16", "bf16"])
     .default("auto")
@@ -206,7 +246,7 @@ export interface TrainConfig {
   device: string;
   mixed_precision: "auto" | "no" | "fp16" | "bf16";
   cache_dir?: string;
-  stages: (StageConfig & { name: string })[];
+  stages: (StageConfig & { name: string; learning_rate: number })[];
 }
 
 /**
@@ -229,7 +269,12 @@ export function resolveTrainConfig(raw: unknown, source = "config"): TrainConfig
     const where = input.stages ? `stages[${i}]` : "";
     try {
       const parsed = parseConfig(StageSchema, deepMerge(defaults, stage), source);
-      stages.push({ ...parsed, name: parsed.name ?? (rawStages.length > 1 ? `stage-${i + 1}` : "train") });
+      const full = parsed.train_unet === "full" || parsed.train_text_encoder === "full";
+      stages.push({
+        ...parsed,
+        name: parsed.name ?? (rawStages.length > 1 ? `stage-${i + 1}` : "train"),
+        learning_rate: parsed.learning_rate ?? (full ? 5e-6 : 1e-4),
+      });
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       problems.push(

@@ -38,7 +38,7 @@ export async function resolveDatasetPath(
 }
 
 export async function openDataset(spec: DatasetSpec, options: OpenOptions = {}): Promise<Dataset> {
-  const root = await resolveDatasetPath(spec.path, options);
+  const root = await resolveDatasetPath(spec.path, { signal: options.signal, revision: spec.revision });
   const type = spec.type && spec.type !== "auto" ? spec.type : await detectType(root, spec);
   const report: DatasetIssue[] = [];
   let result: ReaderResult;

@@ -12,6 +12,8 @@ export interface DatasetSpec {
   type?: DatasetType | "auto";
   /** A local folder (or a parquet file), or a Hugging Face dataset id (fetched through the hub cache). */
   path: string;
+  /** A hub dataset's branch, tag or commit (default "main"). */
+  revision?: string;
   /** imagefolder / parquet: the split to read (default "train"). */
   split?: string;
   /** imagefolder / parquet: the caption column (default "text"). */

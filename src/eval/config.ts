@@ -39,8 +39,14 @@ export const GenerateSchema = z.strictObject({
   width: z.int().min(8).multipleOf(8).optional(),
   height: z.int().min(8).multipleOf(8).optional(),
   include_base: z.boolean().default(true).describe('also generate with no LoRA (variant "base")'),
+  base_name: z
+    .string()
+    .regex(/^(?!\.\.?$)[^\\/]+$/, "a variant name is a folder name: no / or \\, not . or ..")
+    .default("base")
+    .describe("the name of the no-LoRA variant"),
   variants: z.array(VariantSchema).default([]),
   dtype: z.enum(["float32", "float16", "bfloat16"]).optional().describe("the pipeline's dtype (default float32)"),
+  variant: z.string().optional().describe('weights variant of the model, e.g. "fp16"'),
   device: z.string().optional().describe("where the pipeline runs (default: the eval's device)"),
 });
 
@@ -81,7 +87,7 @@ export function parseEvalConfig(input: unknown, source = "eval config"): EvalCon
   const config = parseConfig(EvalConfigSchema, input, source);
   const names = config.images?.map((f, i) => f.name ?? folderName(f.path, i)) ?? [];
   if (config.generate) {
-    if (config.generate.include_base) names.push("base");
+    if (config.generate.include_base) names.push(config.generate.base_name);
     names.push(...config.generate.variants.map((v) => v.name));
     if (names.length === 0) throw new ConfigError(`${source}: generate has no variants and include_base is false`);
   }

@@ -78,7 +78,7 @@ export const EVAL_KEY_CHUNK = "sdtune-eval";
 /** Variants in order: "base" (unless include_base is false), then the configured ones. */
 export function variantPlan(config: GenerateConfig): VariantPlan[] {
   const plan: VariantPlan[] = [];
-  if (config.include_base) plan.push({ name: "base", loras: [] });
+  if (config.include_base) plan.push({ name: config.base_name, loras: [] });
   for (const v of config.variants) {
     plan.push({
       name: v.name,
@@ -132,7 +132,13 @@ export async function generateVariants(
   const open = async (): Promise<PipelineSession> => {
     if (session) return session;
     if (given) return (session = new PipelineSession(given));
-    const pipeline = await loadPipeline(config.model, { dtype, device, ...(signal ? { signal } : {}), onWarning });
+    const pipeline = await loadPipeline(config.model, {
+      dtype,
+      device,
+      ...(config.variant ? { variant: config.variant } : {}),
+      ...(signal ? { signal } : {}),
+      onWarning,
+    });
     return (session = new PipelineSession(pipeline, () => pipeline.dispose()));
   };
 

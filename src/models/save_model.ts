@@ -20,6 +20,11 @@ export interface SaveDiffusersModelOptions {
   base: string;
   out: string;
   models: { unet?: UNet; textEncoder?: TextEncoder };
+  /**
+   * Tensors to write instead of the model's own, by checkpoint key (e.g. float32 master or
+   * EMA weights of a model trained in half precision).
+   */
+  overrides?: { unet?: Map<string, Tensor>; textEncoder?: Map<string, Tensor> };
   /** Write the changed components' weights in this dtype (default: each tensor's dtype in the base). */
   dtype?: "float32" | "float16" | "bfloat16";
   variant?: string;
@@ -48,7 +53,8 @@ export async function saveDiffusersModel(options: SaveDiffusersModelOptions): Pr
       const dst = join(temp, entry);
       const model = entry === "unet" ? models.unet : entry === "text_encoder" ? models.textEncoder : undefined;
       if (model) {
-        const file = await writeComponent(src, dst, model, options);
+        const overrides = entry === "unet" ? options.overrides?.unet : options.overrides?.textEncoder;
+        const file = await writeComponent(src, dst, model, options, overrides);
         weightFiles.push(join(out, entry, basename(file)));
         options.onFile?.(`wrote ${entry}`);
       } else {
@@ -73,6 +79,7 @@ async function writeComponent(
   dst: string,
   model: UNet | TextEncoder,
   options: SaveDiffusersModelOptions,
+  overrides: Map<string, Tensor> | undefined,
 ): Promise<string> {
   await mkdir(dst, { recursive: true });
   for (const entry of await readdir(src)) {
@@ -93,7 +100,7 @@ async function writeComponent(
         : undefined;
       if (fromFile) owned.push(...fromFile.values());
       for (const info of header.tensors) {
-        let tensor = state.get(info.name) ?? fromFile!.get(info.name)!;
+        let tensor = overrides?.get(info.name) ?? state.get(info.name) ?? fromFile!.get(info.name)!;
         const wanted = options.dtype ?? ST_DTYPE[info.dtype];
         if (wanted && FLOATS.includes(tensor.dtype) && tensor.dtype !== wanted) {
           tensor = await tensor.to({ dtype: wanted });

@@ -106,17 +106,33 @@ export class CheckpointStore<State> {
     return { step: manifest.step, dir: folder, manifest };
   }
 
-  /** Removes folders left by interrupted saves. */
+  /** Removes folders left by interrupted saves (of processes that are gone). */
   async removePartial(): Promise<string[]> {
     if (!existsSync(this.dir)) return [];
     const removed: string[] = [];
     for (const name of await readdir(this.dir)) {
-      if (/^checkpoint-\d+\.partial-\d+$/.test(name)) {
+      const match = /^checkpoint-\d+\.partial-(\d+)$/.exec(name);
+      if (match && (Number(match[1]) === process.pid || !processAlive(Number(match[1])))) {
         await rm(join(this.dir, name), { recursive: true, force: true });
         removed.push(name);
       }
     }
     return removed;
+  }
+
+  /**
+   * Sets aside the checkpoints after `step` (resuming from an older one starts a new branch):
+   * renamed to checkpoint-N.abandoned-<time>, which `list` and `latest` ignore.
+   */
+  async abandonAfter(step: number): Promise<string[]> {
+    const moved: string[] = [];
+    for (const c of await this.list()) {
+      if (c.step <= step) continue;
+      const target = `${c.dir}.abandoned-${Date.now()}`;
+      await rename(c.dir, target);
+      moved.push(target);
+    }
+    return moved;
   }
 
   private async prune(): Promise<void> {
@@ -135,6 +151,15 @@ export class CheckpointStore<State> {
 async function crashTestPause(step: number): Promise<void> {
   const [at, ms] = (process.env.SDTUNE_CHECKPOINT_DELAY ?? "").split(":").map(Number);
   if (at === step && ms! > 0) await new Promise((r) => setTimeout(r, ms));
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 async function fsyncFile(path: string): Promise<void> {

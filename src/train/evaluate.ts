@@ -1,10 +1,14 @@
-// A stage's closing evaluation: the stage's result against the model it started
-// from, with identical seeds (CLIP score; CLIP-I for DreamBooth), written to
-// <run>/eval/<stage>/ and linked from the training report.
+// A stage's closing evaluation: the stage's result against the model it started from,
+// with identical seeds (CLIP score; CLIP-I for DreamBooth), written to <run>/eval/<stage>/
+// and linked from the training report.
+import { basename, join } from "node:path";
+
 import type { StageConfig } from "../config/train.js";
-import { evaluateRun } from "../eval/hooks.js";
+import { evaluate } from "../eval/evaluate.js";
+import { runEvalDir } from "../eval/hooks.js";
 import type { ProgressEvent } from "../native.js";
 import type { StageRecord } from "./outputs.js";
+import type { Placement } from "./precision.js";
 import type { StageBase } from "./stage_models.js";
 
 export async function evaluateStage(
@@ -12,34 +16,55 @@ export async function evaluateStage(
   stage: StageConfig & { name: string },
   base: StageBase,
   record: StageRecord,
+  placement: Placement,
   options: { signal?: AbortSignal; onProgress?: (event: ProgressEvent) => void },
 ): Promise<void> {
   const e = stage.evaluate!;
   const trained = record.loraFiles.kohya ?? record.loraFiles.diffusers ?? record.loraFiles.peft;
-  // A LoRA stage: the base (with earlier stages' LoRAs) vs the same plus this LoRA.
-  // A full fine-tune: its written model alone (the base is another model).
-  const model = record.fullModel ?? base.modelDir;
-  const loras = record.fullModel ? [] : [...base.loras, trained!].map((path) => ({ path }));
-  await evaluateRun({
-    runDir,
-    stage: stage.name,
-    model,
-    loras,
-    variantName: stage.name,
-    prompts: e.prompts,
-    negativePrompt: e.negative_prompt,
-    seeds: e.seeds,
-    ...(e.sampler ? { sampler: e.sampler } : {}),
-    steps: e.num_inference_steps,
-    guidanceScale: e.guidance_scale,
-    ...(e.width ? { width: e.width } : {}),
-    ...(e.height ? { height: e.height } : {}),
-    includeBase: e.include_base && !record.fullModel,
-    ...(e.instance_images || stage.method === "dreambooth"
-      ? { instanceImages: e.instance_images ?? stage.dataset.path }
-      : {}),
-    clipModel: e.clip_model,
-    ...(options.signal ? { signal: options.signal } : {}),
-    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-  });
+  const startLoras = base.loras.map((path) => ({ path, name: basename(path).replace(/\.safetensors$/, "") }));
+  // A LoRA stage: the model the stage started from (the base with earlier stages' LoRAs)
+  // against the same plus this stage's LoRA. A full fine-tune writes a new model: it is
+  // evaluated alone (the starting point is another model).
+  const full =
+    record.fullModel !== undefined && !record.loraFiles.kohya && !record.loraFiles.diffusers && !record.loraFiles.peft;
+  const variants = full
+    ? []
+    : [
+        ...(e.include_base && startLoras.length ? [{ name: "start", loras: startLoras }] : []),
+        { name: stage.name, loras: [...startLoras, { path: trained!, name: stage.name }] },
+      ];
+  const dtype = placement.weightDtype;
+  await evaluate(
+    {
+      output_dir: runEvalDir(runDir, stage.name),
+      title: `Evaluation of stage "${stage.name}" of ${runDir}`,
+      clip_model: e.clip_model,
+      device: placement.device,
+      generate: {
+        model: full ? record.fullModel! : base.modelDir,
+        prompts: e.prompts,
+        negative_prompt: e.negative_prompt,
+        seeds: e.seeds,
+        ...(e.sampler ? { sampler: e.sampler } : {}),
+        steps: e.num_inference_steps,
+        guidance_scale: e.guidance_scale,
+        ...(e.width ? { width: e.width } : {}),
+        ...(e.height ? { height: e.height } : {}),
+        include_base: full || (e.include_base && startLoras.length === 0),
+        base_name: full ? stage.name : "base",
+        variants,
+        dtype,
+        device: placement.device,
+      },
+      runs: [runDir],
+      ...(e.instance_images || stage.method === "dreambooth"
+        ? { instance_images: e.instance_images ?? stage.dataset.path }
+        : {}),
+    },
+    {
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      trainingReport: join(runDir, "report.html"),
+    },
+  );
 }

@@ -4,6 +4,8 @@
 import { join } from "node:path";
 
 import { disposeLora, extractLora, fuseLora, kohyaTrainingMetadata, saveLora } from "../lora/index.js";
+import { mergeLoraIntoModel } from "../lora/merge.js";
+import type { Tensor } from "../native.js";
 import { saveDiffusersModel } from "../models/save_model.js";
 import type { StageContext, StageOutcome } from "./stage.js";
 import { stageDir } from "./stage.js";
@@ -18,6 +20,8 @@ export interface StageRecord {
   fullModel?: string;
   /** metrics.jsonl line count when the stage ended (resume at a stage boundary). */
   metricsLines: number;
+  /** Its end-of-stage evaluation finished (`evaluate` in the config). */
+  evaluated?: boolean;
 }
 
 export async function saveStageOutputs(outcome: StageOutcome, ctx: StageContext): Promise<StageRecord> {
@@ -78,11 +82,55 @@ export async function saveStageOutputs(outcome: StageOutcome, ctx: StageContext)
 
   const full = stage.train_unet === "full" || stage.train_text_encoder === "full" || stage.save.full_model;
   if (full) {
-    if (stage.use_ema) await trainer.copyEmaToModel();
-    if (models.loraName) await fuseLora(lora, { names: [models.loraName], permanent: true });
     const out = join(dir, "model");
-    await saveDiffusersModel({ base: ctx.base.modelDir, out, models: lora });
+    const wholeModels = stage.train_unet === "full" || stage.train_text_encoder === "full";
+    if (!wholeModels && record.loraFiles) {
+      // A LoRA stage: merged into the float32 base files, not into the half-precision copies trained on.
+      const trained = record.loraFiles.kohya ?? record.loraFiles.diffusers ?? record.loraFiles.peft!;
+      await mergeLoraIntoModel({
+        base: ctx.base.modelDir,
+        loras: [...ctx.base.loras, trained].map((path) => ({ path })),
+        out,
+        variant: ctx.variant,
+        force: true,
+      });
+    } else {
+      if (models.loraName) await fuseLora(lora, { names: [models.loraName], permanent: true });
+      const overrides = await trainedWeights(trainer, stage.use_ema);
+      try {
+        await saveDiffusersModel({ base: ctx.base.modelDir, out, models: lora, variant: ctx.variant, overrides });
+      } finally {
+        for (const map of Object.values(overrides)) for (const t of map.values()) t.dispose();
+      }
+    }
     record.fullModel = out;
   }
   return record;
+}
+
+/**
+ * The float32 weights of the whole-model groups: the EMA average (UNet, with use_ema), else
+ * AdamW's master copies (half-precision parameters), else the parameters themselves.
+ */
+async function trainedWeights(
+  trainer: StageOutcome["trainer"],
+  useEma: boolean,
+): Promise<{ unet: Map<string, Tensor>; textEncoder: Map<string, Tensor> }> {
+  const state = await trainer.stateDict();
+  const pick = (group: "unet" | "text_encoder"): Map<string, Tensor> => {
+    const out = new Map<string, Tensor>();
+    const param = `param.${group}.`;
+    for (const [key, t] of state) {
+      if (!key.startsWith(param)) continue;
+      const name = key.slice(param.length);
+      const ema = useEma && group === "unet" ? state.find(([k]) => k === `ema.${name}`)?.[1] : undefined;
+      const master = state.find(([k]) => k === `optim.${group}.${name}.master`)?.[1];
+      out.set(name, ema ?? master ?? t);
+    }
+    return out;
+  };
+  const result = { unet: pick("unet"), textEncoder: pick("text_encoder") };
+  const kept = new Set([...result.unet.values(), ...result.textEncoder.values()]);
+  for (const [, t] of state) if (!kept.has(t)) t.dispose();
+  return result;
 }

@@ -4,10 +4,11 @@
 // done and what they produced), so `resume: "latest"` picks up exactly where a
 // crash or Ctrl-C left off.
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rm } from "node:fs/promises";
+import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 
-import { stringify as toYaml } from "yaml";
+import { parse as parseYaml, stringify as toYaml } from "yaml";
 
 import { applyOverrides, loadConfigFile } from "../config/load.js";
 import { resolveTrainConfig, type TrainConfig } from "../config/train.js";
@@ -54,21 +55,42 @@ const PROGRESS = "progress.json";
 
 /** Trains per `config`: a config object, or the path of a YAML/JSON config file. */
 export async function train(config: unknown, options: TrainOptions = {}): Promise<TrainResult> {
-  const { signal } = options;
   let raw = typeof config === "string" ? await loadConfigFile(config) : config;
   const source = typeof config === "string" ? config : "config";
   if (options.overrides?.length) raw = applyOverrides(raw as Record<string, unknown>, options.overrides);
   const resolved = resolveTrainConfig(raw, source);
   const runDir = resolve(resolved.output_dir);
+  preflight(resolved);
+  await mkdir(runDir, { recursive: true });
+  const release = await lockRun(runDir);
+  try {
+    return await trainLocked(resolved, runDir, options);
+  } finally {
+    await release();
+  }
+}
+
+async function trainLocked(resolved: TrainConfig, runDir: string, options: TrainOptions): Promise<TrainResult> {
+  const { signal } = options;
   const progressPath = join(runDir, PROGRESS);
   const progress = await readProgress(progressPath);
-  if (!options.resume && (progress.stages.length > 0 || (await hasCheckpoints(runDir, resolved)))) {
+  const previous = await readPreviousConfig(runDir);
+  if (!options.resume && (previous || progress.stages.length > 0 || (await hasCheckpoints(runDir, resolved)))) {
     throw new Error(
       `${runDir} already holds a training run. Resume it with --resume latest (resume: "latest"), ` +
         "or choose another output_dir; nothing there was changed.",
     );
   }
-  await mkdir(runDir, { recursive: true });
+  if (options.resume && previous) {
+    const changed = changedKeys(previous, JSON.parse(JSON.stringify(resolved)) as Record<string, unknown>);
+    if (changed.length) {
+      throw new Error(
+        `${runDir}: the config differs from the run being resumed in ${changed.join(", ")}. An exact resume ` +
+          "needs the same settings: undo the change, or start a new run in another output_dir. " +
+          `(Only ${RESUME_SAFE_KEYS.join(", ")} may change between resumes.)`,
+      );
+    }
+  }
   await writeFileAtomic(join(runDir, "config.yaml"), toYaml(resolved));
   const placement = choosePlacement(resolved.device, resolved.mixed_precision);
   await writeFileAtomic(join(runDir, "run.json"), JSON.stringify(runInfo(placement), null, 2));
@@ -94,9 +116,13 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
         );
       }
       resumeFrom = { dir: checkpoint.dir, state: checkpoint.manifest.state };
+      // Resuming from an older checkpoint starts a new branch: newer ones are set aside, never used again.
+      if (options.resume !== "latest") await store.abandonAfter(checkpoint.step);
     } else if (options.resume !== "latest") {
       throw new Error(`${options.resume}: not a checkpoint of stage "${current.name}"`);
     }
+  } else if (options.resume && options.resume !== "latest") {
+    throw new Error(`${options.resume}: every stage of this run is finished; there is nothing to resume`);
   }
   const keepLines = resumeFrom?.state.metricsLines ?? progress.stages.at(-1)?.metricsLines ?? 0;
   const metrics = await MetricsLog.open(join(runDir, "metrics.jsonl"), options.resume ? keepLines : 0);
@@ -107,6 +133,16 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
     const finished = done.get(stage.name);
     if (finished) {
       records.push(finished);
+      // An evaluation interrupted after its stage finished runs now (its images resume).
+      if (stage.evaluate && !finished.evaluated) {
+        await evaluateStage(runDir, stage, base, finished, placement, {
+          signal,
+          onProgress: (e) => options.onProgress?.({ ...e, phase: "evaluate", what: e.phase, stage: stage.name }),
+        });
+        finished.evaluated = true;
+        await writeFileAtomic(progressPath, JSON.stringify(progress, null, 2));
+        await writeTrainingReport(runDir, resolved, records);
+      }
       base = nextBase(base, finished);
       continue;
     }
@@ -123,6 +159,7 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
       signal,
       onProgress: options.onProgress,
       cacheDir: options.cacheDir ?? resolved.cache_dir,
+      variant: resolved.variant,
     };
     const outcome = await runStage(ctx);
     try {
@@ -138,10 +175,13 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
     }
     await writeTrainingReport(runDir, resolved, records);
     if (stage.evaluate) {
-      await evaluateStage(runDir, stage, base, records.at(-1)!, {
+      const record = records.at(-1)!;
+      await evaluateStage(runDir, stage, base, record, placement, {
         signal,
         onProgress: (e) => options.onProgress?.({ ...e, phase: "evaluate", what: e.phase, stage: stage.name }),
       });
+      record.evaluated = true;
+      await writeFileAtomic(progressPath, JSON.stringify(progress, null, 2));
       await writeTrainingReport(runDir, resolved, records);
     }
     base = nextBase(base, records.at(-1)!);
@@ -156,6 +196,103 @@ function nextBase(base: StageBase, record: StageRecord): StageBase {
   const lora = record.loraFiles.kohya ?? record.loraFiles.diffusers ?? record.loraFiles.peft;
   if (!lora) throw new Error(`stage "${record.name}" produced neither a LoRA nor a model to continue from`);
   return { modelDir: base.modelDir, loras: [...base.loras, lora] };
+}
+
+/** Keys that may change between a run and its resume without breaking exactness. */
+const RESUME_SAFE_KEYS = [
+  "checkpointing_steps",
+  "checkpoints_total_limit",
+  "validation",
+  "evaluate",
+  "save",
+  "cache_dir",
+  "device",
+];
+
+/** "stages[1].learning_rate"-style paths of every difference that matters for an exact resume. */
+function changedKeys(before: Record<string, unknown>, after: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  const walk = (a: unknown, b: unknown, path: string): void => {
+    const key = path.split(/[.[]/).at(-1)!.replace("]", "");
+    if (RESUME_SAFE_KEYS.includes(key)) return;
+    if (a && b && typeof a === "object" && typeof b === "object" && Array.isArray(a) === Array.isArray(b)) {
+      const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+      for (const k of keys) {
+        const next = Array.isArray(a) ? `${path}[${k}]` : path ? `${path}.${k}` : k;
+        walk((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], next);
+      }
+      return;
+    }
+    if (JSON.stringify(a) !== JSON.stringify(b)) out.push(path);
+  };
+  walk(before, after, "");
+  return out;
+}
+
+async function readPreviousConfig(runDir: string): Promise<Record<string, unknown> | undefined> {
+  const path = join(runDir, "config.yaml");
+  if (!existsSync(path)) return undefined;
+  try {
+    return JSON.parse(JSON.stringify(parseYaml(await readFile(path, "utf8")))) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * One process trains in a run folder at a time: run.lock holds the owner's pid; a lock
+ * left by a process that no longer exists is taken over.
+ */
+async function lockRun(runDir: string): Promise<() => Promise<void>> {
+  const path = join(runDir, "run.lock");
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(path, "wx");
+      await handle.writeFile(JSON.stringify({ pid: process.pid, host: hostname() }));
+      await handle.close();
+      return () => rm(path, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const owner = await readFile(path, "utf8")
+        .then((t) => JSON.parse(t) as { pid?: number; host?: string })
+        .catch(() => ({}) as { pid?: number; host?: string });
+      if (owner.pid && owner.host === hostname() && isAlive(owner.pid)) {
+        throw new Error(`${runDir} is being trained by process ${owner.pid}; wait for it to finish or stop it first`);
+      }
+      await rm(path, { force: true }); // a stale lock
+    }
+  }
+  throw new Error(`${runDir}: cannot take run.lock`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Checks that need the whole config: refused before anything runs, with the stage named. */
+function preflight(config: TrainConfig): void {
+  for (const [i, stage] of config.stages.entries()) {
+    if (stage.optimizer === "adamw8bit") {
+      throw new Error(
+        `stages[${i}] ("${stage.name}"): optimizer adamw8bit needs the CUDA build (its block-wise 8-bit state is a GPU kernel); use optimizer: adamw`,
+      );
+    }
+    if (
+      stage.cache_text_embeddings &&
+      i > 0 &&
+      config.stages.slice(0, i).some((s) => s.train_text_encoder !== "none")
+    ) {
+      throw new Error(
+        `stages[${i}] ("${stage.name}"): cache_text_embeddings cannot be used after a stage that trained the text encoder ` +
+          "(the cache keys on the text encoder's files, which that stage changed); turn it off for this stage",
+      );
+    }
+  }
 }
 
 async function readProgress(path: string): Promise<RunProgress> {

@@ -4,7 +4,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 
-import type { StageConfig } from "../config/train.js";
+import type { StageConfig, TrainConfig } from "../config/train.js";
 import { createBatchStream, openDataset, type BatchOptions, type Dataset, type DatasetSpec } from "../data/index.js";
 import { createLatentBatchStream, LatentCache, TextEmbeddingCache, trainingCaptions } from "../data/cache/index.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
@@ -34,10 +34,12 @@ export interface StageCheckpointState {
   position: { epoch: number; index: number };
   metricsLines: number;
   consecutiveNonFinite: number;
+  /** The last step's loss (what a stage that ends at this checkpoint reports). */
+  lastLoss?: number;
 }
 
 export interface StageContext {
-  stage: StageConfig & { name: string };
+  stage: TrainConfig["stages"][number];
   index: number;
   runDir: string;
   base: StageBase;
@@ -50,6 +52,8 @@ export interface StageContext {
   onProgress?: (event: StageProgress) => void;
   /** Where latent / text-embedding caches live (default: resolveCacheDir()). */
   cacheDir?: string;
+  /** Weights variant of the run's model (e.g. "fp16"). */
+  variant?: string;
 }
 
 export interface StageOutcome {
@@ -86,6 +90,7 @@ export function datasetSpecFor(stage: StageConfig, classDir: string | undefined)
   const spec: DatasetSpec = {
     type: stage.method === "dreambooth" ? "dreambooth" : (d.type ?? "auto"),
     path: d.path,
+    revision: d.revision,
     split: d.split,
     captionColumn: d.caption_column,
     imageColumn: d.image_column,
@@ -121,8 +126,12 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
     ? (stage.prior_preservation.class_data_dir ?? join(ctx.runDir, "class_images", stage.name))
     : undefined;
   const seed = ctx.seed + 1000 * ctx.index;
-  const models = await loadStageBase(ctx.base, stage, placement, { loadVae: !stage.cache_latents });
+  const models = await loadStageBase(ctx.base, stage, placement, {
+    loadVae: !stage.cache_latents,
+    variant: ctx.variant,
+  });
   let trainer: Trainer | undefined;
+  let closeBatches: (() => Promise<void>) | undefined;
   try {
     // diffusers' default size: the UNet's sample_size in pixels.
     const resolution = stage.resolution ?? defaultResolution(models);
@@ -175,6 +184,7 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
       for (const t of saved.tensors.values()) t.dispose();
       ({ step, position, consecutiveNonFinite: nonFinite } = ctx.resumeFrom.state);
     }
+    let lastLoss = ctx.resumeFrom?.state.lastLoss ?? Number.NaN;
 
     // diffusers' default size: the UNet's sample_size in pixels.
     const batchOptions: BatchOptions = {
@@ -190,9 +200,11 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
       shuffleTags: stage.shuffle_tags,
       keepTags: stage.keep_tags,
       position,
-      signal,
+      // No stop signal here: Ctrl-C ends the run at an optimizer-step boundary (below), never
+      // inside an accumulation cycle, so nothing since the last checkpoint is lost.
     };
     const nextBatch = await openBatches(dataset, batchOptions, models, ctx);
+    closeBatches = nextBatch.close;
     const lrFor = (base: number): number =>
       learningRate(
         {
@@ -205,7 +217,6 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
         },
         step,
       );
-    let lastLoss = Number.NaN;
     const checkpoint = async (): Promise<string> => {
       const state: StageCheckpointState = {
         stage: stage.name,
@@ -213,6 +224,7 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
         position,
         metricsLines: ctx.metrics.lineCount,
         consecutiveNonFinite: nonFinite,
+        lastLoss,
       };
       const tensors = await trainer!.stateDict();
       try {
@@ -273,21 +285,23 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
             `the last good state is in ${store.dir}.`,
         );
       }
+      if (stage.validation && (step % stage.validation.every_n_steps === 0 || step === stage.max_train_steps)) {
+        // Not cancellable: a stop request waits for these few images, then saves.
+        ctx.onProgress?.({ phase: "validation", stage: stage.name, step, total: stage.max_train_steps });
+        await validationSamples(models, stage, dir, step, { resolution });
+      }
       const stopping = signal?.aborted ?? false;
       // A state whose loss is not finite is never saved: the newest checkpoint stays a good one.
       const healthy = nonFinite === 0;
       if (step % stage.checkpointing_steps === 0 || step === stage.max_train_steps || stopping) {
-        const dir = healthy ? await checkpoint() : (await store.latest())?.dir;
-        if (stopping) throw new TrainingStopped(dir);
-      }
-      if (stage.validation && (step % stage.validation.every_n_steps === 0 || step === stage.max_train_steps)) {
-        ctx.onProgress?.({ phase: "validation", stage: stage.name, step, total: stage.max_train_steps });
-        await validationSamples(models, stage, dir, step, { resolution, signal });
+        const saved = healthy ? await checkpoint() : (await store.latest())?.dir;
+        if (stopping) throw new TrainingStopped(saved);
       }
     }
     await nextBatch.close();
     return { models, trainer, dataset, steps: step, lastLoss, resolution };
   } catch (error) {
+    await closeBatches?.().catch(() => undefined);
     trainer?.dispose();
     models.dispose();
     throw withAdvice(error, stage.name, store.dir);
@@ -357,7 +371,12 @@ async function openBatches(
     };
   } else {
     const vaeDir = join(ctx.base.modelDir, "vae");
-    const latents = await LatentCache.open({ dir: ctx.cacheDir, vae: vaeDir, dtype: ctx.placement.weightDtype });
+    const latents = await LatentCache.open({
+      dir: ctx.cacheDir,
+      vae: vaeDir,
+      variant: ctx.variant,
+      dtype: ctx.placement.weightDtype,
+    });
     if ((await latents.missing(dataset, options)).length > 0) {
       await latents.ensure(dataset, options, {
         vae: await models.ensureVae(),

@@ -48,14 +48,14 @@ export async function loadStageBase(
   base: StageBase,
   stage: StageConfig,
   placement: Placement,
-  options: { loadVae: boolean },
+  options: { loadVae: boolean; variant?: string },
 ): Promise<StageModels> {
   const dir = base.modelDir;
   for (const part of ["unet", "text_encoder", "tokenizer", "scheduler"]) {
     if (!existsSync(join(dir, part))) throw new Error(`${dir}: missing ${part}/ (not a Stable Diffusion model folder)`);
   }
   // Trainable full models keep the frozen dtype too: AdamW holds float32 master weights.
-  const load = { dtype: placement.weightDtype, device: placement.device };
+  const load = { dtype: placement.weightDtype, device: placement.device, variant: options.variant };
   const unet = await UNet.load(join(dir, "unet"), load);
   let textEncoder: TextEncoder | undefined;
   let vae: VAE | undefined;
@@ -103,7 +103,7 @@ export async function loadStageBase(
 /** Adds what the stage trains: fresh LoRA adapters (seeded) or whole models. */
 export async function addTrainable(models: StageModels, stage: StageConfig, seed: number): Promise<void> {
   const lora = stage.lora;
-  const loraOptions = (targets: string[], seedOffset: number) => ({
+  const loraOptions = (targets: string[] | string, seedOffset: number) => ({
     name: TRAINED_LORA,
     targets,
     rank: lora.rank,
