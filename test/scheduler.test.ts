@@ -479,3 +479,14 @@ describe("Generator", () => {
     expect(createGenerator(3).randn([2], { dtype: "float64" }).dtype).toBe("float64");
   });
 });
+
+describe("timesteps outside the training schedule", () => {
+  it("are refused when set, not read past the table (diffusers raises IndexError later)", () => {
+    const config = readSchedulerConfig(fixture("tiny-sd"));
+    // leading spacing with steps_offset 1: 1000 steps would start at timestep 1000.
+    const ddim = createScheduler("ddim", config);
+    expect(() => ddim.setTimesteps(1000)).toThrow(/timesteps reach 1000, outside \[0, 1000\)/);
+    ddim.setTimesteps(999);
+    expect(ddim.numCalls).toBe(999);
+  });
+});

@@ -9,6 +9,7 @@ import { UNet } from "../src/models/unet.js";
 import { VAE } from "../src/models/vae.js";
 import { native, type Tensor } from "../src/native.js";
 import { ClipTokenizer } from "../src/text/clip_tokenizer.js";
+import { createTrainableLora } from "../src/lora/index.js";
 import { Trainer, type TrainerSpec } from "../src/train/trainer.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
 
@@ -147,6 +148,29 @@ describe("Trainer", () => {
     const withFactor = await Trainer.create({ ...noVae, vaeScalingFactor: m.vae.scalingFactor });
     const r = await withFactor.step({ latentMean: mean, latentStd: std, inputIds: b!.inputIds }, { unet: 0 });
     expect(Number.isFinite(r.loss)).toBe(true);
+  });
+
+  it("leaves the models in eval mode after a step: LoRA dropout is off for anyone using them next", async () => {
+    const m = await models();
+    const lora = await createTrainableLora(m.unet, {
+      targets: ["to_q", "to_k", "to_v"],
+      rank: 4,
+      dropout: 0.5,
+      init: "random",
+      seed: 1,
+    });
+    const trainer = await Trainer.create({
+      ...spec(m),
+      groups: [{ name: "unet", params: lora.parameters }],
+      gradientAccumulationSteps: 1,
+    });
+    const [b] = await batches(1);
+    await trainer.step(b!, { unet: 1e-3 });
+    const x = native().ops.randn([1, 4, 8, 12], { seed: 3 });
+    const ehs = native().ops.randn([1, 77, 32], { seed: 4 });
+    const first = await m.unet.forward(x, 500, ehs);
+    const second = await m.unet.forward(x, 500, ehs);
+    expect(native().ops.maxAbsDiff(first, second)).toBe(0);
   });
 
   it("rejects bad options with the field named", async () => {

@@ -2,6 +2,8 @@
 // directly; this handle serves custom loops, tests and tools.
 #include <napi.h>
 
+#include <mutex>
+
 #include "bindings/async.h"
 #include "bindings/common.h"
 #include "bindings/tensor_handle.h"
@@ -10,6 +12,13 @@
 namespace sdtune {
 
 namespace {
+
+// The optimizer and the lock that keeps a running step() apart from state reads and writes.
+struct AdamWHolder {
+  explicit AdamWHolder(std::unique_ptr<train::AdamW> o) : optimizer(std::move(o)) {}
+  std::unique_ptr<train::AdamW> optimizer;
+  std::mutex mutex;
+};
 
 class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
  public:
@@ -39,30 +48,37 @@ class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
         options.eps = getOptionalNumber(o, "eps", "options").value_or(options.eps);
         options.weightDecay = getOptionalNumber(o, "weightDecay", "options").value_or(options.weightDecay);
       }
-      optimizer_ = std::make_shared<train::AdamW>(std::move(params), options);
+      holder_ = std::make_shared<AdamWHolder>(std::make_unique<train::AdamW>(std::move(params), options));
     });
   }
 
  private:
-  train::AdamW& live(Napi::Env env) {
-    if (!optimizer_) throw Napi::Error::New(env, "AdamW is disposed");
-    return *optimizer_;
+  std::shared_ptr<AdamWHolder> live(Napi::Env env) {
+    if (!holder_) throw Napi::Error::New(env, "AdamW is disposed");
+    return holder_;
+  }
+
+  // State reads and writes happen on the JS thread: refuse rather than block while a step runs.
+  static std::unique_lock<std::mutex> lockIdle(Napi::Env env, AdamWHolder& holder) {
+    std::unique_lock<std::mutex> lock(holder.mutex, std::try_to_lock);
+    if (!lock.owns_lock()) throw Napi::Error::New(env, "AdamW is busy: await the running step() first");
+    return lock;
   }
 
   // step(lr, grads?) -> Promise<void>
   Napi::Value step(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
-      live(env);
+      auto holder = live(env);
       if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "lr must be a number");
       double lr = info[0].As<Napi::Number>().DoubleValue();
       std::vector<at::Tensor> grads;
       if (!info[1].IsUndefined()) grads = tensorsFromJs(info[1], "grads");
-      auto optimizer = optimizer_;
       return PromiseWorker<bool>::run(
           env, "sdtune:adamw.step",
-          [optimizer, lr, grads]() {
-            optimizer->step(lr, grads);
+          [holder, lr, grads]() {
+            std::lock_guard<std::mutex> lock(holder->mutex);
+            holder->optimizer->step(lr, grads);
             return true;
           },
           [](Napi::Env env, bool&) { return env.Undefined(); });
@@ -72,8 +88,10 @@ class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
   Napi::Value stateDict(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
+      auto holder = live(env);
+      auto lock = lockIdle(env, *holder);
       NamedTensors copies;
-      for (auto& [name, t] : live(env).stateDict()) copies.emplace_back(name, t.clone());
+      for (auto& [name, t] : holder->optimizer->stateDict()) copies.emplace_back(name, t.clone());
       return namedTensorsToJs(env, copies);
     });
   }
@@ -83,17 +101,19 @@ class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
     guard(env, [&] {
       std::map<std::string, at::Tensor> state;
       for (auto& [name, t] : namedTensorsFromJs(info[0], "state")) state[name] = t;
-      live(env).loadStateDict(state);
+      auto holder = live(env);
+      auto lock = lockIdle(env, *holder);
+      holder->optimizer->loadStateDict(state);
     });
   }
 
   Napi::Value stepCount(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env()).stepCount()));
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->optimizer->stepCount()));
   }
 
-  void dispose(const Napi::CallbackInfo&) { optimizer_.reset(); }
+  void dispose(const Napi::CallbackInfo&) { holder_.reset(); }
 
-  std::shared_ptr<train::AdamW> optimizer_;
+  std::shared_ptr<AdamWHolder> holder_;
 };
 
 // clipGradNorm(grads, maxNorm) -> Promise<number>: the norm before clipping.

@@ -67,7 +67,7 @@ std::vector<std::string> loadedBlasLibraries() {
   return found;
 }
 
-Napi::Value info(const Napi::CallbackInfo& call) {
+Napi::Value infoUnguarded(const Napi::CallbackInfo& call) {
   Napi::Env env = call.Env();
   Napi::Object out = Napi::Object::New(env);
   out.Set("libtorchVersion", TORCH_VERSION);
@@ -108,20 +108,29 @@ Napi::Value info(const Napi::CallbackInfo& call) {
   return out;
 }
 
+Napi::Value info(const Napi::CallbackInfo& call) {
+  Napi::Env env = call.Env();
+  return guard(env, [&] { return infoUnguarded(call); });
+}
+
 Napi::Value setNumThreads(const Napi::CallbackInfo& call) {
   Napi::Env env = call.Env();
   if (!call[0].IsNumber() || call[0].As<Napi::Number>().Int32Value() < 1) {
     throw Napi::RangeError::New(env, "threads must be a positive integer");
   }
-  at::set_num_threads(call[0].As<Napi::Number>().Int32Value());
-  return Napi::Number::New(env, at::get_num_threads());
+  return guard(env, [&] {
+    at::set_num_threads(call[0].As<Napi::Number>().Int32Value());
+    return Napi::Number::New(env, at::get_num_threads());
+  });
 }
 
 Napi::Value manualSeed(const Napi::CallbackInfo& call) {
   Napi::Env env = call.Env();
   if (!call[0].IsNumber()) throw Napi::TypeError::New(env, "seed must be a number");
-  torch::manual_seed(static_cast<uint64_t>(call[0].As<Napi::Number>().Int64Value()));
-  return env.Undefined();
+  return guard(env, [&] {
+    torch::manual_seed(static_cast<uint64_t>(call[0].As<Napi::Number>().Int64Value()));
+    return env.Undefined();
+  });
 }
 
 void initRuntime(Napi::Env env, Napi::Object exports) {

@@ -1,5 +1,6 @@
 #include "bindings/tensor_handle.h"
 
+#include <map>
 #include <mutex>
 #include <stdexcept>
 
@@ -8,9 +9,8 @@
 
 namespace sdtune {
 
-namespace {
-
 // ---- releasing JS owners of zero-copy memory from whatever thread frees the tensor.
+// One per Node environment (the main thread and each worker_thread that loads the addon).
 struct ReleaseState {
   napi_env env = nullptr;
   std::thread::id jsThread;
@@ -19,9 +19,18 @@ struct ReleaseState {
   bool closed = false;  // set when the environment is torn down: leak rather than touch a dead env
 };
 
-std::shared_ptr<ReleaseState>& releaseState() {
-  static std::shared_ptr<ReleaseState> state;
-  return state;
+namespace {
+
+std::mutex releaseStatesMutex;
+std::map<napi_env, std::shared_ptr<ReleaseState>>& releaseStates() {
+  static std::map<napi_env, std::shared_ptr<ReleaseState>> states;
+  return states;
+}
+
+std::shared_ptr<ReleaseState> releaseStateFor(napi_env env) {
+  std::lock_guard<std::mutex> lock(releaseStatesMutex);
+  auto it = releaseStates().find(env);
+  return it == releaseStates().end() ? nullptr : it->second;
 }
 
 void releaseOwner(const std::shared_ptr<ReleaseState>& state, napi_ref ref) {
@@ -125,7 +134,8 @@ at::Tensor tensorFromTypedArray(Napi::Env env, const Napi::TypedArray& array, co
   }
   napi_ref ref = nullptr;
   if (napi_create_reference(env, buffer, 1, &ref) != napi_ok) throw std::runtime_error("cannot reference typed array");
-  auto state = releaseState();
+  auto state = releaseStateFor(env);
+  if (!state) throw std::runtime_error("sdtune: the addon is not initialised in this environment");
   return at::from_blob(
       data, shape, [state, ref](void*) { releaseOwner(state, ref); }, options);
 }
@@ -204,11 +214,19 @@ void TensorHandle::init(Napi::Env env, Napi::Object exports) {
   state->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
                                               "sdtune:release", 0, 1);
   state->tsfn.Unref(env);
-  env.AddCleanupHook([state]() {
-    std::lock_guard<std::mutex> lock(state->mutex);
-    state->closed = true;
+  napi_env rawEnv = env;
+  env.AddCleanupHook([state, rawEnv]() {
+    {
+      std::lock_guard<std::mutex> lock(state->mutex);
+      state->closed = true;
+    }
+    std::lock_guard<std::mutex> lock(releaseStatesMutex);
+    releaseStates().erase(rawEnv);
   });
-  releaseState() = state;
+  {
+    std::lock_guard<std::mutex> lock(releaseStatesMutex);
+    releaseStates()[env] = state;
+  }
 
   Napi::Function ctor = DefineClass(env, "Tensor",
                                     {
@@ -262,12 +280,12 @@ at::Tensor TensorHandle::unwrap(const Napi::Value& value, const std::string& wha
   return handle->tensor_;
 }
 
-TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorHandle>(info) {}
+TensorHandle::TensorHandle(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<TensorHandle>(info), release_(releaseStateFor(info.Env())) {}
 
 TensorHandle::~TensorHandle() {
   // Runs in the GC finalizer when dispose() was never called.
-  auto state = releaseState();
-  if (reportedBytes_ && state && !state->closed) napi_adjust_external_memory(Env(), -reportedBytes_, nullptr);
+  if (reportedBytes_ && release_ && !release_->closed) napi_adjust_external_memory(Env(), -reportedBytes_, nullptr);
   tensor_ = at::Tensor();
 }
 

@@ -4,11 +4,14 @@
 #include <napi.h>
 #include <torch/torch.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace sdtune {
+
+struct ReleaseState;  // per environment: returns zero-copy memory to JS (tensor_handle.cc)
 
 class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
  public:
@@ -40,6 +43,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
 
   at::Tensor tensor_;
   int64_t reportedBytes_ = 0;
+  std::shared_ptr<ReleaseState> release_;
 };
 
 // Builds a tensor over a typed array's memory without copying; the typed array

@@ -7,7 +7,8 @@
 
 namespace sdtune::nn {
 
-#if TORCH_VERSION_MAJOR >= 2
+// scaled_dot_product_attention takes `scale` from libtorch 2.1.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
 #define SDTUNE_HAVE_SDPA 1
 #endif
 

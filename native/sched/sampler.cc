@@ -119,6 +119,16 @@ void Sampler::setTimesteps(int64_t steps) {
                                 std::to_string(config_.num_train_timesteps) + ")");
   }
   buildSchedule(steps);
+  if (timesteps_.defined() && timesteps_.numel() > 0 && timesteps_.scalar_type() == at::kLong) {
+    int64_t lo = timesteps_.min().item<int64_t>(), hi = timesteps_.max().item<int64_t>();
+    if (lo < 0 || hi >= config_.num_train_timesteps) {
+      timesteps_ = at::Tensor();
+      throw std::invalid_argument("setTimesteps(" + std::to_string(steps) + "): timesteps reach " +
+                                  std::to_string(lo < 0 ? lo : hi) + ", outside [0, " +
+                                  std::to_string(config_.num_train_timesteps) +
+                                  "); use fewer steps, or a smaller steps_offset / another timestep_spacing");
+    }
+  }
   numInferenceSteps_ = steps;
   nextIndex_ = -1;
   resetHistory();

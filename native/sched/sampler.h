@@ -89,7 +89,15 @@ class Sampler {
 
   void checkIndex(int64_t index, const char* op) const;
   // alphas_cumprod[t] (the sampler's own table) as a float, like indexing the float32 tensor.
-  float alphaCumprod(int64_t t) const { return acp_[static_cast<size_t>(t)]; }
+  // Bounds-checked: a timestep outside the schedule (e.g. 1000 steps with steps_offset 1)
+  // is an error, as diffusers' IndexError, never a read past the table.
+  float alphaCumprod(int64_t t) const {
+    if (t < 0 || static_cast<size_t>(t) >= acp_.size()) {
+      throw std::out_of_range("timestep " + std::to_string(t) + " is outside the noise schedule [0, " +
+                              std::to_string(acp_.size()) + "): lower the step count or steps_offset");
+    }
+    return acp_[static_cast<size_t>(t)];
+  }
   float sigmaAt(int64_t index) const { return sigmas_.data_ptr<float>()[index]; }
   int64_t intTimestepAt(int64_t index) const { return timesteps_.data_ptr<int64_t>()[index]; }
   // x0 clipping / dynamic thresholding as configured (DDPM, DDIM, DPM-Solver).

@@ -6,10 +6,11 @@ LossScaler::LossScaler(LossScalerOptions options) : options_(options), scale_(op
 
 bool allFinite(const std::vector<torch::Tensor>& grads) {
   torch::NoGradGuard noGrad;
+  std::vector<torch::Tensor> flags;  // one device-side flag per gradient, read back once
   for (const auto& g : grads) {
-    if (g.defined() && !torch::isfinite(g).all().item<bool>()) return false;
+    if (g.defined()) flags.push_back(torch::isfinite(g).all().to(torch::kCPU, /*non_blocking=*/false));
   }
-  return true;
+  return flags.empty() || torch::stack(flags).all().item<bool>();
 }
 
 bool LossScaler::unscale(const std::vector<torch::Tensor>& grads) const {

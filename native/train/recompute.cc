@@ -16,20 +16,27 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The RNG states a block may draw from (CPU, and the current CUDA device).
+// The RNG states a block may draw from: the CPU generator, and the generator of the CUDA
+// device its inputs live on (none when they are all on the CPU).
 struct RngState {
   torch::Tensor cpu;
+  int device = -1;  // CUDA device index, or -1
 #ifdef SDTUNE_WITH_CUDA
   torch::Tensor cuda;
-  int device = -1;
 #endif
-  static RngState capture() {
+  static RngState capture(int cudaDevice) {
     RngState s;
-    s.cpu = at::detail::getDefaultCPUGenerator().get_state();
+    {
+      at::Generator generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      s.cpu = generator.get_state();
+    }
+    s.device = cudaDevice;
 #ifdef SDTUNE_WITH_CUDA
-    if (torch::cuda::is_available()) {
-      s.device = c10::cuda::current_device();
-      s.cuda = at::cuda::detail::getDefaultCUDAGenerator(s.device).get_state();
+    if (cudaDevice >= 0) {
+      at::Generator generator = at::cuda::detail::getDefaultCUDAGenerator(cudaDevice);
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      s.cuda = generator.get_state();
     }
 #endif
     return s;
@@ -48,8 +55,8 @@ struct RngState {
   }
 };
 
-// Everything backward needs besides the saved inputs. A registered custom class,
-// so it can live in saved_data and is freed with the graph.
+// Everything backward needs besides the saved inputs. Held in saved_data as a capsule
+// (no class registration, so two copies of the addon in one process cannot clash).
 struct RecomputeState : torch::CustomClassHolder {
   BlockFn fn;                 // owned copy: the caller's function object may be gone by backward
   RngState rng;               // the RNG as it was when forward ran
@@ -57,7 +64,19 @@ struct RecomputeState : torch::CustomClassHolder {
   bool dummy = false;         // the last compact input is a grad-requiring placeholder
 };
 
-const auto recomputeStateRegistration = torch::class_<RecomputeState>("sdtune", "RecomputeState");
+// The CUDA device of the first CUDA input, or -1.
+int cudaDeviceOf(at::TensorList inputs) {
+  for (const auto& t : inputs) {
+    if (t.defined() && t.is_cuda()) return t.get_device();
+  }
+  return -1;
+}
+
+// Puts an RNG state back when the scope ends, also when the replay throws.
+struct RngRestore {
+  RngState state;
+  ~RngRestore() { state.restore(); }
+};
 
 // Re-inserts undefined inputs at their positions (and drops the placeholder).
 std::vector<torch::Tensor> expand(const std::vector<torch::Tensor>& compact, const RecomputeState& state) {
@@ -69,16 +88,16 @@ std::vector<torch::Tensor> expand(const std::vector<torch::Tensor>& compact, con
 
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
   static variable_list forward(AutogradContext* ctx, at::TensorList inputs, c10::intrusive_ptr<RecomputeState> state) {
-    state->rng = RngState::capture();
+    state->rng = RngState::capture(cudaDeviceOf(inputs));
     ctx->save_for_backward(inputs.vec());
     std::vector<torch::Tensor> full = expand(inputs.vec(), *state);
-    ctx->saved_data["state"] = c10::IValue(state);
+    ctx->saved_data["state"] = c10::IValue::make_capsule(state);
     torch::NoGradGuard noGrad;
     return state->fn(full);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list gradOutputs) {
-    auto state = ctx->saved_data["state"].toCustomClass<RecomputeState>();
+    auto state = c10::static_intrusive_pointer_cast<RecomputeState>(ctx->saved_data["state"].toCapsule());
     variable_list saved = ctx->get_saved_variables();
     std::vector<torch::Tensor> detached;
     for (const auto& t : saved) detached.push_back(t.detach().requires_grad_(t.requires_grad()));
@@ -86,11 +105,10 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     std::vector<torch::Tensor> outputs;
     {
       // Replay the forward with the RNG as it was, then put the current state back.
-      RngState now = RngState::capture();
+      RngRestore now{RngState::capture(state->rng.device)};
       state->rng.restore();
       torch::AutoGradMode enable(true);
       outputs = state->fn(expand(detached, *state));
-      now.restore();
     }
     variable_list roots, grads;
     for (size_t i = 0; i < outputs.size(); ++i) {

@@ -122,9 +122,29 @@ StepResult Trainer::step(const TrainBatch& batch, const std::vector<double>& lrs
     throw std::invalid_argument("step: " + std::to_string(lrs.size()) + " learning rates for " +
                                 std::to_string(groups_.size()) + " parameter groups");
   }
-  auto [dtype, device] = placement(*unet_);
+  // Train mode (dropout) for the step only: whoever uses the models next gets them as they were.
+  const bool unetWasTraining = unet_->is_training();
+  const bool textWasTraining = textEncoder_ && textEncoder_->is_training();
+  auto restoreModes = [&] {
+    unet_->train(unetWasTraining);
+    if (textEncoder_) textEncoder_->train(textWasTraining);
+  };
   unet_->train();
-  if (textEncoder_) options_.trainTextEncoder ? textEncoder_->train() : textEncoder_->eval();
+  if (textEncoder_) textEncoder_->train(options_.trainTextEncoder);
+  try {
+    StepResult result = stepInTrainMode(batch, lrs, keepPrediction);
+    restoreModes();
+    return result;
+  } catch (...) {
+    // A failed step (out of memory mid-backward, bad input) leaves no partial gradients behind.
+    for (auto& optimizer : optimizers_) optimizer->zeroGrad();
+    restoreModes();
+    throw;
+  }
+}
+
+StepResult Trainer::stepInTrainMode(const TrainBatch& batch, const std::vector<double>& lrs, bool keepPrediction) {
+  auto [dtype, device] = placement(*unet_);
 
   // Random draws in diffusers' order: posterior sample, noise, offset noise, timesteps.
   torch::Tensor latents = drawLatents(batch).to(device, dtype);  // [B, 4, h, w]
@@ -153,6 +173,8 @@ StepResult Trainer::step(const TrainBatch& batch, const std::vector<double>& lrs
     torch::Tensor snr = schedule_.snr(t.narrow(0, 0, instanceRows)).to(device);  // [b]
     torch::Tensor weights = torch::clamp_max(snr, options_.snrGamma);
     weights = options_.predictionType == sched::PredictionType::VPrediction ? weights / (snr + 1) : weights / snr;
+    // Zero terminal SNR (rescale_betas_zero_snr): min(0, gamma) / 0 is NaN; weight such rows 1.
+    weights = torch::where(snr == 0, torch::ones_like(weights), weights);
     torch::Tensor perRow = F::mse_loss(predInstance.to(torch::kFloat), goalInstance.to(torch::kFloat),
                                        F::MSELossFuncOptions().reduction(torch::kNone))
                                .mean(std::vector<int64_t>{1, 2, 3});  // [b]
@@ -183,7 +205,10 @@ StepResult Trainer::step(const TrainBatch& batch, const std::vector<double>& lrs
 }
 
 void Trainer::optimizerBoundary(const std::vector<double>& lrs, StepResult& result) {
-  std::vector<torch::Tensor> all = grads();
+  // Unscaled, clipped and applied in float32: unscaling half gradients in place would flush the
+  // small ones to zero, which is what the scaling was for (GradScaler refuses fp16 grads too).
+  std::vector<torch::Tensor> all;
+  for (const auto& g : grads()) all.push_back(g.defined() ? g.to(torch::kFloat) : g);
   bool finite = scaler_.unscale(all);
   result.optimizerStepped = true;
   if (!finite) {
@@ -192,7 +217,13 @@ void Trainer::optimizerBoundary(const std::vector<double>& lrs, StepResult& resu
     result.gradNorm = std::nan("");
   } else {
     result.gradNorm = clipGradNorm(all, options_.maxGradNorm);
-    for (size_t g = 0; g < groups_.size(); ++g) optimizers_[g]->step(lrs[g]);
+    size_t offset = 0;
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      const size_t n = groups_[g].params.size();
+      std::vector<torch::Tensor> slice(all.begin() + offset, all.begin() + offset + n);
+      optimizers_[g]->step(lrs[g], slice);
+      offset += n;
+    }
     ++optimizerStep_;
     if (ema_) ema_->update(groups_[emaGroup_].params, optimizerStep_);
   }

@@ -96,6 +96,7 @@ class Trainer {
   int64_t optimizerStep() const { return optimizerStep_; }
 
  private:
+  StepResult stepInTrainMode(const TrainBatch& batch, const std::vector<double>& lrs, bool keepPrediction);
   torch::Tensor drawLatents(const TrainBatch& batch);
   torch::Tensor encodeText(const TrainBatch& batch);
   torch::Tensor target(const torch::Tensor& latents, const torch::Tensor& noise, const torch::Tensor& t) const;
