@@ -147,13 +147,14 @@ describe("sdtune generate", () => {
     expect([notInt.code, notInt.err]).toEqual([2, expect.stringMatching(/--steps expects an integer \(got "many"\)/)]);
     const out = join(dir.path, "bad");
     const badWidth = await cli("generate", ...small, "--prompt", "x", "--width", "20", "--out", out);
+    // Checked before the model loads: usage errors (exit code 2).
     expect([badWidth.code, badWidth.err]).toEqual([
-      1,
+      2,
       expect.stringMatching(/width 20 is not a multiple of 8; use 16 or 24/),
     ]);
     const badSampler = await cli("generate", ...small, "--prompt", "x", "--sampler", "lms", "--out", out);
     expect([badSampler.code, badSampler.err]).toEqual([
-      1,
+      2,
       expect.stringMatching(/unknown sampler "lms"; valid samplers: /),
     ]);
     expect(existsSync(out)).toBe(false);

@@ -1,6 +1,7 @@
 // `sdtune generate`: text to image from a diffusers folder or hub id. PNGs carry their
 // parameters (AUTOMATIC1111 infotext); files are numbered like AUTOMATIC1111's
 // (<5-digit index>-<seed>.png) and written atomically; Ctrl-C cancels cleanly.
+import { samplerNames } from "../sched/index.js";
 import { readdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 
@@ -81,6 +82,23 @@ export const command: Command = {
       return { path, scale: scale ?? 1 };
     });
 
+    // What needs no model is checked before anything loads or downloads.
+    const numImages = int(values["num-images"], "--num-images") ?? 1;
+    if (numImages < 1) throw new UsageError(`--num-images must be at least 1 (got ${numImages})`);
+    for (const key of ["width", "height"] as const) {
+      const v = int(values[key], `--${key}`);
+      if (v !== undefined && (v < 8 || v % 8 !== 0)) {
+        throw new UsageError(
+          `${key} ${v} is not a multiple of 8; use ${Math.max(8, Math.floor(v / 8) * 8)} or ${Math.ceil(Math.max(v, 1) / 8) * 8}`,
+        );
+      }
+    }
+    const steps = int(values.steps, "--steps");
+    if (steps !== undefined && steps < 1) throw new UsageError(`--steps must be at least 1 (got ${steps})`);
+    if (typeof values.sampler === "string" && !(samplerNames() as readonly string[]).includes(values.sampler)) {
+      throw new UsageError(`unknown sampler "${values.sampler}"; valid samplers: ${samplerNames().join(", ")}`);
+    }
+
     const interrupt = interruptSignal();
     const { signal } = interrupt;
     let pipe: StableDiffusionPipeline | undefined;
@@ -106,7 +124,6 @@ export const command: Command = {
         console.error(`LoRA ${name} (${lora.path}) at scale ${lora.scale}`);
       }
 
-      const numImages = int(values["num-images"], "--num-images") ?? 1;
       const total = prompts.length * numImages;
       let bar: ProgressBar | undefined;
       const result = await pipe.generate({
@@ -114,7 +131,7 @@ export const command: Command = {
         negativePrompt: values["negative-prompt"] as string | undefined,
         width: int(values.width, "--width"),
         height: int(values.height, "--height"),
-        steps: int(values.steps, "--steps"),
+        steps,
         guidanceScale: num(values["guidance-scale"], "--guidance-scale"),
         scheduler: values.sampler as SamplerName | undefined,
         seed: int(values.seed, "--seed"),
