@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { cp, mkdir, open, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { main } from "../src/cli/main.js";
 
@@ -32,6 +32,7 @@ import { ClipTokenizer } from "../src/text/clip_tokenizer.js";
 import { tensorFrom } from "../src/tensor.js";
 import { fixture, haveFixtures, tempDir } from "./helpers/fixtures.js";
 import { imageBuffer, writeText } from "./helpers/images.js";
+import { captureCli } from "./helpers/capture.js";
 
 const SHAPES: [number, number][] = [
   [40, 32],
@@ -465,15 +466,7 @@ describe.skipIf(!haveFixtures)("latent cache", () => {
     expect(await cacheInfo(dir)).toHaveLength(1);
 
     // The same through the CLI.
-    const cli = async (...argv: string[]): Promise<{ code: number; out: string }> => {
-      const out: string[] = [];
-      vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void out.push(a.join(" ")));
-      try {
-        return { code: await main(argv), out: out.join("\n") };
-      } finally {
-        vi.restoreAllMocks();
-      }
-    };
+    const cli = (...argv: string[]) => captureCli(() => main(argv));
     const listed = await cli("cache", "info", dir, "--json");
     expect(listed.code).toBe(0);
     expect((JSON.parse(listed.out) as { namespaces: { entries: number }[] }).namespaces[0]!.entries).toBe(

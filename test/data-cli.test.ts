@@ -9,6 +9,7 @@ import type { CheckReport } from "../src/data/check.js";
 import { openDataset } from "../src/data/index.js";
 import { tempDir } from "./helpers/fixtures.js";
 import { imageBuffer, writeImage, writeText } from "./helpers/images.js";
+import { captureCli } from "./helpers/capture.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
 beforeAll(async () => {
@@ -26,16 +27,7 @@ beforeAll(async () => {
 afterAll(async () => dir.cleanup());
 afterEach(() => vi.restoreAllMocks());
 
-/** Runs the CLI and captures what it prints. */
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void out.push(a.join(" ")));
-  vi.spyOn(console, "error").mockImplementation((...a: unknown[]) => void err.push(a.join(" ")));
-  const code = await main(argv);
-  vi.restoreAllMocks();
-  return { code, out: out.join("\n"), err: err.join("\n") };
-}
+const cli = (...argv: string[]) => captureCli(() => main(argv));
 
 describe("sdtune dataset", () => {
   it("build writes an imagefolder with metadata.jsonl and copies the readable images", async () => {

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DatasetError, openDataset, resolveDatasetPath, type Dataset } from "../src/data/index.js";
 import { inferSplits } from "../src/data/splits.js";
 import { tempDir } from "./helpers/fixtures.js";
-import { startHubServer } from "./helpers/hub_server.js";
+import { isolateHubEnv, startHubServer } from "./helpers/hub_server.js";
 import { imageBuffer, writeImage, writeText } from "./helpers/images.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
@@ -309,28 +309,14 @@ describe("dataset paths and hub ids", () => {
         },
       ],
     });
-    const saved = {
-      cache: process.env.HF_HUB_CACHE,
-      endpoint: process.env.HF_ENDPOINT,
-      offline: process.env.HF_HUB_OFFLINE,
-    };
-    process.env.HF_HUB_CACHE = join(dir.path, "hf-cache");
-    process.env.HF_ENDPOINT = server.endpoint;
-    delete process.env.HF_HUB_OFFLINE;
+    const restoreEnv = isolateHubEnv({ HF_HUB_CACHE: join(dir.path, "hf-cache"), HF_ENDPOINT: server.endpoint });
     try {
       const ds = await openDataset({ path: "someone/some-dataset" });
       expect(ds.items.map((i) => i.caption)).toEqual(["a red square"]);
       expect(ds.root.startsWith(join(dir.path, "hf-cache"))).toBe(true);
       await expect(openDataset({ path: "someone/missing" })).rejects.toThrow(/someone\/missing/);
     } finally {
-      for (const [key, value] of [
-        ["HF_HUB_CACHE", saved.cache],
-        ["HF_ENDPOINT", saved.endpoint],
-        ["HF_HUB_OFFLINE", saved.offline],
-      ] as const) {
-        if (value === undefined) delete process.env[key];
-        else process.env[key] = value;
-      }
+      restoreEnv();
       await server.close();
     }
   });

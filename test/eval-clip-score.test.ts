@@ -20,7 +20,7 @@ import {
 import { native, type Tensor } from "../src/native.js";
 import { tensorFrom } from "../src/tensor.js";
 import { expectClose, fixture, get, golden, tempDir, TOL, values } from "./helpers/fixtures.js";
-import { startHubServer } from "./helpers/hub_server.js";
+import { isolateHubEnv, startHubServer } from "./helpers/hub_server.js";
 
 interface ClipScoreJson {
   images: string[];
@@ -238,14 +238,7 @@ describe("CLIP model resolution", () => {
     const server = await startHubServer({
       repos: [{ id: "someone/tiny-clip", dir: fixture("tiny-clip"), files: { "pytorch_model.bin": "pickle" } }],
     });
-    const saved = {
-      cache: process.env.HF_HUB_CACHE,
-      endpoint: process.env.HF_ENDPOINT,
-      offline: process.env.HF_HUB_OFFLINE,
-    };
-    process.env.HF_HUB_CACHE = join(dir.path, "hf-cache");
-    process.env.HF_ENDPOINT = server.endpoint;
-    delete process.env.HF_HUB_OFFLINE;
+    const restoreEnv = isolateHubEnv({ HF_HUB_CACHE: join(dir.path, "hf-cache"), HF_ENDPOINT: server.endpoint });
     try {
       const fromHub = await ClipScorer.load("someone/tiny-clip");
       expect(fromHub.source).toBe("someone/tiny-clip");
@@ -257,14 +250,7 @@ describe("CLIP model resolution", () => {
       fromHub.dispose();
       await expect(ClipScorer.load("someone/missing")).rejects.toThrow(/someone\/missing/);
     } finally {
-      for (const [key, value] of [
-        ["HF_HUB_CACHE", saved.cache],
-        ["HF_ENDPOINT", saved.endpoint],
-        ["HF_HUB_OFFLINE", saved.offline],
-      ] as const) {
-        if (value === undefined) delete process.env[key];
-        else process.env[key] = value;
-      }
+      restoreEnv();
       await server.close();
     }
     setClipModelResolver(async () => fixture("tiny-clip"));

@@ -18,6 +18,7 @@ import { loadPipeline } from "../src/pipeline/load.js";
 import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
 import { expectMetricTable, pageImages, withReportPage } from "./helpers/report_browser.js";
+import { captureCli } from "./helpers/capture.js";
 
 const TINY_SD = fixture("tiny-sd");
 const CLIP = fixture("tiny-clip");
@@ -304,20 +305,12 @@ describe("evaluateRun (the training hook)", () => {
 });
 
 describe("sdtune eval --model --lora (CLI)", () => {
-  async function run(argv: string[]): Promise<{ code: number; stdout: string }> {
-    const lines: string[] = [];
-    const log = vi.spyOn(console, "log").mockImplementation((...args: unknown[]) => void lines.push(args.join(" ")));
-    try {
-      return { code: await evalCommand.run(argv), stdout: lines.join("\n") };
-    } finally {
-      log.mockRestore();
-    }
-  }
+  const run = (argv: string[]) => captureCli(() => evalCommand.run(argv));
 
   it("generates base and one variant per --lora with the given seeds, sampler and steps, then scores", async () => {
     const out = join(dir.path, "cli");
     const common = ["--model", TINY_SD, "--prompt", PROMPTS[0]!, "--prompt", PROMPTS[1]!, "--seeds", "0,1"];
-    const { code, stdout } = await run([
+    const { code, out: stdout } = await run([
       ...common,
       "--lora",
       `${KOHYA}@0.5`,

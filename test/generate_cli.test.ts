@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest
 import { main } from "../src/cli/main.js";
 import { readPngText } from "../src/io/png.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
+import { captureCli } from "./helpers/capture.js";
 
 const SD = fixture("tiny-sd");
 let dir: { path: string; cleanup(): Promise<void> };
@@ -18,16 +19,7 @@ beforeAll(async () => {
 afterAll(async () => dir.cleanup());
 afterEach(() => vi.restoreAllMocks());
 
-/** Runs the CLI and captures what it prints. */
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void out.push(a.join(" ")));
-  vi.spyOn(console, "error").mockImplementation((...a: unknown[]) => void err.push(a.join(" ")));
-  const code = await main(argv);
-  vi.restoreAllMocks();
-  return { code, out: out.join("\n"), err: err.join("\n") };
-}
+const cli = (...argv: string[]) => captureCli(() => main(argv));
 
 const small = ["--model", SD, "--width", "24", "--height", "16", "--steps", "2", "--sampler", "ddim"];
 

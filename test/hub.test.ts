@@ -18,7 +18,7 @@ import {
 } from "../src/hub/index.js";
 import { readJsonFile, resolveWeightFiles } from "../src/models/files.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
-import { startHubServer, type HubServer } from "./helpers/hub_server.js";
+import { isolateHubEnv, startHubServer, type HubServer } from "./helpers/hub_server.js";
 
 const SD = fixture("tiny-sd");
 const PICKLE = "\x80\x02}q\x00fake pickle: never download me";
@@ -112,36 +112,17 @@ beforeAll(async () => {
 });
 afterAll(async () => server.close());
 
-const ENV = [
-  "HF_HOME",
-  "HF_HUB_CACHE",
-  "HF_ENDPOINT",
-  "HF_TOKEN",
-  "HF_HUB_OFFLINE",
-  "HF_TOKEN_PATH",
-  "HUGGING_FACE_HUB_TOKEN",
-  "HUGGINGFACE_HUB_CACHE",
-  "TRANSFORMERS_OFFLINE",
-  "XDG_CACHE_HOME",
-  "HF_HUB_DISABLE_IMPLICIT_TOKEN",
-];
-const savedEnv = Object.fromEntries(ENV.map((k) => [k, process.env[k]]));
+let restoreEnv: () => void;
 let tmp: { path: string; cleanup(): Promise<void> };
 let cache: string;
 beforeEach(async () => {
   tmp = await tempDir("sdtune-hub-");
-  for (const k of ENV) delete process.env[k];
-  process.env.HF_HOME = join(tmp.path, "home");
   cache = join(tmp.path, "hub");
-  process.env.HF_HUB_CACHE = cache;
-  process.env.HF_ENDPOINT = server.endpoint;
+  restoreEnv = isolateHubEnv({ HF_HOME: join(tmp.path, "home"), HF_HUB_CACHE: cache, HF_ENDPOINT: server.endpoint });
   server.requests.length = 0;
 });
 afterEach(async () => {
-  for (const k of ENV) {
-    if (savedEnv[k] === undefined) delete process.env[k];
-    else process.env[k] = savedEnv[k];
-  }
+  restoreEnv();
   await tmp.cleanup();
 });
 

@@ -7,31 +7,16 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { hubSettings } from "../src/hub/index.js";
 import { withFileLock } from "../src/hub/lock.js";
 import { tempDir } from "./helpers/fixtures.js";
+import { isolateHubEnv } from "./helpers/hub_server.js";
 
-const ENV = [
-  "HF_HOME",
-  "HF_HUB_CACHE",
-  "HF_ENDPOINT",
-  "HF_TOKEN",
-  "HF_HUB_OFFLINE",
-  "HF_TOKEN_PATH",
-  "HUGGING_FACE_HUB_TOKEN",
-  "HUGGINGFACE_HUB_CACHE",
-  "TRANSFORMERS_OFFLINE",
-  "XDG_CACHE_HOME",
-  "HF_HUB_DISABLE_IMPLICIT_TOKEN",
-];
-const savedEnv = Object.fromEntries(ENV.map((k) => [k, process.env[k]]));
+let restoreEnv: () => void;
 let tmp: { path: string; cleanup(): Promise<void> };
 beforeEach(async () => {
   tmp = await tempDir("sdtune-hub-env-");
-  for (const k of ENV) delete process.env[k];
+  restoreEnv = isolateHubEnv();
 });
 afterEach(async () => {
-  for (const k of ENV) {
-    if (savedEnv[k] === undefined) delete process.env[k];
-    else process.env[k] = savedEnv[k];
-  }
+  restoreEnv();
   await tmp.cleanup();
 });
 

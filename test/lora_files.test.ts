@@ -3,7 +3,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { main } from "../src/cli/main.js";
 import { inspectSafetensors, readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
@@ -17,6 +17,7 @@ import {
 } from "../src/lora/index.js";
 import { native, type Tensor } from "../src/native.js";
 import { expectClose, fixture, tempDir } from "./helpers/fixtures.js";
+import { captureCli } from "./helpers/capture.js";
 
 const lora = (...parts: string[]) => fixture("lora", ...parts);
 const FILES = {
@@ -268,25 +269,13 @@ describe("converting", () => {
 });
 
 describe("sdtune lora (CLI)", () => {
-  async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    const logs: string[] = [];
-    const errors: string[] = [];
-    const log = vi.spyOn(console, "log").mockImplementation((...a) => void logs.push(a.join(" ")));
-    const error = vi.spyOn(console, "error").mockImplementation((...a) => void errors.push(a.join(" ")));
-    try {
-      const code = await main(argv);
-      return { code, stdout: logs.join("\n"), stderr: errors.join("\n") };
-    } finally {
-      log.mockRestore();
-      error.mockRestore();
-    }
-  }
+  const run = (argv: string[]) => captureCli(() => main(argv));
 
   it("convert writes the same file as saveLora, into a folder for diffusers", async () => {
     const folder = out("cli-diffusers/");
     const r = await run(["lora", "convert", FILES.kohya, "--to", "diffusers", "--out", folder]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain("alpha/rank folded into up for 44 modules");
+    expect(r.out).toContain("alpha/rank folded into up for 44 modules");
     const written = await readFile(join(folder, "pytorch_lora_weights.safetensors"));
     expect(written.equals(await readFile(out("from-kohya-diffusers.safetensors")))).toBe(true);
     const back = await run([
@@ -309,12 +298,12 @@ describe("sdtune lora (CLI)", () => {
   it("inspect prints format, ranks, alphas and blocks; --json is machine-readable", async () => {
     const text = await run(["lora", "inspect", FILES.kohya]);
     expect(text.code).toBe(0);
-    expect(text.stdout).toMatch(/format\s+kohya/);
-    expect(text.stdout).toContain("unet: rank 4, alpha 8, scale alpha/rank 2");
-    expect(text.stdout).toContain("text_encoder: rank 4, alpha 6, scale alpha/rank 1.5");
-    expect(text.stdout).toMatch(/mid_block\s+8\s+attn1\.to_k/);
+    expect(text.out).toMatch(/format\s+kohya/);
+    expect(text.out).toContain("unet: rank 4, alpha 8, scale alpha/rank 2");
+    expect(text.out).toContain("text_encoder: rank 4, alpha 6, scale alpha/rank 1.5");
+    expect(text.out).toMatch(/mid_block\s+8\s+attn1\.to_k/);
     const json = await run(["lora", "inspect", FILES.peft_adapter, "--json"]);
-    const parsed = JSON.parse(json.stdout) as {
+    const parsed = JSON.parse(json.out) as {
       format: string;
       modules: number;
       components: { unet: { alphas: object } };
@@ -327,6 +316,6 @@ describe("sdtune lora (CLI)", () => {
     expect((await run(["lora", "frobnicate"])).code).toBe(2);
     const bad = await run(["lora", "inspect", fixture("tiny-sd", "unet", "diffusion_pytorch_model.safetensors")]);
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toContain("no LoRA keys found");
+    expect(bad.err).toContain("no LoRA keys found");
   });
 });

@@ -15,6 +15,7 @@ import { TextEncoder } from "../src/models/text_encoder.js";
 import { UNet } from "../src/models/unet.js";
 import type { Tensor } from "../src/native.js";
 import { expectClose, fixture, get, golden, tempDir, TOL } from "./helpers/fixtures.js";
+import { captureCli } from "./helpers/capture.js";
 
 const base = fixture("tiny-sd");
 const KOHYA = fixture("lora", "kohya", "lora.safetensors");
@@ -185,15 +186,7 @@ describe("mergeLoraIntoModel", () => {
 });
 
 describe("sdtune lora merge", () => {
-  async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-    const out: string[] = [];
-    const err: string[] = [];
-    vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void out.push(a.join(" ")));
-    vi.spyOn(console, "error").mockImplementation((...a: unknown[]) => void err.push(a.join(" ")));
-    const code = await main(argv);
-    vi.restoreAllMocks();
-    return { code, out: out.join("\n"), err: err.join("\n") };
-  }
+  const cli = (...argv: string[]) => captureCli(() => main(argv));
 
   it("parses FILE[:SCALE]", () => {
     expect(parseLoraSpec("a.safetensors:0.8")).toEqual({ path: "a.safetensors", scale: 0.8 });

@@ -398,3 +398,34 @@ export async function startHubServer(options: HubServerOptions): Promise<HubServ
     },
   };
 }
+
+/** Every environment variable huggingface_hub (and sdtune's hub client) reads. */
+export const HF_ENV_KEYS = [
+  "HF_HOME",
+  "HF_HUB_CACHE",
+  "HF_ENDPOINT",
+  "HF_TOKEN",
+  "HF_HUB_OFFLINE",
+  "HF_TOKEN_PATH",
+  "HUGGING_FACE_HUB_TOKEN",
+  "HUGGINGFACE_HUB_CACHE",
+  "TRANSFORMERS_OFFLINE",
+  "XDG_CACHE_HOME",
+  "HF_HUB_DISABLE_IMPLICIT_TOKEN",
+] as const;
+
+/**
+ * Clears the hub environment, sets `values`, and returns a function that puts the
+ * previous environment back: tests never see (or touch) the real cache or endpoint.
+ */
+export function isolateHubEnv(values: Partial<Record<(typeof HF_ENV_KEYS)[number], string>> = {}): () => void {
+  const saved = Object.fromEntries(HF_ENV_KEYS.map((k) => [k, process.env[k]]));
+  for (const k of HF_ENV_KEYS) delete process.env[k];
+  Object.assign(process.env, values);
+  return () => {
+    for (const k of HF_ENV_KEYS) {
+      if (saved[k] === undefined) delete process.env[k];
+      else process.env[k] = saved[k];
+    }
+  };
+}
