@@ -3,12 +3,12 @@
 // (src/train/trainer.ts) on random inputs of the case's shape and prints one JSON line.
 import { join } from "node:path";
 
-import { createTrainableLora } from "../src/lora/adapters.js";
+import { createTrainableLora } from "../src/lora/adapters/apply.js";
 import { parseVAEConfig, type VAEConfig } from "../src/models/config.js";
 import { readJsonFile } from "../src/models/files.js";
 import { UNet } from "../src/models/unet.js";
 import { VAE } from "../src/models/vae.js";
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import { readSchedulerConfig } from "../src/sched/config.js";
 import { tensorFrom } from "../src/tensor.js";
 import { Trainer, type ParamGroupSpec, type TrainBatch } from "../src/train/trainer.js";

@@ -1,7 +1,7 @@
 // One UNet benchmark case, run in its own process by benchmarks/unet.ts so that the
 // RSS high-water mark (VmHWM) belongs to this case alone. Prints one JSON line.
 import { UNet } from "../src/models/unet.js";
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import { caseMain, mb, median, peakRssBytes, time } from "./_util.js";
 
 export interface UNetCase {

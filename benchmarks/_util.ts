@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { resourceUsage } from "node:process";
 
-import { native } from "../src/native.js";
+import { native } from "../src/native/index.js";
 
 /** Runs `fn` `repeats` times after `warmup` runs; returns every duration in ms. */
 export async function time(fn: () => Promise<unknown> | unknown, repeats: number, warmup = 1): Promise<number[]> {

@@ -6,7 +6,7 @@ import sharp from "sharp";
 
 import { ClipScorer } from "../src/eval/clip_score.js";
 import { decodeRgb } from "../src/eval/clip_image_processor.js";
-import { native } from "../src/native.js";
+import { native } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { fixture } from "../test/helpers/fixtures.js";
 import { machine, median, time } from "./_util.js";

@@ -10,7 +10,7 @@ import sharp from "sharp";
 import { createBatchStream, openDataset } from "../src/data/index.js";
 import { hwcToChw } from "../src/data/image.js";
 import { tempDir } from "../test/helpers/fixtures.js";
-import { native } from "../src/native.js";
+import { native } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { machine, median } from "./_util.js";
 import type { Benchmark } from "./run.js";

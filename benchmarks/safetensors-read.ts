@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
-import { native } from "../src/native.js";
+import { native } from "../src/native/index.js";
 import { machine, median, time } from "./_util.js";
 import type { Benchmark } from "./run.js";
 

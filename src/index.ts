@@ -1,5 +1,5 @@
 // The public API of sdtune.
-export { native, addonPath } from "./native.js";
+export { native, addonPath } from "./native/index.js";
 export type {
   AnyTypedArray,
   CancelToken,
@@ -10,7 +10,7 @@ export type {
   SafetensorsTensorInfo,
   Tensor,
   TypedArrayOf,
-} from "./native.js";
+} from "./native/index.js";
 export { tensorFrom, disposeAll, cancelTokenFor } from "./tensor.js";
 export { inspectSafetensors, readSafetensors, writeSafetensors } from "./io/safetensors.js";
 export type { SafetensorsContents, TensorEntries } from "./io/safetensors.js";
@@ -29,7 +29,7 @@ export {
   parseClipTextEncoderConfig,
 } from "./models/clip_config.js";
 export type { ClipConfig, ClipTextConfig, ClipVisionConfig } from "./models/clip_config.js";
-export type { TextEncoderOutput } from "./native.js";
+export type { TextEncoderOutput } from "./native/index.js";
 
 // Datasets and the training image pipeline (src/data).
 export {
@@ -59,7 +59,7 @@ export type {
   StreamPosition,
 } from "./data/index.js";
 // Training caches (src/data/cache): VAE latents and text embeddings on disk.
-export * from "./data/cache/index.js";
+export * from "./cache/index.js";
 export * from "./lora/index.js";
 export {
   NoiseSchedule,
@@ -116,7 +116,7 @@ export type {
   NativeVAEConfig,
   ParameterInfo,
   UNetLossAndGradients,
-} from "./native.js";
+} from "./native/index.js";
 
 // Evaluation: CLIP score (torchmetrics semantics), CLIP-I / CLIP-T, grids, report (src/eval).
 export {

@@ -1,7 +1,7 @@
 // Tensors from TypeScript: creation from typed arrays (zero-copy) and small helpers.
-import { native, type AnyTypedArray, type CancelToken, type DType, type Tensor } from "./native.js";
+import { native, type AnyTypedArray, type CancelToken, type DType, type Tensor } from "./native/index.js";
 
-export type { DType, Tensor } from "./native.js";
+export type { DType, Tensor } from "./native/index.js";
 
 const dtypeOfArray = new Map<Function, DType>([
   [Float32Array, "float32"],

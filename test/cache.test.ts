@@ -26,7 +26,7 @@ import {
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
 import { VAE } from "../src/models/vae.js";
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import { createGenerator } from "../src/sched/index.js";
 import { ClipTokenizer } from "../src/text/clip_tokenizer.js";
 import { tensorFrom } from "../src/tensor.js";

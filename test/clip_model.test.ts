@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readSafetensors } from "../src/io/safetensors.js";
 import { ClipModel } from "../src/models/clip.js";
 import { parseClipConfig, parseClipTextEncoderConfig } from "../src/models/clip_config.js";
-import type { Tensor } from "../src/native.js";
+import type { Tensor } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { expectClose, fixture, get, golden, TOL, tempDir } from "./helpers/fixtures.js";
 

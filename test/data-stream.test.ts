@@ -15,7 +15,7 @@ import {
   type Dataset,
   type RawBatch,
 } from "../src/data/index.js";
-import { native } from "../src/native.js";
+import { native } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { tempDir } from "./helpers/fixtures.js";
 import { writeImage, writeText } from "./helpers/images.js";

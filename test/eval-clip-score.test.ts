@@ -17,7 +17,7 @@ import {
   resolveClipModel,
   setClipModelResolver,
 } from "../src/eval/clip_score.js";
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { expectClose, fixture, get, golden, tempDir, TOL, values } from "./helpers/fixtures.js";
 import { isolateHubEnv, startHubServer } from "./helpers/hub_server.js";

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
 
-import { native, type ResampleFilter } from "../src/native.js";
+import { native, type ResampleFilter } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { repoRoot } from "./helpers/fixtures.js";
 

@@ -15,7 +15,7 @@ import {
   type LoraAdapter,
   type LoraWeights,
 } from "../src/lora/index.js";
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import { expectClose, fixture, tempDir } from "./helpers/fixtures.js";
 import { captureCli } from "./helpers/capture.js";
 
@@ -92,7 +92,7 @@ describe("loading the reference fixtures", () => {
   it("accepts folders and resolves kohya names against the base model", async () => {
     const viaFolder = await loadLoraFile(lora("diffusers"));
     expect(viaFolder.adapters.size).toBe(44);
-    const { baseModuleNamesFromModel } = await import("../src/lora/names.js");
+    const { baseModuleNamesFromModel } = await import("../src/lora/formats/names.js");
     const base = await baseModuleNamesFromModel(fixture("tiny-sd"));
     const withBase = await loadLoraFile(FILES.kohya, { baseModuleNames: base });
     expect([...withBase.adapters.keys()]).toEqual([...loaded.kohya!.adapters.keys()]);

@@ -30,7 +30,7 @@ import {
 } from "../src/lora/index.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
 import { UNet } from "../src/models/unet.js";
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import { expectClose, fixture, get, golden, tempDir, TOL } from "./helpers/fixtures.js";
 
 const FILES = {

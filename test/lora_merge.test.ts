@@ -13,7 +13,7 @@ import { inspectSafetensors } from "../src/io/safetensors.js";
 import { mergeLoraIntoModel } from "../src/lora/index.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
 import { UNet } from "../src/models/unet.js";
-import type { Tensor } from "../src/native.js";
+import type { Tensor } from "../src/native/index.js";
 import { expectClose, fixture, get, golden, tempDir, TOL } from "./helpers/fixtures.js";
 import { captureCli } from "./helpers/capture.js";
 

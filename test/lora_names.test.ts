@@ -20,9 +20,9 @@ import {
   unetLayoutFromModuleNames,
   type BaseModuleNames,
 } from "../src/lora/index.js";
-import { pyFloat, pyJson } from "../src/lora/kohya_metadata.js";
-import { isKnownModulePath, underscored } from "../src/lora/names.js";
-import type { Tensor } from "../src/native.js";
+import { pyFloat, pyJson } from "../src/lora/formats/kohya_metadata.js";
+import { isKnownModulePath, underscored } from "../src/lora/formats/names.js";
+import type { Tensor } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { native } from "../src/native.js";
+import { native } from "../src/native/index.js";
 import { cancelTokenFor, tensorFrom } from "../src/tensor.js";
 
 describe("the Tensor handle", () => {

@@ -3,7 +3,7 @@
 import { Worker } from "node:worker_threads";
 import { describe, expect, it } from "vitest";
 
-import { addonPath, native } from "../src/native.js";
+import { addonPath, native } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 
 describe("worker threads", () => {

@@ -2,7 +2,7 @@
 // golden/dreambooth): the optimizer math alone, from the stored gradients.
 import { describe, expect, it } from "vitest";
 
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { expectClose, golden, values } from "./helpers/fixtures.js";
 

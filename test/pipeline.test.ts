@@ -10,7 +10,7 @@ import { addPngText, readPngText } from "../src/io/png.js";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { resolveWeightFiles } from "../src/models/files.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import { generateImages } from "../src/pipeline/generate.js";
 import { loadPipeline, savePipeline, StableDiffusionPipeline } from "../src/pipeline/index.js";
 import { createGenerator } from "../src/sched/index.js";

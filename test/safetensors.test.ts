@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { inspectSafetensors, readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
-import type { DType } from "../src/native.js";
+import type { DType } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { fixture, fixturesDir, tempDir } from "./helpers/fixtures.js";
 

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import {
   NoiseSchedule,
   createGenerator,

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { expectClose, fixture, get, golden, TOL, tempDir } from "./helpers/fixtures.js";
 

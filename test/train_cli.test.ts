@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { readSafetensors } from "../src/io/safetensors.js";
-import { native } from "../src/native.js";
+import { native } from "../src/native/index.js";
 import { fixture, repoRoot, tempDir } from "./helpers/fixtures.js";
 import { writeImage, writeText } from "./helpers/images.js";
 

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { readPngText } from "../src/io/png.js";
 import { readSafetensors } from "../src/io/safetensors.js";
-import { native } from "../src/native.js";
+import { native } from "../src/native/index.js";
 import { readMetrics } from "../src/train/metrics.js";
 import { train, type TrainResult } from "../src/train/run.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";

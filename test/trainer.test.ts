@@ -7,7 +7,7 @@ import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
 import { UNet } from "../src/models/unet.js";
 import { VAE } from "../src/models/vae.js";
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import { ClipTokenizer } from "../src/text/clip_tokenizer.js";
 import { createTrainableLora } from "../src/lora/index.js";
 import { Trainer, type TrainerSpec } from "../src/train/trainer.js";

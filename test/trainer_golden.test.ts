@@ -9,7 +9,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { applyLora, loraParameters } from "../src/lora/index.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
 import { UNet } from "../src/models/unet.js";
-import type { Tensor } from "../src/native.js";
+import type { Tensor } from "../src/native/index.js";
 import { Trainer } from "../src/train/trainer.js";
 import { expectClose, fixture, get, golden, TOL, values } from "./helpers/fixtures.js";
 

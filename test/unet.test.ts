@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { nativeUNetConfig, parseUNetConfig } from "../src/models/config.js";
 import { UNet } from "../src/models/unet.js";
-import { native, type Tensor } from "../src/native.js";
+import { native, type Tensor } from "../src/native/index.js";
 import { expectClose, fixture, get, golden, tempDir, TOL } from "./helpers/fixtures.js";
 
 const unetDir = fixture("tiny-sd", "unet");

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
-import { native, type ProgressEvent, type Tensor } from "../src/native.js";
+import { native, type ProgressEvent, type Tensor } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { VAE } from "../src/models/vae.js";
 import { expectClose, fixture, get, golden, tempDir, TOL, values } from "./helpers/fixtures.js";

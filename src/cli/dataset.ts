@@ -2,7 +2,7 @@
 import { buildImageFolder } from "../data/build.js";
 import { checkDataset, type CheckReport } from "../data/check.js";
 import { DatasetError, type DatasetIssue, type DatasetSpec } from "../data/types.js";
-import type { ProgressEvent } from "../native.js";
+import type { ProgressEvent } from "../native/index.js";
 import { interruptSignal, parseCommandArgs, UsageError, type Command } from "./command.js";
 
 const help = [

@@ -6,7 +6,7 @@ import { basename, dirname, extname, resolve } from "node:path";
 import { applyOverrides, loadConfigFile } from "../config/load.js";
 import { evaluate } from "../eval/evaluate.js";
 import { formatStat } from "../eval/results.js";
-import type { ProgressEvent } from "../native.js";
+import type { ProgressEvent } from "../native/index.js";
 import { interruptSignal, parseCommandArgs, UsageError, type Command, parseLoraSpec } from "./command.js";
 import { ProgressBar } from "./progress.js";
 

@@ -9,7 +9,7 @@ import { addPngText } from "../io/png.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { makeGrid } from "../eval/grid.js";
 import type { ModelDType } from "../models/options.js";
-import type { SamplerName } from "../native.js";
+import type { SamplerName } from "../native/index.js";
 import { loadPipeline, type StableDiffusionPipeline } from "../pipeline/index.js";
 import { interruptSignal, parseCommandArgs, UsageError, type Command, parseLoraSpec } from "./command.js";
 import { ProgressBar } from "./progress.js";

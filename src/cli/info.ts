@@ -1,5 +1,5 @@
 // `sdtune info`: what the addon was built against and what it runs on.
-import { addonPath, native } from "../native.js";
+import { addonPath, native } from "../native/index.js";
 import { parseCommandArgs, type Command } from "./command.js";
 
 export const command: Command = {

@@ -13,7 +13,7 @@ import {
   type BaseModuleNames,
   type LoraSaveFormat,
 } from "../lora/index.js";
-import { mergeLoraIntoModel } from "../lora/merge.js";
+import { mergeLoraIntoModel } from "../lora/adapters/merge.js";
 import type { ModelDType } from "../models/options.js";
 import { interruptSignal, parseCommandArgs, parseLoraSpec, UsageError, type Command } from "./command.js";
 import { ProgressBar } from "./progress.js";

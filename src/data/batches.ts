@@ -1,7 +1,7 @@
 // The batch stream: an async iterator of ready batches, decoded ahead of the
 // consumer with bounded concurrency, byte-identical for a given seed, and
 // resumable from a saved {epoch, index}.
-import { native, type Tensor } from "../native.js";
+import { native, type Tensor } from "../native/index.js";
 import { tensorFrom } from "../tensor.js";
 import {
   centerOffsetRoundHalfEven,

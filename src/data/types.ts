@@ -1,5 +1,5 @@
 // The shapes shared by the dataset readers, the image pipeline and the batch stream.
-import type { ProgressEvent } from "../native.js";
+import type { ProgressEvent } from "../native/index.js";
 
 export type DatasetType = "imagefolder" | "parquet" | "captions" | "dreambooth";
 

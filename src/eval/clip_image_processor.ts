@@ -6,7 +6,7 @@ import { join } from "node:path";
 
 import sharp from "sharp";
 
-import { native, type NativeClipPreprocessOptions, type Tensor } from "../native.js";
+import { native, type NativeClipPreprocessOptions, type Tensor } from "../native/index.js";
 import { tensorFrom } from "../tensor.js";
 
 /** An image to score: a file path, encoded bytes, or already-decoded packed RGB. */

@@ -16,7 +16,7 @@ import { resolve } from "node:path";
 import { CLIP_FILES, resolveFiles } from "../hub/index.js";
 import { ClipModel } from "../models/clip.js";
 import type { ModelLoadOptions } from "../models/options.js";
-import { native, type ProgressEvent, type Tensor } from "../native.js";
+import { native, type ProgressEvent, type Tensor } from "../native/index.js";
 import { tensorFrom } from "../tensor.js";
 import { ClipTokenizer } from "../text/clip_tokenizer.js";
 import { ClipImageProcessor, type ImageInput } from "./clip_image_processor.js";

@@ -11,7 +11,7 @@ import { existsSync } from "node:fs";
 
 import { isImageFile, walkFiles } from "../data/files.js";
 import { writeFileAtomic } from "../io/atomic.js";
-import { native, type ProgressEvent, type Tensor } from "../native.js";
+import { native, type ProgressEvent, type Tensor } from "../native/index.js";
 import { metricChart, trainingCharts } from "./charts.js";
 import { clipImageSimilarity, ClipScorer } from "./clip_score.js";
 import { parseEvalConfig, folderName, type EvalConfig, type EvalConfigInput } from "./config.js";

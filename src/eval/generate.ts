@@ -20,7 +20,7 @@ import { ConfigError } from "../config/errors.js";
 import { compareStrings, walkFiles } from "../data/files.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { addPngText, readPngText } from "../io/png.js";
-import type { ProgressEvent } from "../native.js";
+import type { ProgressEvent } from "../native/index.js";
 import { loadPipeline } from "../pipeline/load.js";
 import type { StableDiffusionPipeline } from "../pipeline/pipeline.js";
 import { samplerNames } from "../sched/scheduler.js";

@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 
-import type { ProgressEvent } from "../native.js";
+import type { ProgressEvent } from "../native/index.js";
 import type { ClipScorer } from "./clip_score.js";
 import type { EvalConfigInput } from "./config.js";
 import { evaluate, type EvaluateOutput } from "./evaluate.js";

@@ -2,9 +2,9 @@
 import { mkdir } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 
-import { native, type SafetensorsHeader, type Tensor } from "../native.js";
+import { native, type SafetensorsHeader, type Tensor } from "../native/index.js";
 
-export type { SafetensorsHeader, SafetensorsTensorInfo } from "../native.js";
+export type { SafetensorsHeader, SafetensorsTensorInfo } from "../native/index.js";
 
 export interface SafetensorsContents {
   /** In file order. Each tensor is a view over the mapped file until copied. */

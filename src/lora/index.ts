@@ -1,19 +1,25 @@
 // LoRA file formats: load any of kohya / diffusers / PEFT into one in-memory form, save as any.
-export { loadLoraFile } from "./load.js";
-export { FOLDED_ALPHAS_KEY } from "./fold_record.js";
-export type { LoadLoraOptions } from "./load.js";
-export { saveLora } from "./save.js";
-export type { LoraSaveFormat, SaveLoraOptions, SaveLoraResult } from "./save.js";
-export { baseModuleNamesFromModel, kohyaResolver, toKohyaName } from "./names.js";
-export type { BaseModuleNames, KohyaNameOptions, KohyaResolver } from "./names.js";
-export { diffusersToLdm, ldmToDiffusers, SD_UNET_LAYOUT, SDXL_UNET_LAYOUT, unetLayoutFromModuleNames } from "./ldm.js";
-export type { UnetLayout } from "./ldm.js";
-export { kohyaHashes, kohyaModelVersion, kohyaTrainingMetadata } from "./kohya_metadata.js";
-export type { KohyaTrainingInfo } from "./kohya_metadata.js";
-export { summarizeLora, formatLoraSummary } from "./summary.js";
-export type { LoraBlockSummary, LoraComponentSummary, LoraSummary } from "./summary.js";
-export { disposeLora, LoraFormatError, LORA_COMPONENTS, splitAdapterKey } from "./types.js";
-export type { LoraAdapter, LoraComponent, LoraFormat, LoraWeights } from "./types.js";
+export { loadLoraFile } from "./formats/load.js";
+export { FOLDED_ALPHAS_KEY } from "./formats/fold_record.js";
+export type { LoadLoraOptions } from "./formats/load.js";
+export { saveLora } from "./formats/save.js";
+export type { LoraSaveFormat, SaveLoraOptions, SaveLoraResult } from "./formats/save.js";
+export { baseModuleNamesFromModel, kohyaResolver, toKohyaName } from "./formats/names.js";
+export type { BaseModuleNames, KohyaNameOptions, KohyaResolver } from "./formats/names.js";
+export {
+  diffusersToLdm,
+  ldmToDiffusers,
+  SD_UNET_LAYOUT,
+  SDXL_UNET_LAYOUT,
+  unetLayoutFromModuleNames,
+} from "./formats/ldm.js";
+export type { UnetLayout } from "./formats/ldm.js";
+export { kohyaHashes, kohyaModelVersion, kohyaTrainingMetadata } from "./formats/kohya_metadata.js";
+export type { KohyaTrainingInfo } from "./formats/kohya_metadata.js";
+export { summarizeLora, formatLoraSummary } from "./formats/summary.js";
+export type { LoraBlockSummary, LoraComponentSummary, LoraSummary } from "./formats/summary.js";
+export { disposeLora, LoraFormatError, LORA_COMPONENTS, splitAdapterKey } from "./formats/types.js";
+export type { LoraAdapter, LoraComponent, LoraFormat, LoraWeights } from "./formats/types.js";
 export {
   applyLora,
   applyLoraFile,
@@ -26,7 +32,7 @@ export {
   setLoraEnabled,
   setLoraScales,
   unfuseLora,
-} from "./adapters.js";
+} from "./adapters/apply.js";
 export type {
   ApplyLoraOptions,
   CreateLoraOptions,
@@ -36,8 +42,8 @@ export type {
   LoraModels,
   LoraTargets,
   TrainableLora,
-} from "./adapters.js";
-export { matchTargets } from "./targets.js";
-export type { ModuleEntry } from "./targets.js";
-export { mergeLoraIntoModel } from "./merge.js";
-export type { MergeLoraOptions, MergeLoraResult, MergeLoraSpec } from "./merge.js";
+} from "./adapters/apply.js";
+export { matchTargets } from "./adapters/targets.js";
+export type { ModuleEntry } from "./adapters/targets.js";
+export { mergeLoraIntoModel } from "./adapters/merge.js";
+export type { MergeLoraOptions, MergeLoraResult, MergeLoraSpec } from "./adapters/merge.js";

@@ -2,7 +2,7 @@
 // image features in the shared projection space, for CLIP score and friends.
 import { join } from "node:path";
 
-import { native, type NativeClipModel, type Tensor } from "../native.js";
+import { native, type NativeClipModel, type Tensor } from "../native/index.js";
 import { nativeClipModelConfig, parseClipConfig, type ClipConfig } from "./clip_config.js";
 import { LoadedModel } from "./loaded_model.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";

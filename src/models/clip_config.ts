@@ -3,7 +3,7 @@
 // conversion to the plain objects the native loader takes.
 import { z } from "zod";
 
-import type { NativeClipModelConfig, NativeClipTextConfig, NativeClipVisionConfig } from "../native.js";
+import type { NativeClipModelConfig, NativeClipTextConfig, NativeClipVisionConfig } from "../native/index.js";
 
 /** hidden_act values the native encoder implements (transformers ACT2FN names). */
 export const CLIP_ACTIVATIONS = [

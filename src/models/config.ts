@@ -4,7 +4,7 @@
 // Every error names the file, the field and its value.
 import { z } from "zod";
 
-import type { NativeUNetConfig, NativeVAEConfig } from "../native.js";
+import type { NativeUNetConfig, NativeVAEConfig } from "../native/index.js";
 
 const int = z.number().int();
 const positiveInt = int.positive();

@@ -10,7 +10,7 @@ import { basename, dirname, join } from "node:path";
 
 import { syncDir } from "../io/atomic.js";
 import { inspectSafetensors, readSafetensors, writeSafetensors } from "../io/safetensors.js";
-import type { DType, SafetensorsDType, Tensor } from "../native.js";
+import type { DType, SafetensorsDType, Tensor } from "../native/index.js";
 import { resolveWeightFiles } from "./files.js";
 import type { TextEncoder } from "./text_encoder.js";
 import type { UNet } from "./unet.js";

@@ -2,7 +2,7 @@
 // (config.json + model[.variant].safetensors), run natively.
 import { join } from "node:path";
 
-import { native, type NativeTextEncoder, type Tensor, type TextEncoderOutput } from "../native.js";
+import { native, type NativeTextEncoder, type Tensor, type TextEncoderOutput } from "../native/index.js";
 import { nativeClipTextConfig, parseClipTextEncoderConfig, type ClipTextConfig } from "./clip_config.js";
 import { LoadedModel } from "./loaded_model.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";

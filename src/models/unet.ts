@@ -2,7 +2,13 @@
 // (config.json + diffusion_pytorch_model[.variant].safetensors), run natively.
 import { join } from "node:path";
 
-import { native, type NativeUNet, type ParameterInfo, type Tensor, type UNetLossAndGradients } from "../native.js";
+import {
+  native,
+  type NativeUNet,
+  type ParameterInfo,
+  type Tensor,
+  type UNetLossAndGradients,
+} from "../native/index.js";
 import { nativeUNetConfig, parseUNetConfig, type UNetConfig } from "./config.js";
 import { LoadedModel } from "./loaded_model.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";

@@ -2,7 +2,7 @@
 // (config.json + diffusion_pytorch_model[.variant].safetensors), run natively.
 import { join } from "node:path";
 
-import { native, type LatentDistribution, type NativeVAE, type ProgressEvent, type Tensor } from "../native.js";
+import { native, type LatentDistribution, type NativeVAE, type ProgressEvent, type Tensor } from "../native/index.js";
 import { cancelTokenFor } from "../tensor.js";
 import { nativeVAEConfig, parseVAEConfig, type VAEConfig } from "./config.js";
 import { LoadedModel } from "./loaded_model.js";

@@ -8,7 +8,7 @@ import { addPngText, formatInfotext } from "../io/png.js";
 import type { TextEncoder } from "../models/text_encoder.js";
 import type { UNet } from "../models/unet.js";
 import type { VAE } from "../models/vae.js";
-import { native, type NativeGenerateResult, type SamplerName, type Tensor } from "../native.js";
+import { native, type NativeGenerateResult, type SamplerName, type Tensor } from "../native/index.js";
 import { defaultSamplerName, type SchedulerConfig } from "../sched/config.js";
 import { createScheduler, samplerNames } from "../sched/scheduler.js";
 import { cancelTokenFor, disposeAll, tensorFrom } from "../tensor.js";

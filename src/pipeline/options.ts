@@ -2,7 +2,7 @@
 // and say what is valid. Everything here runs before any native work starts.
 import { randomInt } from "node:crypto";
 
-import type { ProgressEvent, SamplerName, Tensor } from "../native.js";
+import type { ProgressEvent, SamplerName, Tensor } from "../native/index.js";
 import type { SchedulerOverrides } from "../sched/config.js";
 
 export interface GenerateOptions {

@@ -3,7 +3,7 @@
 // components already in memory (e.g. a trainer's models, for sample images).
 import { basename, extname } from "node:path";
 
-import { applyLoraFile, fuseLora, removeLora, setLoraScales, unfuseLora } from "../lora/adapters.js";
+import { applyLoraFile, fuseLora, removeLora, setLoraScales, unfuseLora } from "../lora/adapters/apply.js";
 import type { TextEncoder } from "../models/text_encoder.js";
 import type { UNet } from "../models/unet.js";
 import type { VAE } from "../models/vae.js";

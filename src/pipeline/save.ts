@@ -11,7 +11,7 @@ import type { ModelDType } from "../models/options.js";
 import { TextEncoder } from "../models/text_encoder.js";
 import { UNet } from "../models/unet.js";
 import { VAE } from "../models/vae.js";
-import type { Tensor } from "../native.js";
+import type { Tensor } from "../native/index.js";
 import type { SchedulerConfig } from "../sched/config.js";
 import { disposeAll } from "../tensor.js";
 import type { ClipTokenizer } from "../text/clip_tokenizer.js";

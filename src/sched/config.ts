@@ -10,7 +10,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 
-import type { SamplerName } from "../native.js";
+import type { SamplerName } from "../native/index.js";
 
 const nullableNumber = z.number().nullable();
 

@@ -7,7 +7,7 @@ import {
   type NoiseSchedule as NativeNoiseSchedule,
   type SamplerName,
   type Scheduler,
-} from "../native.js";
+} from "../native/index.js";
 import {
   defaultSamplerName,
   parseSchedulerConfig,
@@ -16,7 +16,7 @@ import {
   type SchedulerOverrides,
 } from "./config.js";
 
-export type { Generator, SamplerName, Scheduler, SchedulerStepResult } from "../native.js";
+export type { Generator, SamplerName, Scheduler, SchedulerStepResult } from "../native/index.js";
 
 /** Every sampler name createScheduler accepts. */
 export function samplerNames(): readonly SamplerName[] {

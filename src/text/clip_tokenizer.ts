@@ -11,7 +11,7 @@
 // BPE merge loop over the vocab/merges (its `BPE` model), and write the rest here.
 import * as hfTokenizers from "@huggingface/tokenizers";
 
-import type { Tensor } from "../native.js";
+import type { Tensor } from "../native/index.js";
 import { tensorFrom } from "../tensor.js";
 import { AddedTokenSplitter, type AddedToken } from "./added_tokens.js";
 import { basicClean, BYTE_TABLES, byteEncode, clipWords, pyStrip } from "./clip_normalize.js";

@@ -6,7 +6,7 @@ import { basename, join } from "node:path";
 import type { StageConfig } from "../config/train.js";
 import { evaluate } from "../eval/evaluate.js";
 import { runEvalDir } from "../eval/hooks.js";
-import type { ProgressEvent } from "../native.js";
+import type { ProgressEvent } from "../native/index.js";
 import type { StageRecord } from "./outputs.js";
 import type { Placement } from "./precision.js";
 import type { StageBase } from "./stage_models.js";

@@ -4,8 +4,8 @@
 import { join } from "node:path";
 
 import { disposeLora, extractLora, fuseLora, kohyaTrainingMetadata, saveLora } from "../lora/index.js";
-import { mergeLoraIntoModel } from "../lora/merge.js";
-import type { Tensor } from "../native.js";
+import { mergeLoraIntoModel } from "../lora/adapters/merge.js";
+import type { Tensor } from "../native/index.js";
 import { saveDiffusersModel } from "../models/save_model.js";
 import type { StageContext, StageOutcome } from "./stage.js";
 import { stageDir } from "./stage.js";

@@ -1,7 +1,7 @@
 // Where training runs and in which precision: the T4 rule (float16 with loss
 // scaling below compute capability 8.0, bfloat16 from 8.0), float32 on the CPU.
 import type { ModelDType } from "../models/options.js";
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 
 export interface Placement {
   device: string;

@@ -14,7 +14,7 @@ import { applyOverrides, loadConfigFile } from "../config/load.js";
 import { resolveTrainConfig, type TrainConfig } from "../config/train.js";
 import { resolveModel } from "../hub/index.js";
 import { writeFileAtomic } from "../io/atomic.js";
-import { native } from "../native.js";
+import { native } from "../native/index.js";
 import { CheckpointStore } from "./checkpoints.js";
 import { MetricsLog } from "./metrics.js";
 import { choosePlacement, type Placement } from "./precision.js";

@@ -6,7 +6,7 @@ import { join } from "node:path";
 
 import type { StageConfig, TrainConfig } from "../config/train.js";
 import { createBatchStream, openDataset, type BatchOptions, type Dataset, type DatasetSpec } from "../data/index.js";
-import { createLatentBatchStream, LatentCache, TextEmbeddingCache, trainingCaptions } from "../data/cache/index.js";
+import { createLatentBatchStream, LatentCache, TextEmbeddingCache, trainingCaptions } from "../cache/index.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { CheckpointStore } from "./checkpoints.js";
 import { learningRate } from "./lr_schedule.js";

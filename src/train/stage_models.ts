@@ -13,7 +13,7 @@ import { readJsonFile } from "../models/files.js";
 import { TextEncoder } from "../models/text_encoder.js";
 import { UNet } from "../models/unet.js";
 import { VAE } from "../models/vae.js";
-import type { Tensor } from "../native.js";
+import type { Tensor } from "../native/index.js";
 import { readSchedulerConfig } from "../sched/index.js";
 import { ClipTokenizer } from "../text/clip_tokenizer.js";
 import type { Placement } from "./precision.js";

@@ -1,6 +1,12 @@
 // The native training step over loaded models: a thin typed wrapper that
 // validates options before they cross into C++.
-import { native, type NativeStepResult, type NativeTrainBatch, type NativeTrainer, type Tensor } from "../native.js";
+import {
+  native,
+  type NativeStepResult,
+  type NativeTrainBatch,
+  type NativeTrainer,
+  type Tensor,
+} from "../native/index.js";
 import type { TextEncoder } from "../models/text_encoder.js";
 import type { UNet } from "../models/unet.js";
 import type { VAE } from "../models/vae.js";

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { expect } from "vitest";
 
 import { readSafetensors } from "../../src/io/safetensors.js";
-import type { Tensor } from "../../src/native.js";
+import type { Tensor } from "../../src/native/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const repoRoot = resolve(here, "..", "..");

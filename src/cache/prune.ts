@@ -6,7 +6,7 @@
 import { readdir, readFile, rm, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 
-import { inspectSafetensors } from "../../io/safetensors.js";
+import { inspectSafetensors } from "../io/safetensors.js";
 import { resolveCacheDir } from "./dir.js";
 
 export interface CacheNamespaceInfo {

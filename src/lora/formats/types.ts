@@ -1,5 +1,5 @@
 // The in-memory form every LoRA file format loads into and saves from.
-import type { Tensor } from "../native.js";
+import type { Tensor } from "../../native/index.js";
 
 /** The model a LoRA module belongs to (diffusers pipeline component names). */
 export type LoraComponent = "unet" | "text_encoder" | "text_encoder_2";

@@ -3,16 +3,28 @@
 // and back, remove, and read adapters back as LoraWeights (to save with saveLora).
 // Keys "unet.<path>" go to the UNet, "text_encoder.<path>" to the text encoder. The
 // math is native (native/nn/lora.h); this file routes keys and checks arguments.
-import { native, type Generator, type LoraAdapterInfo, type LoraInit, type NativeAdaptableModel } from "../native.js";
-import type { Tensor } from "../native.js";
-import type { TextEncoder } from "../models/text_encoder.js";
-import type { UNet } from "../models/unet.js";
-import { createGenerator } from "../sched/scheduler.js";
-import { loadLoraFile, type LoadLoraOptions } from "./load.js";
+import {
+  native,
+  type Generator,
+  type LoraAdapterInfo,
+  type LoraInit,
+  type NativeAdaptableModel,
+} from "../../native/index.js";
+import type { Tensor } from "../../native/index.js";
+import type { TextEncoder } from "../../models/text_encoder.js";
+import type { UNet } from "../../models/unet.js";
+import { createGenerator } from "../../sched/scheduler.js";
+import { loadLoraFile, type LoadLoraOptions } from "../formats/load.js";
 import { matchTargets, type LoraTargets } from "./targets.js";
-import { disposeLora, splitAdapterKey, type LoraAdapter, type LoraComponent, type LoraWeights } from "./types.js";
+import {
+  disposeLora,
+  splitAdapterKey,
+  type LoraAdapter,
+  type LoraComponent,
+  type LoraWeights,
+} from "../formats/types.js";
 
-export type { LoraAdapterInfo, LoraInit } from "../native.js";
+export type { LoraAdapterInfo, LoraInit } from "../../native/index.js";
 export type { LoraTargets } from "./targets.js";
 
 /** The models a LoRA applies to (a pipeline's components). */

@@ -6,13 +6,13 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, resolve, sep } from "node:path";
 
-import { resolveModel } from "../hub/index.js";
-import type { ModelDType } from "../models/options.js";
-import { TextEncoder } from "../models/text_encoder.js";
-import { UNet } from "../models/unet.js";
-import type { ProgressEvent } from "../native.js";
-import { saveDiffusersModel } from "../models/save_model.js";
-import { applyLoraFile, fuseLora, type LoraModels } from "./adapters.js";
+import { resolveModel } from "../../hub/index.js";
+import type { ModelDType } from "../../models/options.js";
+import { TextEncoder } from "../../models/text_encoder.js";
+import { UNet } from "../../models/unet.js";
+import type { ProgressEvent } from "../../native/index.js";
+import { saveDiffusersModel } from "../../models/save_model.js";
+import { applyLoraFile, fuseLora, type LoraModels } from "./apply.js";
 
 export interface MergeLoraSpec {
   /** A LoRA file or folder in any supported format. */

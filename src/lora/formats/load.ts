@@ -4,9 +4,9 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 
-import { readSafetensors } from "../io/safetensors.js";
-import { readJsonFile } from "../models/files.js";
-import type { ProgressEvent, Tensor } from "../native.js";
+import { readSafetensors } from "../../io/safetensors.js";
+import { readJsonFile } from "../../models/files.js";
+import type { ProgressEvent, Tensor } from "../../native/index.js";
 import { applyFoldedRecord } from "./fold_record.js";
 import { SD_UNET_LAYOUT, SDXL_UNET_LAYOUT } from "./ldm.js";
 import { kohyaResolver, type BaseModuleNames } from "./names.js";

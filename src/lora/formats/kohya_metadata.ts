@@ -3,7 +3,7 @@
 // additional-networks extension reads instead of hashing the file itself.
 import { createHash } from "node:crypto";
 
-import type { DType, Tensor } from "../native.js";
+import type { DType, Tensor } from "../../native/index.js";
 
 // ---------------------------------------------------------------- Python formatting
 

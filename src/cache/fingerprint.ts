@@ -9,8 +9,8 @@ import { createReadStream } from "node:fs";
 import { readFile, realpath, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 
-import { writeFileAtomic } from "../../io/atomic.js";
-import { resolveWeightFiles } from "../../models/files.js";
+import { writeFileAtomic } from "../io/atomic.js";
+import { resolveWeightFiles } from "../models/files.js";
 
 export interface ModelFingerprint {
   /** sha256 (hex) over the config and every weight file's content hash. */

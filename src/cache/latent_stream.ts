@@ -2,10 +2,10 @@
 // and resumable positions as createBatchStream (it runs through the same
 // planner), but each example is read from the latent cache instead of decoded
 // and encoded. A fully cached stream opens no image and needs no VAE.
-import type { Generator, Tensor } from "../../native.js";
-import { native } from "../../native.js";
-import type { VAE } from "../../models/vae.js";
-import { tensorFrom } from "../../tensor.js";
+import type { Generator, Tensor } from "../native/index.js";
+import { native } from "../native/index.js";
+import type { VAE } from "../models/vae.js";
+import { tensorFrom } from "../tensor.js";
 import {
   balancePairs,
   createPlannedStream,
@@ -15,8 +15,8 @@ import {
   type BatchInfo,
   type BatchOptions,
   type BatchStream,
-} from "../batches.js";
-import type { Dataset } from "../types.js";
+} from "../data/batches.js";
+import type { Dataset } from "../data/types.js";
 import { checkCacheable, latentOf, type LatentCache, type PlannedLatent } from "./latent_cache.js";
 import type { Entry } from "./store.js";
 import { typedView } from "./store.js";

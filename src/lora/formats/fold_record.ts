@@ -8,8 +8,8 @@
 import { createHash } from "node:crypto";
 import { deflateRawSync, inflateRawSync } from "node:zlib";
 
-import type { Tensor } from "../native.js";
-import { tensorFrom } from "../tensor.js";
+import type { Tensor } from "../../native/index.js";
+import { tensorFrom } from "../../tensor.js";
 import type { LoraAdapter } from "./types.js";
 
 export const FOLDED_ALPHAS_KEY = "sdtune_folded_alphas";

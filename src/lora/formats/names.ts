@@ -7,8 +7,8 @@
 import { join } from "node:path";
 import { existsSync } from "node:fs";
 
-import { inspectSafetensors } from "../io/safetensors.js";
-import { resolveWeightFiles } from "../models/files.js";
+import { inspectSafetensors } from "../../io/safetensors.js";
+import { resolveWeightFiles } from "../../models/files.js";
 import { isLdmUnetName, ldmToDiffusers, SD_UNET_LAYOUT, unetLayoutFromModuleNames, type UnetLayout } from "./ldm.js";
 import { LORA_COMPONENTS, splitAdapterKey, type LoraComponent } from "./types.js";
 

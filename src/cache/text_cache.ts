@@ -11,15 +11,15 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
-import type { ProgressEvent, Tensor } from "../../native.js";
-import { readJsonFile } from "../../models/files.js";
-import { parseClipTextEncoderConfig } from "../../models/clip_config.js";
-import type { ModelDType, TextEncoder } from "../../models/text_encoder.js";
-import type { ClipTokenizer } from "../../text/clip_tokenizer.js";
-import { tensorFrom } from "../../tensor.js";
-import type { BatchOptions } from "../batches.js";
-import { abortError } from "../files.js";
-import type { Dataset } from "../types.js";
+import type { ProgressEvent, Tensor } from "../native/index.js";
+import { readJsonFile } from "../models/files.js";
+import { parseClipTextEncoderConfig } from "../models/clip_config.js";
+import type { ModelDType, TextEncoder } from "../models/text_encoder.js";
+import type { ClipTokenizer } from "../text/clip_tokenizer.js";
+import { tensorFrom } from "../tensor.js";
+import type { BatchOptions } from "../data/batches.js";
+import { abortError } from "../data/files.js";
+import type { Dataset } from "../data/types.js";
 import { resolveCacheDir, warner } from "./dir.js";
 import { fingerprintModel, fingerprintTokenizer, sha256Hex, type ModelFingerprint } from "./fingerprint.js";
 import { CACHE_FORMAT, ShardStore, tensorBytes, typedView, type Entry, type StoreLimits } from "./store.js";

@@ -13,9 +13,9 @@ import { open, readdir, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 
-import { inspectSafetensors, writeSafetensors } from "../../io/safetensors.js";
-import type { AnyTypedArray, DType, SafetensorsDType, Tensor } from "../../native.js";
-import { tensorFrom } from "../../tensor.js";
+import { inspectSafetensors, writeSafetensors } from "../io/safetensors.js";
+import type { AnyTypedArray, DType, SafetensorsDType, Tensor } from "../native/index.js";
+import { tensorFrom } from "../tensor.js";
 
 /** Bumped whenever what is stored, or how it is computed, changes: old namespaces then simply miss. */
 export const CACHE_FORMAT = 1;

@@ -1,0 +1,118 @@
+// Native surface: the addon.
+import type {
+  NativeClipLoadOptions,
+  NativeClipModel,
+  NativeClipModelConfig,
+  NativeClipTextConfig,
+  NativeTextEncoder,
+} from "./clip.js";
+import type { NativeClipPreprocessOptions, ResampleFilter } from "./image.js";
+import type { NativeLoraOps } from "./lora.js";
+import type { LoraFilesOps } from "./lora_files.js";
+import type {
+  NativeCallOptions,
+  NativeModelLoadOptions,
+  NativeUNet,
+  NativeUNetConfig,
+  NativeVAE,
+  NativeVAEConfig,
+} from "./models.js";
+import type { AdamW, AdamWOptions } from "./optim.js";
+import type { NativeGenerateRequest, NativeGenerateResult, NativePipelineModels } from "./pipeline.js";
+import type { RuntimeInfo } from "./runtime.js";
+import type { SafetensorsFile, SafetensorsHeader } from "./safetensors.js";
+import type { Generator, NoiseSchedule, SamplerName, Scheduler } from "./sched.js";
+import type { AnyTypedArray, CancelToken, DType, Tensor } from "./tensor.js";
+import type { NativeTrainer, NativeTrainerOptions } from "./trainer.js";
+
+export interface NativeAddon {
+  Tensor: abstract new () => Tensor;
+  tensorFromTypedArray(data: AnyTypedArray, shape: number[], dtype: DType): Tensor;
+  CancelToken: new () => CancelToken;
+  safetensors: {
+    inspect(path: string): Promise<SafetensorsHeader>;
+    open(path: string): Promise<SafetensorsFile>;
+    write(path: string, tensors: [string, Tensor][], metadata?: Record<string, string>): Promise<void>;
+  };
+  ops: {
+    matmul(a: Tensor, b: Tensor): Promise<Tensor>;
+    randn(shape: number[], options?: { seed?: number; dtype?: DType }): Tensor;
+    maxAbsDiff(a: Tensor, b: Tensor): number;
+  };
+  AdamW: new (params: [string, Tensor][], options?: AdamWOptions) => AdamW;
+  /** torch.nn.utils.clip_grad_norm_ in place; resolves to the norm before clipping (maxNorm <= 0 only measures). */
+  clipGradNorm(grads: Tensor[], maxNorm: number): Promise<number>;
+  /** Data pipeline ops (native/bindings/data_ops.cc). */
+  data: {
+    /** uint8 [B, H, W, 3] -> float32 [B, 3, H, W] as (v / 255 - 0.5) / 0.5, off the JS thread. */
+    pixelsToTensor(pixels: Tensor): Promise<Tensor>;
+    /**
+     * (mean + std * noise) * scale on a cached latent distribution, with noise cast to mean's dtype and
+     * device first (VAE.sample's arithmetic); mean * scale without noise; no multiply without scale.
+     */
+    sampleLatents(mean: Tensor, options?: { std?: Tensor; noise?: Tensor; scale?: number }): Promise<Tensor>;
+  };
+  /** Image ops (native/bindings/image_binding.cc). */
+  image: {
+    /** PIL Image.resize on packed uint8 [H, W, C] (C 1..4), bit-exact for 8-bit modes. */
+    resize(pixels: Tensor, options: { width: number; height: number; filter?: ResampleFilter }): Promise<Tensor>;
+    /** CLIPImageProcessor: uint8 RGB images [H, W, 3] -> float32 pixel_values [n, 3, H', W']. */
+    clipPreprocess(images: Tensor[], options: NativeClipPreprocessOptions): Promise<Tensor>;
+  };
+  /** Evaluation math (native/bindings/metrics_binding.cc), in the embeddings' dtype. */
+  metrics: {
+    /** scale * cos(a_i, b_i) per row: [n, d] x [n, d] -> [n] (CLIP score: scale 100). */
+    rowCosine(a: Tensor, b: Tensor, scale?: number): Promise<Tensor>;
+    /** Cosines of every pair: [n, d] x [m, d] -> [n, m]. */
+    cosineMatrix(a: Tensor, b: Tensor): Promise<Tensor>;
+  };
+  loraFiles: LoraFilesOps;
+  Generator: new (seed?: number | bigint) => Generator;
+  Scheduler: {
+    /** A sampler from a raw scheduler config plus overrides (diffusers from_config semantics). */
+    create(name: string, config: Record<string, unknown>, overrides?: Record<string, unknown>): Scheduler;
+  };
+  NoiseSchedule: {
+    /** DDPMScheduler.from_config(config, **overrides)'s noise schedule. */
+    create(config: Record<string, unknown>, overrides?: Record<string, unknown>): NoiseSchedule;
+  };
+  samplerNames: readonly SamplerName[];
+  UNet: { load(options: NativeModelLoadOptions<NativeUNetConfig>): Promise<NativeUNet> };
+  VAE: { load(options: NativeModelLoadOptions<NativeVAEConfig>): Promise<NativeVAE> };
+  Trainer: { create(options: NativeTrainerOptions): Promise<NativeTrainer> };
+  info(): RuntimeInfo;
+  setNumThreads(threads: number): number;
+  manualSeed(seed: number): void;
+  TextEncoder: {
+    load(
+      options:
+        | NativeClipLoadOptions<NativeClipTextConfig>
+        | { config: NativeClipTextConfig; randomSeed: number; dtype?: DType; device?: string },
+    ): Promise<NativeTextEncoder>;
+  };
+  pipeline: {
+    /** The whole text-to-image loop off the JS thread; progress phases "denoise" and "decode". */
+    generate(
+      models: NativePipelineModels,
+      request: NativeGenerateRequest,
+      control?: NativeCallOptions,
+    ): Promise<NativeGenerateResult>;
+  };
+  ClipModel: { load(options: NativeClipLoadOptions<NativeClipModelConfig>): Promise<NativeClipModel> };
+  lora: NativeLoraOps;
+}
+
+/**
+ * What each member of the addon is, declared once so a test can hold the addon to it: every key of
+ * NativeAddon must appear (the mapped type makes a missing or extra key a compile error), and
+ * test/native_surface.test.ts checks that the loaded addon exports exactly these members.
+ */
+type Member<T> = T extends readonly unknown[]
+  ? "array"
+  : T extends abstract new (...args: never[]) => unknown
+    ? "class"
+    : T extends (...args: never[]) => unknown
+      ? "function"
+      : { [K in keyof T]-?: Member<T[K]> };
+
+export type AddonSurface = { [K in keyof NativeAddon]-?: Member<NativeAddon[K]> };
