@@ -11,13 +11,8 @@ import { join } from "node:path";
 
 import sharp from "sharp";
 
-import {
-  createBatchStream,
-  createLatentBatchStream,
-  LatentCache,
-  openDataset,
-  sampleLatents,
-} from "../src/data/index.js";
+import { createLatentBatchStream, LatentCache, sampleLatents } from "../src/cache/index.js";
+import { createBatchStream, openDataset } from "../src/data/index.js";
 import { VAE } from "../src/models/vae.js";
 import { createGenerator } from "../src/sched/index.js";
 import { fixture, tempDir } from "../test/helpers/fixtures.js";

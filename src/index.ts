@@ -1,11 +1,12 @@
-// The public API of sdtune.
-export { native, addonPath } from "./native/index.js";
+// The public API of sdtune: the only module users and the CLI import. The addon itself
+// (src/native/) is internal; what crosses it is typed here as plain data and handles.
+export { runtimeInfo, setNumThreads } from "./runtime.js";
+export type { RuntimeReport } from "./runtime.js";
 export type {
   AnyTypedArray,
   CancelToken,
   DType,
   ProgressEvent,
-  RuntimeInfo,
   SafetensorsHeader,
   SafetensorsTensorInfo,
   Tensor,
@@ -58,7 +59,7 @@ export type {
   RawBatch,
   StreamPosition,
 } from "./data/index.js";
-// Training caches (src/data/cache): VAE latents and text embeddings on disk.
+// Training caches (src/cache): VAE latents and text embeddings on disk.
 export * from "./cache/index.js";
 export * from "./lora/index.js";
 export {
@@ -98,25 +99,9 @@ export type {
 export { UNet, loadUNet } from "./models/unet.js";
 export { VAE, loadVAE } from "./models/vae.js";
 export type { VAECallOptions, VAEDecodeOptions, VAELoadOptions } from "./models/vae.js";
-export {
-  ConfigError,
-  nativeUNetConfig,
-  nativeVAEConfig,
-  parseUNetConfig,
-  parseVAEConfig,
-  unetConfigSchema,
-  vaeConfigSchema,
-} from "./models/config.js";
+export { ConfigError, parseUNetConfig, parseVAEConfig, unetConfigSchema, vaeConfigSchema } from "./models/config.js";
 export type { UNetConfig, VAEConfig } from "./models/config.js";
-export type {
-  LatentDistribution,
-  NativeUNet,
-  NativeUNetConfig,
-  NativeVAE,
-  NativeVAEConfig,
-  ParameterInfo,
-  UNetLossAndGradients,
-} from "./native/index.js";
+export type { LatentDistribution, ParameterInfo, UNetLossAndGradients } from "./native/index.js";
 
 // Evaluation: CLIP score (torchmetrics semantics), CLIP-I / CLIP-T, grids, report (src/eval).
 export {
@@ -154,3 +139,21 @@ export type {
 // Stable Diffusion pipelines: loadPipeline, generate, savePipeline (src/pipeline).
 export * from "./pipeline/index.js";
 export { checkModelOptions, MODEL_DTYPES } from "./models/options.js";
+
+// Training: train() runs a config (one or more stages); the Trainer is one native training step loop.
+export { train } from "./train/run.js";
+export type { TrainOptions, TrainProgress, TrainResult } from "./train/run.js";
+export type { StageProgress } from "./train/stage.js";
+export type { StageRecord } from "./train/outputs.js";
+export { Trainer } from "./train/trainer.js";
+export type { ParamGroupSpec, StepResult, TrainBatch, TrainerSpec } from "./train/trainer.js";
+export { resolveTrainConfig, trainConfigJsonSchema } from "./config/train.js";
+export type { StageConfig, TrainConfig } from "./config/train.js";
+export { applyOverrides, loadConfigFile } from "./config/load.js";
+export { runDemo } from "./demo/index.js";
+export type { DemoOptions } from "./demo/index.js";
+
+// PNG text chunks (AUTOMATIC1111 "parameters") and evaluation formatting.
+export { addPngText, readPngText, formatInfotext } from "./io/png.js";
+export type { GenerationParameters } from "./io/png.js";
+export { formatStat } from "./eval/results.js";

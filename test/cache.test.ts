@@ -9,20 +9,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { main } from "../src/cli/main.js";
 
+import { createBatchStream, openDataset, type BatchOptions, type Dataset } from "../src/data/index.js";
 import {
   cacheInfo,
-  createBatchStream,
   createLatentBatchStream,
   LatentCache,
-  openDataset,
   pruneCache,
   sampleLatents,
   TextEmbeddingCache,
   trainingCaptions,
-  type BatchOptions,
-  type Dataset,
   type LatentBatch,
-} from "../src/data/index.js";
+} from "../src/cache/index.js";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
 import { VAE } from "../src/models/vae.js";

@@ -1,7 +1,7 @@
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 
-import { makeGrid } from "../src/eval/grid.js";
+import { makeGrid } from "../src/pipeline/grid.js";
 import { addPngText, formatInfotext, readPngText } from "../src/io/png.js";
 
 async function solid(width: number, height: number, r: number): Promise<Buffer> {

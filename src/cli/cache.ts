@@ -1,5 +1,5 @@
 // `sdtune cache info|prune`: what the latent / text-embedding cache holds, and removing stale parts.
-import { cacheInfo, pruneCache, resolveCacheDir, type CacheNamespaceInfo } from "../cache/index.js";
+import { cacheInfo, pruneCache, resolveCacheDir, type CacheNamespaceInfo } from "../index.js";
 import { parseCommandArgs, UsageError, type Command } from "./command.js";
 
 export const command: Command = {

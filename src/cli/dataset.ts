@@ -1,8 +1,13 @@
 // `sdtune dataset build|check`: make an HF imagefolder from pictures and captions; inspect any dataset.
-import { buildImageFolder } from "../data/build.js";
-import { checkDataset, type CheckReport } from "../data/check.js";
-import { DatasetError, type DatasetIssue, type DatasetSpec } from "../data/types.js";
-import type { ProgressEvent } from "../native/index.js";
+import {
+  buildImageFolder,
+  checkDataset,
+  DatasetError,
+  type CheckReport,
+  type DatasetIssue,
+  type DatasetSpec,
+  type ProgressEvent,
+} from "../index.js";
 import { interruptSignal, parseCommandArgs, UsageError, type Command } from "./command.js";
 
 const help = [

@@ -2,8 +2,7 @@
 // generated model (see src/demo). Prints where the LoRAs, samples and report are.
 import { join, relative } from "node:path";
 
-import { runDemo } from "../demo/index.js";
-import type { StageProgress } from "../train/stage.js";
+import { runDemo, type StageProgress } from "../index.js";
 import { parseCommandArgs, type Command } from "./command.js";
 import { ProgressBar } from "./progress.js";
 

@@ -3,10 +3,14 @@
 import { existsSync } from "node:fs";
 import { basename, dirname, extname, resolve } from "node:path";
 
-import { applyOverrides, loadConfigFile } from "../config/load.js";
-import { evaluate } from "../eval/evaluate.js";
-import { formatStat } from "../eval/results.js";
-import type { ProgressEvent } from "../native/index.js";
+import {
+  applyOverrides,
+  evaluate,
+  formatStat,
+  loadConfigFile,
+  type EvaluateOutput,
+  type ProgressEvent,
+} from "../index.js";
 import { interruptSignal, parseCommandArgs, UsageError, type Command, parseLoraSpec } from "./command.js";
 import { ProgressBar } from "./progress.js";
 
@@ -45,92 +49,101 @@ const help = [
 export const command: Command = {
   help,
   async run(argv) {
-    const { values, positionals } = parseCommandArgs(argv, {
-      config: { type: "string" },
-      images: { type: "string", multiple: true },
-      prompts: { type: "string" },
-      model: { type: "string" },
-      lora: { type: "string", multiple: true },
-      prompt: { type: "string", multiple: true },
-      "negative-prompt": { type: "string" },
-      seeds: { type: "string" },
-      sampler: { type: "string" },
-      steps: { type: "string" },
-      "guidance-scale": { type: "string" },
-      width: { type: "string" },
-      height: { type: "string" },
-      "no-base": { type: "boolean" },
-      out: { type: "string" },
-      instance: { type: "string" },
-      clip: { type: "string" },
-      runs: { type: "string", multiple: true },
-      title: { type: "string" },
-      "batch-size": { type: "string" },
-      device: { type: "string" },
-      dtype: { type: "string" },
-      "grid-cell": { type: "string" },
-      json: { type: "boolean" },
-    });
+    const { values, positionals } = parseEvalArgs(argv);
     const config = buildConfig(values, positionals, values.config ? await loadConfigFile(values.config as string) : {});
     const json = Boolean(values.json);
     const interrupt = interruptSignal();
-    const bars = new Map<string, ProgressBar>();
-    const onProgress = (event: ProgressEvent): void => {
-      if (json) return;
-      const key = `${event.phase}${event.variant ? ` ${event.variant}` : ""}`;
-      let bar = bars.get(key);
-      if (!bar) {
-        bar = new ProgressBar({ label: key, total: event.total, unit: event.phase === "generate" ? "img" : "it" });
-        bars.set(key, bar);
-      }
-      bar.update(event.step);
-      if (event.step >= event.total) bar.done();
-    };
     try {
-      const { result, files } = await evaluate(config, { signal: interrupt.signal, onProgress });
-      if (json) {
-        console.log(
-          JSON.stringify(
-            {
-              report: files.report,
-              evalJson: files.evalJson,
-              variants: result.variants.map((v) => ({
-                name: v.name,
-                images: v.images,
-                clipScore: v.summary.clipScore,
-                clipT: v.summary.clipT,
-                clipI: v.summary.clipI,
-              })),
-            },
-            null,
-            2,
-          ),
-        );
-        return 0;
-      }
-      const rows = result.variants.map((v) => [
-        v.name,
-        String(v.images),
-        formatStat(v.summary.clipScore, 2),
-        formatStat(v.summary.clipT, 4),
-        v.summary.clipI ? formatStat(v.summary.clipI, 4) : "–",
-      ]);
-      const head = ["variant", "images", "CLIP score", "CLIP-T", "CLIP-I"];
-      const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-      for (const row of [head, ...rows]) console.log(row.map((c, i) => c.padEnd(widths[i]!)).join("  "));
-      console.log(`\nreport: ${files.report}\nnumbers: ${files.evalJson}`);
-      const truncated = result.variants.flatMap((v) => v.truncatedPrompts);
-      if (truncated.length) {
-        console.error(
-          `note: ${new Set(truncated).size} prompt(s) were longer than the CLIP text model and were cut (see eval.json)`,
-        );
-      }
+      const output = await evaluate(config, {
+        signal: interrupt.signal,
+        onProgress: json ? undefined : progressBars(),
+      });
+      if (json) printJson(output);
+      else printTable(output);
       return 0;
     } finally {
       interrupt.dispose();
     }
   },
 };
+
+function parseEvalArgs(argv: string[]): { values: Record<string, unknown>; positionals: string[] } {
+  const string = { type: "string" } as const;
+  const strings = { type: "string", multiple: true } as const;
+  const flag = { type: "boolean" } as const;
+  return parseCommandArgs(argv, {
+    config: string,
+    images: strings,
+    prompts: string,
+    model: string,
+    lora: strings,
+    prompt: strings,
+    "negative-prompt": string,
+    seeds: string,
+    sampler: string,
+    steps: string,
+    "guidance-scale": string,
+    width: string,
+    height: string,
+    "no-base": flag,
+    out: string,
+    instance: string,
+    clip: string,
+    runs: strings,
+    title: string,
+    "batch-size": string,
+    device: string,
+    dtype: string,
+    "grid-cell": string,
+    json: flag,
+  });
+}
+
+/** One bar per phase and variant. */
+function progressBars(): (event: ProgressEvent) => void {
+  const bars = new Map<string, ProgressBar>();
+  return (event) => {
+    const key = `${event.phase}${event.variant ? ` ${event.variant}` : ""}`;
+    let bar = bars.get(key);
+    if (!bar) {
+      bar = new ProgressBar({ label: key, total: event.total, unit: event.phase === "generate" ? "img" : "it" });
+      bars.set(key, bar);
+    }
+    bar.update(event.step);
+    if (event.step >= event.total) bar.done();
+  };
+}
+
+function printJson({ result, files }: EvaluateOutput): void {
+  const variants = result.variants.map((v) => ({
+    name: v.name,
+    images: v.images,
+    clipScore: v.summary.clipScore,
+    clipT: v.summary.clipT,
+    clipI: v.summary.clipI,
+  }));
+  console.log(JSON.stringify({ report: files.report, evalJson: files.evalJson, variants }, null, 2));
+}
+
+function printTable({ result, files }: EvaluateOutput): void {
+  const rows = result.variants.map((v) => [
+    v.name,
+    String(v.images),
+    formatStat(v.summary.clipScore, 2),
+    formatStat(v.summary.clipT, 4),
+    v.summary.clipI ? formatStat(v.summary.clipI, 4) : "–",
+  ]);
+  const head = ["variant", "images", "CLIP score", "CLIP-T", "CLIP-I"];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const row of [head, ...rows]) console.log(row.map((c, i) => c.padEnd(widths[i]!)).join("  "));
+  console.log(`\nreport: ${files.report}\nnumbers: ${files.evalJson}`);
+  const truncated = result.variants.flatMap((v) => v.truncatedPrompts);
+  if (truncated.length) {
+    console.error(
+      `note: ${new Set(truncated).size} prompt(s) were longer than the CLIP text model and were cut (see eval.json)`,
+    );
+  }
+}
 
 const GENERIC_LORA_NAMES = new Set(["pytorch_lora_weights", "adapter_model", "lora", "model"]);
 

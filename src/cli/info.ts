@@ -1,5 +1,5 @@
 // `sdtune info`: what the addon was built against and what it runs on.
-import { addonPath, native } from "../native/index.js";
+import { runtimeInfo } from "../index.js";
 import { parseCommandArgs, type Command } from "./command.js";
 
 export const command: Command = {
@@ -11,31 +11,23 @@ export const command: Command = {
   ].join("\n"),
   async run(argv) {
     const { values } = parseCommandArgs(argv, { json: { type: "boolean" } }, false);
-    const info = native().info();
-    const report = {
-      sdtuneAddon: addonPath(),
-      libtorch: info.libtorchVersion,
-      libtorchFrom: info.torchSource,
-      threads: info.threads,
-      cores: info.cores,
-      blas: info.blasLibraries,
-      cuda: info.cuda,
-      node: process.version,
-    };
+    const report = runtimeInfo();
     if (values.json) {
-      console.log(JSON.stringify(report, null, 2));
+      // "sdtuneAddon" is the key this output has always used.
+      const { addon, ...rest } = report;
+      console.log(JSON.stringify({ sdtuneAddon: addon, ...rest }, null, 2));
       return 0;
     }
-    const cuda = info.cuda.available
-      ? info.cuda.devices
+    const cuda = report.cuda.available
+      ? report.cuda.devices
           .map((d) => `${d.name} (sm ${d.capability}, ${(d.memoryBytes / 2 ** 30).toFixed(1)} GiB)`)
           .join(", ")
-      : info.cuda.built
+      : report.cuda.built
         ? "built with CUDA, but no GPU is visible"
         : "not built with CUDA (CPU only)";
     console.log(
       [
-        `addon     ${report.sdtuneAddon}`,
+        `addon     ${report.addon}`,
         `libtorch  ${report.libtorch} (${report.libtorchFrom})`,
         `threads   ${report.threads} of ${report.cores} cores (set SDTUNE_NUM_THREADS to change)`,
         `BLAS      ${report.blas.length ? report.blas.join(", ") : "none loaded yet"}`,

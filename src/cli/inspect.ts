@@ -1,5 +1,5 @@
 // `sdtune inspect FILE`: names, dtypes, shapes and metadata of a safetensors file.
-import { inspectSafetensors } from "../io/safetensors.js";
+import { inspectSafetensors } from "../index.js";
 import { parseCommandArgs, UsageError, type Command } from "./command.js";
 
 export const command: Command = {

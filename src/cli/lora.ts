@@ -12,9 +12,9 @@ import {
   summarizeLora,
   type BaseModuleNames,
   type LoraSaveFormat,
-} from "../lora/index.js";
-import { mergeLoraIntoModel } from "../lora/adapters/merge.js";
-import type { ModelDType } from "../models/options.js";
+  mergeLoraIntoModel,
+  type ModelDType,
+} from "../index.js";
 import { interruptSignal, parseCommandArgs, parseLoraSpec, UsageError, type Command } from "./command.js";
 import { ProgressBar } from "./progress.js";
 

@@ -24,4 +24,3 @@ export { checkDataset } from "./check.js";
 export type { CheckOptions, CheckReport } from "./check.js";
 export { buildImageFolder } from "./build.js";
 export type { BuildOptions, BuildResult } from "./build.js";
-export * from "../cache/index.js";

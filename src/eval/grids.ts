@@ -5,7 +5,7 @@ import { join } from "node:path";
 import sharp from "sharp";
 
 import { writeFileAtomic } from "../io/atomic.js";
-import { makeGrid } from "./grid.js";
+import { makeGrid } from "../pipeline/grid.js";
 
 export interface GridImage {
   path: string;

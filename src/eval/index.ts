@@ -38,5 +38,5 @@ export type {
   Stat,
   VariantMetrics,
 } from "./results.js";
-export { makeGrid } from "./grid.js";
-export type { GridOptions } from "./grid.js";
+export { makeGrid } from "../pipeline/grid.js";
+export type { GridOptions } from "../pipeline/grid.js";

@@ -116,3 +116,45 @@ type Member<T> = T extends readonly unknown[]
       : { [K in keyof T]-?: Member<T[K]> };
 
 export type AddonSurface = { [K in keyof NativeAddon]-?: Member<NativeAddon[K]> };
+
+/** The addon's members, checked against the loaded addon by test/native_surface.test.ts. */
+export const ADDON_SURFACE: AddonSurface = {
+  Tensor: "class",
+  tensorFromTypedArray: "function",
+  CancelToken: "class",
+  safetensors: { inspect: "function", open: "function", write: "function" },
+  ops: { matmul: "function", randn: "function", maxAbsDiff: "function" },
+  AdamW: "class",
+  clipGradNorm: "function",
+  data: { pixelsToTensor: "function", sampleLatents: "function" },
+  image: { resize: "function", clipPreprocess: "function" },
+  metrics: { rowCosine: "function", cosineMatrix: "function" },
+  loraFiles: { fold: "function", foldExact: "function", unfold: "function" },
+  Generator: "class",
+  Scheduler: { create: "function" },
+  NoiseSchedule: { create: "function" },
+  samplerNames: "array",
+  UNet: { load: "function" },
+  VAE: { load: "function" },
+  Trainer: { create: "function" },
+  info: "function",
+  setNumThreads: "function",
+  manualSeed: "function",
+  TextEncoder: { load: "function" },
+  pipeline: { generate: "function" },
+  ClipModel: { load: "function" },
+  lora: {
+    modules: "function",
+    attach: "function",
+    create: "function",
+    parameters: "function",
+    extract: "function",
+    list: "function",
+    setAdapters: "function",
+    setEnabled: "function",
+    remove: "function",
+    fuse: "function",
+    unfuse: "function",
+    unetLossAndGradients: "function",
+  },
+};

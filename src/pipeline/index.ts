@@ -10,3 +10,5 @@ export { checkPipelineIndex, readPipelineIndex, PipelineLayoutError } from "./la
 export type { PipelineIndex } from "./layout.js";
 export { saveModel, savePipeline } from "./save.js";
 export type { SaveModelOptions, SavePipelineComponents } from "./save.js";
+export { writeImages } from "./write_images.js";
+export type { WriteImagesResult, WrittenImage } from "./write_images.js";

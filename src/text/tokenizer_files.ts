@@ -95,30 +95,11 @@ export async function resolveTokenizerDir(dir: string): Promise<string> {
   return dir;
 }
 
+type BpeModel = { vocab: Record<string, number>; merges: [string, string][]; added: AddedToken[] };
+
 export async function readTokenizerFolder(dirArg: string): Promise<TokenizerSpec> {
   const dir = await resolveTokenizerDir(dirArg);
-  const vocabPath = join(dir, "vocab.json");
-  const mergesPath = join(dir, "merges.txt");
-  const fastPath = join(dir, "tokenizer.json");
-  const [hasVocab, hasMerges, hasFast] = await Promise.all([exists(vocabPath), exists(mergesPath), exists(fastPath)]);
-
-  // The slow files win when both exist: they are what diffusers' CLIPTokenizer loads.
-  let model: { vocab: Record<string, number>; merges: [string, string][]; added: AddedToken[] };
-  let source: TokenizerSpec["source"];
-  if (hasVocab && hasMerges) {
-    const [vocab, merges] = await Promise.all([readVocab(vocabPath), readMergesTxt(mergesPath)]);
-    model = { vocab, merges, added: [] };
-    source = "vocab.json+merges.txt";
-  } else if (hasFast) {
-    model = await readTokenizerJson(fastPath);
-    source = "tokenizer.json";
-  } else {
-    const missing = [!hasVocab && "vocab.json", !hasMerges && "merges.txt"].filter(Boolean).join(" and ");
-    throw new Error(
-      `${dir}: ${missing} missing: a CLIP tokenizer folder needs vocab.json and merges.txt (or tokenizer.json)`,
-    );
-  }
-
+  const { model, source } = await readBpeModel(dir);
   const configPath = join(dir, "tokenizer_config.json");
   const [config, specialMap] = await Promise.all([
     readJsonObject(configPath),
@@ -131,9 +112,48 @@ export async function readTokenizerFolder(dirArg: string): Promise<TokenizerSpec
     const value = specialMap?.[key] ?? cfg[key] ?? CLIP_DEFAULTS[key as keyof typeof CLIP_DEFAULTS];
     return value === undefined || value === null ? undefined : parseTokenValue(value, key, dir, true);
   };
+  const added = await listedAddedTokens(model, cfg, dir);
+  addSpecialTokens(added, model, specialTokens(special, specialMap, cfg, dir));
 
-  // 1. Tokens the folder lists as added (tokenizer.json added_tokens, tokenizer_config added_tokens_decoder,
-  //    legacy added_tokens.json), in that order.
+  return {
+    dir,
+    source,
+    vocab: model.vocab,
+    merges: model.merges,
+    addedTokens: [...added.values()],
+    bosToken: special("bos_token")!.content,
+    eosToken: special("eos_token")!.content,
+    unkToken: special("unk_token")!.content,
+    padToken: special("pad_token")!.content,
+    maxLength: maxLengthOf(cfg),
+    cleanUpTokenizationSpaces:
+      typeof cfg.clean_up_tokenization_spaces === "boolean" ? cfg.clean_up_tokenization_spaces : true,
+  };
+}
+
+/** The BPE vocabulary and merges; the slow files win when both forms exist (diffusers' CLIPTokenizer loads them). */
+async function readBpeModel(dir: string): Promise<{ model: BpeModel; source: TokenizerSpec["source"] }> {
+  const vocabPath = join(dir, "vocab.json");
+  const mergesPath = join(dir, "merges.txt");
+  const fastPath = join(dir, "tokenizer.json");
+  const [hasVocab, hasMerges, hasFast] = await Promise.all([exists(vocabPath), exists(mergesPath), exists(fastPath)]);
+  if (hasVocab && hasMerges) {
+    const [vocab, merges] = await Promise.all([readVocab(vocabPath), readMergesTxt(mergesPath)]);
+    return { model: { vocab, merges, added: [] }, source: "vocab.json+merges.txt" };
+  }
+  if (hasFast) return { model: await readTokenizerJson(fastPath), source: "tokenizer.json" };
+  const missing = [!hasVocab && "vocab.json", !hasMerges && "merges.txt"].filter(Boolean).join(" and ");
+  throw new Error(
+    `${dir}: ${missing} missing: a CLIP tokenizer folder needs vocab.json and merges.txt (or tokenizer.json)`,
+  );
+}
+
+/**
+ * Tokens the folder lists as added (tokenizer.json added_tokens, tokenizer_config added_tokens_decoder,
+ * legacy added_tokens.json), in that order.
+ */
+async function listedAddedTokens(model: BpeModel, cfg: Json, dir: string): Promise<Map<string, AddedToken>> {
+  const configPath = join(dir, "tokenizer_config.json");
   const added = new Map<string, AddedToken>(model.added.map((t) => [t.content, t]));
   if (cfg.added_tokens_decoder !== undefined) {
     if (!isObject(cfg.added_tokens_decoder)) throw new Error(`${configPath}: "added_tokens_decoder" must be an object`);
@@ -149,13 +169,28 @@ export async function readTokenizerFolder(dirArg: string): Promise<TokenizerSpec
     if (added.has(content)) continue;
     added.set(content, { content, id: parseId(id, `${legacyPath}: "${content}"`), special: false, ...NO_STRIP });
   }
+  return added;
+}
 
-  // 2. Every special token becomes an added token too (PreTrainedTokenizer.__init__ adds
-  //    all_special_tokens_extended): this is why SD-2's pad token "!" is cut out of prompts.
+/** The special tokens (bos, eos, unk, pad, ...) plus additional_special_tokens. */
+function specialTokens(
+  special: (key: string) => AddedToken | undefined,
+  specialMap: Json | undefined,
+  cfg: Json,
+  dir: string,
+): AddedToken[] {
   const specials = SPECIAL_KEYS.map((k) => special(k)).filter((t): t is AddedToken => t !== undefined);
   const extra = specialMap?.additional_special_tokens ?? cfg.additional_special_tokens ?? [];
   if (!Array.isArray(extra)) throw new Error(`${dir}: "additional_special_tokens" must be a list`);
   extra.forEach((v, i) => specials.push(parseTokenValue(v, `additional_special_tokens[${i}]`, dir, true)));
+  return specials;
+}
+
+/**
+ * Every special token becomes an added token too (PreTrainedTokenizer.__init__ adds
+ * all_special_tokens_extended): this is why SD-2's pad token "!" is cut out of prompts.
+ */
+function addSpecialTokens(added: Map<string, AddedToken>, model: BpeModel, specials: AddedToken[]): void {
   // transformers gives a special token missing from the vocab the next id, len(vocab | added).
   let nextId = -1;
   const newId = (): number => {
@@ -171,30 +206,12 @@ export async function readTokenizerFolder(dirArg: string): Promise<TokenizerSpec
     token.id = Object.hasOwn(model.vocab, token.content) ? model.vocab[token.content]! : newId();
     added.set(token.content, token);
   }
+}
 
-  const maxLengthValue = cfg.model_max_length;
-  const maxLength =
-    typeof maxLengthValue === "number" &&
-    Number.isInteger(maxLengthValue) &&
-    maxLengthValue >= 2 &&
-    maxLengthValue < 1e6
-      ? maxLengthValue
-      : DEFAULT_MAX_LENGTH;
-
-  return {
-    dir,
-    source,
-    vocab: model.vocab,
-    merges: model.merges,
-    addedTokens: [...added.values()],
-    bosToken: special("bos_token")!.content,
-    eosToken: special("eos_token")!.content,
-    unkToken: special("unk_token")!.content,
-    padToken: special("pad_token")!.content,
-    maxLength,
-    cleanUpTokenizationSpaces:
-      typeof cfg.clean_up_tokenization_spaces === "boolean" ? cfg.clean_up_tokenization_spaces : true,
-  };
+function maxLengthOf(cfg: Json): number {
+  const value = cfg.model_max_length;
+  const valid = typeof value === "number" && Number.isInteger(value) && value >= 2 && value < 1e6;
+  return valid ? value : DEFAULT_MAX_LENGTH;
 }
 
 const NO_STRIP = { lstrip: false, rstrip: false, singleWord: false } as const;

@@ -6,7 +6,7 @@ import { mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
 
 import type { StageConfig } from "../config/train.js";
-import { makeGrid } from "../eval/grid.js";
+import { makeGrid } from "../pipeline/grid.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { StableDiffusionPipeline } from "../pipeline/index.js";
 import type { StageModels } from "./stage_models.js";
