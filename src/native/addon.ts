@@ -29,6 +29,8 @@ export interface NativeAddon {
   Tensor: abstract new () => Tensor;
   tensorFromTypedArray(data: AnyTypedArray, shape: number[], dtype: DType): Tensor;
   CancelToken: new () => CancelToken;
+  /** The class of safetensors.open()'s result (not constructible from JS). */
+  SafetensorsFile: abstract new () => SafetensorsFile;
   safetensors: {
     inspect(path: string): Promise<SafetensorsHeader>;
     open(path: string): Promise<SafetensorsFile>;
@@ -122,6 +124,7 @@ export const ADDON_SURFACE: AddonSurface = {
   Tensor: "class",
   tensorFromTypedArray: "function",
   CancelToken: "class",
+  SafetensorsFile: "class",
   safetensors: { inspect: "function", open: "function", write: "function" },
   ops: { matmul: "function", randn: "function", maxAbsDiff: "function" },
   AdamW: "class",
