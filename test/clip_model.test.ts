@@ -7,9 +7,22 @@ import { ClipModel } from "../src/models/clip.js";
 import { parseClipConfig, parseClipTextEncoderConfig } from "../src/models/clip_config.js";
 import type { Tensor } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
-import { expectClose, fixture, get, golden, TOL, tempDir } from "./helpers/fixtures.js";
+import { expectClose, fixture, fixtureJson, get, golden, TOL, tempDir } from "./helpers/fixtures.js";
 
 const CLIP_DIR = fixture("tiny-clip");
+// Sizes from the fixture's config; fields it leaves out take transformers' defaults.
+interface TowerJson {
+  hidden_size: number;
+  image_size?: number;
+  num_channels?: number;
+}
+const CONFIG = fixtureJson<{ projection_dim?: number; text_config: TowerJson; vision_config: TowerJson }>(
+  "tiny-clip",
+  "config.json",
+);
+const PROJECTION = CONFIG.projection_dim ?? 512;
+const IMAGE_SIZE = CONFIG.vision_config.image_size ?? 224;
+const CHANNELS = CONFIG.vision_config.num_channels ?? 3;
 
 let ref: Map<string, Tensor>;
 let clip: ClipModel;
@@ -103,9 +116,15 @@ describe("ClipModel errors", () => {
   }
 
   it("a projection_dim that does not match the weights lists both projections with shapes", async () => {
-    const folder = await editedFolder("proj", (c) => (c.projection_dim = 20));
+    const other = PROJECTION - 4;
+    const [text, vision] = [CONFIG.text_config.hidden_size, CONFIG.vision_config.hidden_size];
+    const folder = await editedFolder("proj", (c) => (c.projection_dim = other));
     await expect(ClipModel.load(folder)).rejects.toThrow(
-      /clip: the checkpoint does not match the model config\n\s+shape mismatches \(2\):\n\s+text_projection\.weight: checkpoint \[24, 16\], model \[20, 16\]\n\s+visual_projection\.weight: checkpoint \[24, 32\], model \[20, 32\]/,
+      new RegExp(
+        "clip: the checkpoint does not match the model config\\n\\s+shape mismatches \\(2\\):\\n" +
+          `\\s+text_projection\\.weight: checkpoint \\[${PROJECTION}, ${text}\\], model \\[${other}, ${text}\\]\\n` +
+          `\\s+visual_projection\\.weight: checkpoint \\[${PROJECTION}, ${vision}\\], model \\[${other}, ${vision}\\]`,
+      ),
     );
   });
 
@@ -114,15 +133,18 @@ describe("ClipModel errors", () => {
     await expect(ClipModel.load(folder)).rejects.toThrow(
       /config\.json: invalid CLIP config: vision_config\.hidden_act = "gelu_2"/,
     );
-    const size = await editedFolder("size", (c) => (c.vision_config.patch_size = 300));
+    const patch = IMAGE_SIZE + 76;
+    const size = await editedFolder("size", (c) => (c.vision_config.patch_size = patch));
     await expect(ClipModel.load(size)).rejects.toThrow(
-      /vision_config\.patch_size = 300: patch_size 300 is larger than image_size 224/,
+      `vision_config.patch_size = ${patch}: patch_size ${patch} is larger than image_size ${IMAGE_SIZE}`,
     );
   });
 
   it("refuses pixel values of the wrong size", async () => {
-    const small = tensorFrom(new Float32Array(3 * 32 * 32), [1, 3, 32, 32]);
-    await expect(clip.getImageFeatures(small)).rejects.toThrow(/pixelValues must be \[batch, 3, 224, 224\]/);
+    const small = tensorFrom(new Float32Array(CHANNELS * 32 * 32), [1, CHANNELS, 32, 32]);
+    await expect(clip.getImageFeatures(small)).rejects.toThrow(
+      `pixelValues must be [batch, ${CHANNELS}, ${IMAGE_SIZE}, ${IMAGE_SIZE}]`,
+    );
   });
 
   it("dispose() is idempotent", async () => {

@@ -16,7 +16,7 @@ import type { EvalResult } from "../src/eval/results.js";
 import { readPngText } from "../src/io/png.js";
 import { loadPipeline } from "../src/pipeline/load.js";
 import type { StableDiffusionPipeline } from "../src/pipeline/pipeline.js";
-import { fixture, tempDir } from "./helpers/fixtures.js";
+import { fixture, goldenPipelineCall, tempDir } from "./helpers/fixtures.js";
 import { expectMetricTable, pageImages, withReportPage } from "./helpers/report_browser.js";
 import { captureCli } from "./helpers/capture.js";
 
@@ -27,8 +27,9 @@ const DIFFUSERS = fixture("lora", "diffusers", "pytorch_lora_weights.safetensors
 const PEFT_FOLDER = fixture("lora", "peft_adapter_unet");
 const INSTANCE = fixture("clip_images");
 const PROMPTS = ["a red cube", "a photo of sks dog"];
+const { width: W, height: H } = goldenPipelineCall();
 
-/** Small and quick: the fixtures' 16x24 images, two steps of an ancestral sampler (it draws noise every step). */
+/** Small and quick: the fixtures' golden image size, two steps of an ancestral sampler (it draws noise every step). */
 const GENERATE = {
   model: TINY_SD,
   prompts: PROMPTS,
@@ -36,8 +37,8 @@ const GENERATE = {
   steps: 2,
   sampler: "euler_ancestral",
   guidance_scale: 5,
-  width: 24,
-  height: 16,
+  width: W,
+  height: H,
 };
 
 const VARIANTS = [
@@ -174,7 +175,7 @@ describe("evaluate, mode B (generate, then score)", () => {
     // On a caller's pipeline (a trainer's, say) that has its own adapter active: eval
     // switches it off for the base variant and leaves the pipeline as it found it.
     await pipe.loadLora(KOHYA, { name: "trainer", scale: 0.7 });
-    const before = (await pipe.generate({ prompt: "x", steps: 2, width: 24, height: 16, seed: 5 })).images[0]!.png!;
+    const before = (await pipe.generate({ prompt: "x", steps: 2, width: W, height: H, seed: 5 })).images[0]!.png!;
     const given = join(dir.path, "given");
     await evaluate(config(given, { variants: VARIANTS.slice(0, 1) }), { scorer, pipeline: pipe });
     for (const f of FILES) {
@@ -186,7 +187,7 @@ describe("evaluate, mode B (generate, then score)", () => {
     }
     expect(pipe.loras).toEqual({ trainer: 0.7 });
     await expect(pipe.setAdapters(["kohya-1"])).rejects.toThrow(/no LoRA adapter named "kohya-1"/);
-    const after = (await pipe.generate({ prompt: "x", steps: 2, width: 24, height: 16, seed: 5 })).images[0]!.png!;
+    const after = (await pipe.generate({ prompt: "x", steps: 2, width: W, height: H, seed: 5 })).images[0]!.png!;
     expect(after.equals(before)).toBe(true);
     await pipe.unloadLora("trainer");
   });
@@ -283,8 +284,8 @@ describe("evaluateRun (the training hook)", () => {
       steps: 2,
       sampler: "ddim",
       guidanceScale: 5,
-      width: 24,
-      height: 16,
+      width: W,
+      height: H,
       instanceImages: INSTANCE,
       clipModel: CLIP,
       scorer,
@@ -300,7 +301,9 @@ describe("evaluateRun (the training hook)", () => {
     expect(await readFile(out.files.report, "utf8")).toContain('href="../../report.html"');
     expect(evalReportHref(join(run, "report.html"), out.outputDir)).toBe("eval/personal/report.html");
     const params = readPngText(await readFile(image(out.outputDir, "personal", "p000-s1.png"))).parameters!;
-    expect(params).toMatch(/<lora:personal-1:1>[\s\S]*Sampler: DDIM, CFG scale: 5, Seed: 1, Size: 24x16/);
+    expect(params).toMatch(
+      new RegExp(`<lora:personal-1:1>[\\s\\S]*Sampler: DDIM, CFG scale: 5, Seed: 1, Size: ${W}x${H}`),
+    );
   });
 });
 
@@ -323,9 +326,9 @@ describe("sdtune eval --model --lora (CLI)", () => {
       "--guidance-scale",
       "4",
       "--width",
-      "24",
+      String(W),
       "--height",
-      "16",
+      String(H),
       "--clip",
       CLIP,
       "--out",

@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest
 
 import { main } from "../src/cli/main.js";
 import { readPngText } from "../src/io/png.js";
-import { fixture, tempDir } from "./helpers/fixtures.js";
+import { fixture, goldenPipelineCall, tempDir } from "./helpers/fixtures.js";
 import { captureCli } from "./helpers/capture.js";
 
 const SD = fixture("tiny-sd");
@@ -21,7 +21,9 @@ afterEach(() => vi.restoreAllMocks());
 
 const cli = (...argv: string[]) => captureCli(() => main(argv));
 
-const small = ["--model", SD, "--width", "24", "--height", "16", "--steps", "2", "--sampler", "ddim"];
+// The golden pipeline call's image size (any multiple of 8 the tiny model runs quickly).
+const { width: W, height: H } = goldenPipelineCall();
+const small = ["--model", SD, "--width", String(W), "--height", String(H), "--steps", "2", "--sampler", "ddim"];
 
 describe("sdtune generate", () => {
   it("writes numbered PNGs with their parameters, prints each with its seed, and a grid", async () => {
@@ -59,14 +61,14 @@ describe("sdtune generate", () => {
         "Negative prompt: blurry",
         expect.stringMatching(
           new RegExp(
-            `^Steps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: ${seed}, Size: 24x16, Model: tiny-sd, Clip skip: 2, `,
+            `^Steps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: ${seed}, Size: ${W}x${H}, Model: tiny-sd, Clip skip: 2, `,
           ),
         ),
       ]);
     }
     const grid = await readFile(join(out, "grid-00001.png"));
     expect(readPngText(grid).parameters).toMatch(/Seed: 7/);
-    expect((await sharp(grid).metadata()).width).toBeGreaterThan(48);
+    expect((await sharp(grid).metadata()).width).toBeGreaterThan(2 * W); // two images side by side
     // A second run in the same folder continues the numbering; the same seed gives the same bytes.
     const again = await cli(
       "generate",

@@ -17,7 +17,7 @@ import {
   type HubProgressEvent,
 } from "../src/hub/index.js";
 import { readJsonFile, resolveWeightFiles } from "../src/models/files.js";
-import { fixture, tempDir } from "./helpers/fixtures.js";
+import { fixture, fixtureJson, tempDir } from "./helpers/fixtures.js";
 import { isolateHubEnv, startHubServer, type HubServer } from "./helpers/hub_server.js";
 
 const SD = fixture("tiny-sd");
@@ -31,9 +31,11 @@ function filler(bytes: number, seed: number): Buffer {
   return out;
 }
 
+// Two of the fixture's PNGs (golden/clip_score.json lists them).
+const clipImages = fixtureJson<{ images: string[] }>("golden", "clip_score.json").images;
 const images = {
-  "images/a.png": readFileSync(fixture("clip_images", "img0_320x200.png")),
-  "images/b.png": readFileSync(fixture("clip_images", "img1_180x300.png")),
+  "images/a.png": readFileSync(fixture(clipImages[0]!)),
+  "images/b.png": readFileSync(fixture(clipImages[1]!)),
 };
 const datasetFiles = {
   "README.md": "---\nlicense: mit\n---\n# captions\n",

@@ -16,7 +16,7 @@ import {
   type LoraWeights,
 } from "../src/lora/index.js";
 import { native, type Tensor } from "../src/native/index.js";
-import { expectClose, fixture, tempDir } from "./helpers/fixtures.js";
+import { expectClose, fixture, fixtureJson, loraFixture, type LoraFacts, tempDir } from "./helpers/fixtures.js";
 import { captureCli } from "./helpers/capture.js";
 
 const lora = (...parts: string[]) => fixture("lora", ...parts);
@@ -27,11 +27,29 @@ const FILES = {
   peft_adapter: lora("peft_adapter_unet"),
 };
 
+// The PEFT-native folder stores its own rank and lora_alpha.
+const ADAPTER = fixtureJson<{ r: number; lora_alpha: number }>("lora", "peft_adapter_unet", "adapter_config.json");
+/** Python's float repr for the integral alphas sd-scripts writes ("8.0"). */
+const pyFloat = (x: number): string => (Number.isInteger(x) ? x.toFixed(1) : String(x));
+/** sd-scripts' ss_network_* value: the one value all modules share, else "Dynamic". */
+const shared = (values: number[], format: (x: number) => string): string =>
+  new Set(values).size === 1 ? format(values[0]!) : "Dynamic";
+
 let dir: { path: string; cleanup(): Promise<void> };
 const loaded: Record<string, LoraWeights> = {};
+let UNET: LoraFacts;
+let TE: LoraFacts;
+let TOTAL: number;
+/** The first adapted module of each component (in the loader's sorted order). */
+let unetModule: string;
+let teModule: string;
 beforeAll(async () => {
   dir = await tempDir("sdtune-lora-");
   for (const [name, path] of Object.entries(FILES)) loaded[name] = await loadLoraFile(path);
+  ({ unet: UNET, textEncoder: TE, total: TOTAL } = await loraFixture());
+  const keys = [...loaded.kohya!.adapters.keys()];
+  unetModule = keys.find((k) => k.startsWith("unet."))!;
+  teModule = keys.find((k) => k.startsWith("text_encoder."))!;
 });
 afterAll(async () => dir.cleanup());
 
@@ -58,24 +76,37 @@ describe("loading the reference fixtures", () => {
       peft: "peft",
       peft_adapter: "peft_adapter",
     });
-    // README: UNet rank 4 alpha 8 on 32 modules; text encoder rank 4 alpha 6 on 12 modules.
+    // The ranks, alphas and module counts of golden/lora.safetensors and the kohya file's keys.
     for (const name of ["kohya", "diffusers", "peft"])
-      expect(componentCounts(loaded[name]!)).toEqual({ text_encoder: 12, unet: 32 });
-    expect(componentCounts(loaded.peft_adapter!)).toEqual({ unet: 32 });
+      expect(componentCounts(loaded[name]!)).toEqual({ text_encoder: TE.modules, unet: UNET.modules });
+    expect(componentCounts(loaded.peft_adapter!)).toEqual({ unet: UNET.modules });
     const keys = [...loaded.kohya!.adapters.keys()];
     for (const name of ["diffusers", "peft"]) expect([...loaded[name]!.adapters.keys()]).toEqual(keys);
     expect([...loaded.peft_adapter!.adapters.keys()]).toEqual(keys.filter((k) => k.startsWith("unet.")));
     for (const [key, a] of loaded.kohya!.adapters) {
-      expect([a.rank, a.alpha], key).toEqual(key.startsWith("unet.") ? [4, 8] : [4, 6]);
+      expect([a.rank, a.alpha], key).toEqual(key.startsWith("unet.") ? [UNET.rank, UNET.alpha] : [TE.rank, TE.alpha]);
     }
-    // diffusers 0.27 files carry no alpha: factor 1. The PEFT folder has lora_alpha 8.
+    // diffusers 0.27 files carry no alpha: factor 1. The PEFT folder has its own lora_alpha.
     for (const name of ["diffusers", "peft"])
       for (const a of loaded[name]!.adapters.values()) expect(a.alpha).toBe(a.rank);
-    for (const a of loaded.peft_adapter!.adapters.values()) expect([a.rank, a.alpha]).toEqual([4, 8]);
-    expect(
-      loaded.kohya!.adapters.get("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0"),
-    ).toBeDefined();
-    expect(loaded.kohya!.adapters.get("text_encoder.text_model.encoder.layers.0.self_attn.q_proj")).toBeDefined();
+    for (const a of loaded.peft_adapter!.adapters.values())
+      expect([a.rank, a.alpha]).toEqual([ADAPTER.r, ADAPTER.lora_alpha]);
+  });
+
+  it("names adapters by the base models' module paths, with down [rank, in] and up [out, rank]", async () => {
+    // The base weights the kohya names were resolved to: the adapters' shapes must fit them.
+    const weights = async (file: string) =>
+      new Map((await inspectSafetensors(file)).tensors.map((t) => [t.name, t.shape]));
+    const unet = await weights(fixture("tiny-sd", "unet", "diffusion_pytorch_model.safetensors"));
+    const te = await weights(fixture("tiny-sd", "text_encoder", "model.safetensors"));
+    for (const [key, a] of loaded.kohya!.adapters) {
+      const [component, ...path] = key.split(".");
+      const base = (component === "unet" ? unet : te).get(`${path.join(".")}.weight`);
+      expect(base, `${key}: a module of the base model`).toEqual(expect.any(Array));
+      expect(a.down.shape, `${key} down`).toEqual([a.rank, base![1]]);
+      expect(a.up.shape, `${key} up`).toEqual([base![0], a.rank]);
+    }
+    expect(loaded.kohya!.adapters.has(unetModule) && loaded.kohya!.adapters.has(teModule)).toBe(true);
   });
 
   it("gives every format the same effective delta alpha/rank * up @ down", async () => {
@@ -91,7 +122,7 @@ describe("loading the reference fixtures", () => {
 
   it("accepts folders and resolves kohya names against the base model", async () => {
     const viaFolder = await loadLoraFile(lora("diffusers"));
-    expect(viaFolder.adapters.size).toBe(44);
+    expect(viaFolder.adapters.size).toBe(TOTAL);
     const { baseModuleNamesFromModel } = await import("../src/lora/formats/names.js");
     const base = await baseModuleNamesFromModel(fixture("tiny-sd"));
     const withBase = await loadLoraFile(FILES.kohya, { baseModuleNames: base });
@@ -103,7 +134,7 @@ describe("converting", () => {
   it("kohya -> diffusers / peft reproduces the reference files bit for bit", async () => {
     for (const format of ["diffusers", "peft"] as const) {
       const result = await saveLora(out(`from-kohya-${format}.safetensors`), loaded.kohya!, { format });
-      expect(result.folded).toBe(44);
+      expect(result.folded).toBe(TOTAL);
       const written = await readSafetensors(result.path);
       const reference = await readSafetensors(FILES[format]);
       expect([...written.tensors.keys()].sort()).toEqual([...reference.tensors.keys()].sort());
@@ -111,8 +142,12 @@ describe("converting", () => {
         expect(bytes(written.tensors.get(name)!).equals(bytes(t)), name).toBe(true);
       expect(written.metadata.format).toBe("pt");
       const record = JSON.parse(written.metadata[FOLDED_ALPHAS_KEY]!) as Record<string, number>;
-      expect(Object.keys(record)).toHaveLength(44);
-      expect(record["unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_k"]).toBe(8);
+      expect(Object.keys(record)).toHaveLength(TOTAL);
+      expect(record[unetModule]).toEqual(
+        Number.isInteger(Math.log2(UNET.alpha / UNET.rank))
+          ? UNET.alpha
+          : expect.objectContaining({ alpha: UNET.alpha }),
+      );
     }
   });
 
@@ -123,8 +158,9 @@ describe("converting", () => {
     const shapes = (h: typeof written) => Object.fromEntries(h.tensors.map((t) => [t.name, [t.dtype, t.shape]]));
     expect(shapes(written)).toEqual(shapes(reference));
     expect(written.metadata.ss_network_module).toBe("networks.lora");
-    expect(written.metadata.ss_network_dim).toBe("4");
-    expect(written.metadata.ss_network_alpha).toBe("4.0");
+    // diffusers files carry no alpha: alpha = rank in every module.
+    expect(written.metadata.ss_network_dim).toBe(shared([UNET.rank, TE.rank], String));
+    expect(written.metadata.ss_network_alpha).toBe(shared([UNET.rank, TE.rank], pyFloat));
   });
 
   it("round trip diffusers -> kohya -> diffusers is bit-exact", async () => {
@@ -146,7 +182,7 @@ describe("converting", () => {
       expect([a.alpha, a.originalAlpha], key).toEqual([a.rank, loaded.kohya!.adapters.get(key)!.alpha]);
     }
     const result = await saveLora(out("kohya-again.safetensors"), viaDiffusers, { format: "kohya" });
-    expect(result).toMatchObject({ unfolded: 44, inexact: 0 });
+    expect(result).toMatchObject({ unfolded: TOTAL, inexact: 0 });
     const again = await readSafetensors(result.path);
     const reference = await readSafetensors(FILES.kohya);
     expect([...again.tensors.keys()].sort()).toEqual([...reference.tensors.keys()].sort());
@@ -160,14 +196,22 @@ describe("converting", () => {
   });
 
   it("records a last-bit correction only where folding is not invertible, and guards it", async () => {
-    const metadata = (await inspectSafetensors(out("from-kohya-diffusers.safetensors"))).metadata;
+    // The reference adapters with alpha/rank 2 on the UNet (exact in float) and 1.5 on the
+    // text encoder (not), whatever factors the fixture set has.
+    const factor = (key: string): number => (key.startsWith("unet.") ? 2 : 1.5);
+    const custom: LoraWeights = {
+      ...loaded.kohya!,
+      adapters: new Map([...loaded.kohya!.adapters].map(([k, a]) => [k, { ...a, alpha: a.rank * factor(k) }])),
+    };
+    const file = (await saveLora(out("factors.safetensors"), custom, { format: "diffusers" })).path;
+    const metadata = (await inspectSafetensors(file)).metadata;
     const record = JSON.parse(metadata[FOLDED_ALPHAS_KEY]!) as Record<string, unknown>;
     // UNet factor 2: plain alpha. Text encoder factor 1.5: alpha + correction + fingerprint.
-    expect(record["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"]).toBe(8);
-    expect(record["text_encoder.text_model.encoder.layers.0.self_attn.q_proj"]).toMatchObject({ alpha: 6 });
+    expect(record[unetModule]).toBe(UNET.rank * 2);
+    expect(record[teModule]).toMatchObject({ alpha: TE.rank * 1.5 });
     // Without the correction (e.g. the up weights were edited) the alpha still comes back and
     // up is unfolded to a float that folds to the stored value: within one ulp of the original.
-    const viaDiffusers = await loadLoraFile(out("from-kohya-diffusers.safetensors"));
+    const viaDiffusers = await loadLoraFile(file);
     let differing = 0;
     for (const [key, a] of viaDiffusers.adapters) {
       if (!a.foldResidual) continue;
@@ -183,30 +227,32 @@ describe("converting", () => {
       const refolded = await native().loraFiles.fold(plain.tensor, a.originalAlpha! / a.rank);
       expect(bytes(refolded).equals(bytes(a.up)), key).toBe(true);
     }
-    expect(differing).toBeGreaterThan(0); // the correction is needed for this fixture
+    expect(differing).toBeGreaterThan(0); // the correction is needed for factor 1.5
     // A file whose up no longer matches its record's fingerprint: alpha kept, correction dropped, warned.
-    const contents = await readSafetensors(out("from-kohya-diffusers.safetensors"));
-    const module = "text_encoder.text_model.encoder.layers.1.self_attn.v_proj";
+    const contents = await readSafetensors(file);
+    const module = [...custom.adapters.keys()].filter((k) => k.startsWith("text_encoder.")).at(-1)!;
+    expect(module).not.toBe(teModule);
     const changed = new Map(contents.tensors);
     const upKey = `${module}.lora_linear_layer.up.weight`;
     changed.set(upKey, await native().loraFiles.fold(contents.tensors.get(upKey)!, 2));
     await writeSafetensors(out("edited.safetensors"), changed, contents.metadata);
     const edited = await loadLoraFile(out("edited.safetensors"));
     expect(edited.warnings.join("\n")).toContain(`the up weights of "${module}" changed since the record was written`);
-    expect(edited.adapters.get(module)).toMatchObject({ alpha: 4, originalAlpha: 6 });
+    expect(edited.adapters.get(module)).toMatchObject({ alpha: TE.rank, originalAlpha: TE.rank * 1.5 });
     expect(edited.adapters.get(module)!.foldResidual).toBeUndefined();
-    expect(
-      edited.adapters.get("text_encoder.text_model.encoder.layers.0.self_attn.v_proj")!.foldResidual,
-    ).toBeDefined();
+    // The other modules keep their corrections, byte for byte.
+    const kept = edited.adapters.get(teModule)!.foldResidual;
+    expect(kept?.shape).toEqual(viaDiffusers.adapters.get(teModule)!.foldResidual!.shape);
+    expect(bytes(kept!).equals(bytes(viaDiffusers.adapters.get(teModule)!.foldResidual!))).toBe(true);
   });
 
   it("PEFT adapter folder -> kohya keeps lora_alpha and the raw up weights", async () => {
     const result = await saveLora(out("adapter.safetensors"), loaded.peft_adapter!, { format: "kohya" });
     const back = await loadLoraFile(result.path);
-    expect(back.adapters.size).toBe(32);
+    expect(back.adapters.size).toBe(UNET.modules);
     for (const [key, a] of loaded.peft_adapter!.adapters) {
       const b = back.adapters.get(key)!;
-      expect([b.alpha, b.rank]).toEqual([8, 4]);
+      expect([b.alpha, b.rank]).toEqual([ADAPTER.lora_alpha, ADAPTER.r]);
       expect(bytes(b.up).equals(bytes(a.up)) && bytes(b.down).equals(bytes(a.down)), key).toBe(true);
       // The adapter's raw up is kohya's up (README: same adapter in every file).
       expect(bytes(a.up).equals(bytes(loaded.kohya!.adapters.get(key)!.up)), key).toBe(true);
@@ -225,8 +271,9 @@ describe("converting", () => {
       ss_base_model_version: "sd_v2",
       ss_resolution: "(512, 512)",
       ss_network_module: "networks.lora",
-      ss_network_dim: "4", // describes the tensors, whatever the caller says
-      ss_network_alpha: "Dynamic", // UNet 8.0 and text encoder 6.0 differ, as sd-scripts' resize_lora writes it
+      ss_network_dim: shared([UNET.rank, TE.rank], String), // describes the tensors, whatever the caller says
+      // "Dynamic" where the UNet and text encoder alphas differ, as sd-scripts' resize_lora writes it
+      ss_network_alpha: shared([UNET.alpha, TE.alpha], pyFloat),
     });
     // sshs_model_hash = sha256 of the data area of the file (tensors in writer order).
     expect(m.sshs_model_hash).toBe(
@@ -275,7 +322,7 @@ describe("sdtune lora (CLI)", () => {
     const folder = out("cli-diffusers/");
     const r = await run(["lora", "convert", FILES.kohya, "--to", "diffusers", "--out", folder]);
     expect(r.code).toBe(0);
-    expect(r.out).toContain("alpha/rank folded into up for 44 modules");
+    expect(r.out).toContain(`alpha/rank folded into up for ${TOTAL} modules`);
     const written = await readFile(join(folder, "pytorch_lora_weights.safetensors"));
     expect(written.equals(await readFile(out("from-kohya-diffusers.safetensors")))).toBe(true);
     const back = await run([
@@ -299,16 +346,25 @@ describe("sdtune lora (CLI)", () => {
     const text = await run(["lora", "inspect", FILES.kohya]);
     expect(text.code).toBe(0);
     expect(text.out).toMatch(/format\s+kohya/);
-    expect(text.out).toContain("unet: rank 4, alpha 8, scale alpha/rank 2");
-    expect(text.out).toContain("text_encoder: rank 4, alpha 6, scale alpha/rank 1.5");
-    expect(text.out).toMatch(/mid_block\s+8\s+attn1\.to_k/);
+    for (const [name, f] of [
+      ["unet", UNET],
+      ["text_encoder", TE],
+    ] as const) {
+      expect(text.out).toContain(`${name}: rank ${f.rank}, alpha ${f.alpha}, scale alpha/rank ${f.alpha / f.rank}`);
+    }
+    const mid = [...loaded.kohya!.adapters.keys()].filter((k) => k.startsWith("unet.mid_block.")).length;
+    expect(text.out).toMatch(new RegExp(`mid_block\\s+${mid}\\s+attn1\\.to_k`));
     const json = await run(["lora", "inspect", FILES.peft_adapter, "--json"]);
     const parsed = JSON.parse(json.out) as {
       format: string;
       modules: number;
       components: { unet: { alphas: object } };
     };
-    expect(parsed).toMatchObject({ format: "peft_adapter", modules: 32, components: { unet: { alphas: { 8: 32 } } } });
+    expect(parsed).toMatchObject({
+      format: "peft_adapter",
+      modules: UNET.modules,
+      components: { unet: { alphas: { [ADAPTER.lora_alpha]: UNET.modules } } },
+    });
   });
 
   it("reports usage errors and bad files", async () => {

@@ -14,7 +14,7 @@ import { mergeLoraIntoModel } from "../src/lora/index.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
 import { UNet } from "../src/models/unet.js";
 import type { Tensor } from "../src/native/index.js";
-import { expectClose, fixture, get, golden, tempDir, TOL } from "./helpers/fixtures.js";
+import { expectClose, fixture, get, golden, loraFixture, type LoraFacts, tempDir, TOL } from "./helpers/fixtures.js";
 import { captureCli } from "./helpers/capture.js";
 
 const base = fixture("tiny-sd");
@@ -23,9 +23,12 @@ const PEFT = fixture("lora", "peft", "pytorch_lora_weights.safetensors");
 
 let dir: { path: string; cleanup(): Promise<void> };
 let g: Map<string, Tensor>;
+let UNET: LoraFacts;
+let TE: LoraFacts;
 beforeAll(async () => {
   dir = await tempDir("sdtune-lora-merge-");
   g = await golden("lora");
+  ({ unet: UNET, textEncoder: TE } = await loraFixture());
 });
 afterAll(async () => dir.cleanup());
 afterEach(() => vi.restoreAllMocks());
@@ -66,7 +69,7 @@ describe("mergeLoraIntoModel", () => {
       out,
       onProgress: (e) => events.push(e.step),
     });
-    expect(result.layers).toEqual({ unet: 32, textEncoder: 12 });
+    expect(result.layers).toEqual({ unet: UNET.modules, textEncoder: TE.modules });
     expect(result.weightFiles).toEqual([
       join(out, "text_encoder", "model.safetensors"),
       join(out, "unet", "diffusion_pytorch_model.safetensors"),
@@ -178,7 +181,7 @@ describe("mergeLoraIntoModel", () => {
     }
     const out = join(dir.path, "never");
     await expect(mergeLoraIntoModel({ base: other, loras: [{ path: KOHYA }], out })).rejects.toThrow(
-      /12 adapters for "text_encoder"/,
+      new RegExp(`${TE.modules} adapters for "text_encoder"`),
     );
     expect(existsSync(out)).toBe(false);
     expect((await readdir(dir.path)).filter((e) => e.startsWith("."))).toEqual([]);
@@ -211,7 +214,9 @@ describe("sdtune lora merge", () => {
     );
     expect(result.err).toBe("");
     expect(result.code).toBe(0);
-    expect(result.out).toMatch(/wrote .*cli \(2 LoRAs merged: unet 32 layers, textEncoder 12 layers\)/);
+    expect(result.out).toMatch(
+      new RegExp(`wrote .*cli \\(2 LoRAs merged: unet ${UNET.modules} layers, textEncoder ${TE.modules} layers\\)`),
+    );
     await expectLoraOutputs(out, "0.5");
   });
 

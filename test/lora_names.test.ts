@@ -22,9 +22,10 @@ import {
 } from "../src/lora/index.js";
 import { pyFloat, pyJson } from "../src/lora/formats/kohya_metadata.js";
 import { isKnownModulePath, underscored } from "../src/lora/formats/names.js";
+import { UNet } from "../src/models/unet.js";
 import type { Tensor } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
-import { fixture, tempDir } from "./helpers/fixtures.js";
+import { fixture, fixtureJson, loraFixture, tempDir } from "./helpers/fixtures.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
 let base: BaseModuleNames;
@@ -153,12 +154,20 @@ describe("LDM / CompVis block names", () => {
 
   it("reads the layout of a UNet from its module names and maps every layer both ways", () => {
     const layout = unetLayoutFromModuleNames(base.unet!)!;
+    // What the fixture's unet/config.json describes: attention in the CrossAttn* blocks, a
+    // downsampler after every down block but the last, an upsampler after every up block but the last.
+    const config = fixtureJson<{ layers_per_block: number; down_block_types: string[]; up_block_types: string[] }>(
+      "tiny-sd",
+      "unet",
+      "config.json",
+    );
+    const notLast = (_: string, i: number, all: string[]): boolean => i < all.length - 1;
     expect(layout).toEqual({
-      layersPerBlock: 1,
-      downAttention: [true, false],
-      downsample: [true, false],
-      upAttention: [false, true],
-      upsample: [true, false],
+      layersPerBlock: config.layers_per_block,
+      downAttention: config.down_block_types.map((t) => t.startsWith("CrossAttn")),
+      downsample: config.down_block_types.map(notLast),
+      upAttention: config.up_block_types.map((t) => t.startsWith("CrossAttn")),
+      upsample: config.up_block_types.map(notLast),
     });
     for (const path of targets.unet!) {
       const ldm = diffusersToLdm(underscored(path), layout);
@@ -168,6 +177,27 @@ describe("LDM / CompVis block names", () => {
   });
 
   it("loads a kohya file with LDM names and can write them back", async () => {
+    // The indices below were worked by hand for this layout (SD-2 style, one layer per block),
+    // so the base is a UNet built from it rather than the fixture's.
+    const unet = await UNet.fromConfig(
+      {
+        ...fixtureJson("tiny-sd", "unet", "config.json"),
+        block_out_channels: [32, 64],
+        layers_per_block: 1,
+        down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"],
+        up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
+        attention_head_dim: [2, 4],
+        use_linear_projection: true,
+      },
+      { seed: 0 },
+    );
+    const layoutBase: BaseModuleNames = {
+      unet: unet
+        .parameterInfo()
+        .filter((p) => p.name.endsWith(".weight"))
+        .map((p) => p.name.slice(0, -".weight".length)),
+    };
+    unet.dispose();
     const names = {
       input_blocks_1_1_transformer_blocks_0_attn1_to_q:
         "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
@@ -183,10 +213,10 @@ describe("LDM / CompVis block names", () => {
       shapes[`lora_unet_${ldm}.lora_up.weight`] = conv ? [32, 2, 1, 1] : [32, 2];
     }
     const path = await loraFile("ldm.safetensors", shapes);
-    const weights = await loadLoraFile(path, { baseModuleNames: base });
+    const weights = await loadLoraFile(path, { baseModuleNames: layoutBase });
     expect([...weights.adapters.keys()]).toEqual(Object.values(names).sort());
     expect(weights.adapters.get("unet.down_blocks.0.downsamplers.0.conv")!.down.shape).toEqual([2, 32, 3, 3]);
-    const layout = unetLayoutFromModuleNames(base.unet!)!;
+    const layout = unetLayoutFromModuleNames(layoutBase.unet!)!;
     const saved = await saveLora(join(dir.path, "ldm-out.safetensors"), weights, {
       format: "kohya",
       kohyaNaming: "ldm",
@@ -208,13 +238,14 @@ describe("LDM / CompVis block names", () => {
 describe("PEFT configs", () => {
   it("reads alpha, alpha_pattern and rsLoRA from diffusers' lora_adapter_metadata", async () => {
     const peft = await readSafetensors(fixture("lora", "peft", "pytorch_lora_weights.safetensors"));
+    const { unet, textEncoder } = await loraFixture(); // the file's ranks
     const metadata = {
       format: "pt",
       lora_adapter_metadata: JSON.stringify({
-        "unet.r": 4,
+        "unet.r": unet.rank,
         "unet.lora_alpha": 8,
         "unet.alpha_pattern": { "attn2.to_k": 2 },
-        "text_encoder.r": 4,
+        "text_encoder.r": textEncoder.rank,
         "text_encoder.lora_alpha": 3,
         "text_encoder.use_rslora": true,
       }),
@@ -222,10 +253,15 @@ describe("PEFT configs", () => {
     const path = join(dir.path, "peft-meta.safetensors");
     await writeSafetensors(path, peft.tensors, metadata);
     const weights = await loadLoraFile(path);
-    expect(weights.adapters.get("unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_k")!.alpha).toBe(2);
-    expect(weights.adapters.get("unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_k")!.alpha).toBe(8);
-    // rsLoRA scales by alpha / sqrt(r): sdtune's alpha (scale * rank) is 3 * sqrt(4).
-    expect(weights.adapters.get("text_encoder.text_model.encoder.layers.0.self_attn.q_proj")!.alpha).toBe(6);
+    const keys = [...weights.adapters.keys()];
+    const attn2 = keys.filter((k) => k.startsWith("unet.") && k.endsWith(".attn2.to_k"));
+    const attn1 = keys.filter((k) => k.startsWith("unet.") && k.endsWith(".attn1.to_k"));
+    expect(attn2.length).toBeGreaterThan(0);
+    for (const k of attn2) expect(weights.adapters.get(k)!.alpha, k).toBe(2);
+    for (const k of attn1) expect(weights.adapters.get(k)!.alpha, k).toBe(8);
+    // rsLoRA scales by alpha / sqrt(r): sdtune's alpha (scale * rank) is 3 * sqrt(r).
+    const teKey = keys.find((k) => k.startsWith("text_encoder."))!;
+    expect(weights.adapters.get(teKey)!.alpha).toBeCloseTo(3 * Math.sqrt(textEncoder.rank), 12);
     // Saved to diffusers format the factor is folded and the metadata describing raw weights is dropped.
     const saved = await saveLora(join(dir.path, "peft-meta-out.safetensors"), weights, { format: "peft" });
     expect((await inspectSafetensors(saved.path)).metadata.lora_adapter_metadata).toBeUndefined();

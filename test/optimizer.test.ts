@@ -2,9 +2,18 @@
 // golden/dreambooth): the optimizer math alone, from the stored gradients.
 import { describe, expect, it } from "vitest";
 
+import { inspectSafetensors } from "../src/io/safetensors.js";
 import { native, type Tensor } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
-import { expectClose, golden, values } from "./helpers/fixtures.js";
+import { expectClose, fixture, golden, goldenAdamW, values } from "./helpers/fixtures.js";
+
+/** Weights of a tiny-sd component whose names match: the modules the scripts put LoRA on. */
+async function countModules(file: string[], pattern: RegExp): Promise<number> {
+  return (await inspectSafetensors(fixture("tiny-sd", ...file))).tensors.filter((t) => pattern.test(t.name)).length;
+}
+const unetTargets = () =>
+  countModules(["unet", "diffusion_pytorch_model.safetensors"], /\.attn[12]\.to_(q|k|v|out\.0)\.weight$/);
+const teTargets = () => countModules(["text_encoder", "model.safetensors"], /\.self_attn\.(q|k|v|out)_proj\.weight$/);
 
 function group(map: Map<string, Tensor>, prefix: string): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
@@ -23,10 +32,11 @@ describe("AdamW", () => {
     const init = group(g, "random_init.init.");
     const grads = group(g, "random_init.step1_grad.");
     const after = group(g, "random_init.after_step1.");
-    expect(init.size).toBe(64);
+    expect(init.size).toBe(2 * (await unetTargets())); // lora_A and lora_B per module
+    expect([grads.size, after.size]).toEqual([init.size, init.size]);
     const params = owned(init);
-    const lr = 1e-3;
-    const adamw = new (native().AdamW)(params, { weightDecay: 1e-2 });
+    const { lr, ...hyper } = goldenAdamW("lora_train");
+    const adamw = new (native().AdamW)(params, hyper);
     await adamw.step(
       lr,
       params.map(([name]) => grads.get(name)!),
@@ -42,10 +52,11 @@ describe("AdamW", () => {
     const init = group(g, "init.");
     const grads = group(g, "clipped_grad.");
     const after = group(g, "after_step1.");
-    expect(init.size).toBe(88);
+    expect(init.size).toBe(2 * ((await unetTargets()) + (await teTargets())));
+    expect([grads.size, after.size]).toEqual([init.size, init.size]);
     const params = owned(init);
-    const lr = 5e-4;
-    const adamw = new (native().AdamW)(params, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2 });
+    const { lr, ...hyper } = goldenAdamW("dreambooth");
+    const adamw = new (native().AdamW)(params, hyper);
     await adamw.step(
       lr,
       params.map(([name]) => grads.get(name)!),

@@ -15,7 +15,17 @@ import { generateImages } from "../src/pipeline/generate.js";
 import { loadPipeline, savePipeline, StableDiffusionPipeline } from "../src/pipeline/index.js";
 import { createGenerator } from "../src/sched/index.js";
 import { tensorFrom } from "../src/tensor.js";
-import { expectClose, fixture, get, golden, tempDir, values } from "./helpers/fixtures.js";
+import {
+  expectClose,
+  fixture,
+  fixtureJson,
+  get,
+  golden,
+  goldenPipelineCall,
+  SAMPLER_OF_CLASS,
+  tempDir,
+  values,
+} from "./helpers/fixtures.js";
 import { startHubServer } from "./helpers/hub_server.js";
 
 const SD = fixture("tiny-sd");
@@ -62,8 +72,27 @@ async function copyFixture(from: string, to: string): Promise<void> {
   await walk(to);
 }
 
-/** A quick generation on the tiny model (24x16, few steps). */
-const quick = { prompt: "a tiny red robot", width: 24, height: 16, steps: 3, scheduler: "ddim" } as const;
+// Sizes from the fixture set: the golden call's image size and the models' configs.
+const CALL = goldenPipelineCall();
+const [W, H] = [CALL.width, CALL.height];
+const VAE_CONFIG = fixtureJson<{ latent_channels: number; block_out_channels: number[] }>(
+  "tiny-sd",
+  "vae",
+  "config.json",
+);
+const LATENT_C = VAE_CONFIG.latent_channels;
+const FACTOR = 2 ** (VAE_CONFIG.block_out_channels.length - 1);
+/** One image's latents: [1, channels, H / factor, W / factor]. */
+const LATENT_SHAPE = [1, LATENT_C, H / FACTOR, W / FACTOR];
+const LATENT_SIZE = LATENT_SHAPE.reduce((a, b) => a * b, 1);
+const TE_CONFIG = fixtureJson<{ num_hidden_layers: number; hidden_size: number }>(
+  "tiny-sd",
+  "text_encoder",
+  "config.json",
+);
+
+/** A quick generation on the tiny model (the golden size, few steps). */
+const quick = { prompt: "a tiny red robot", width: W, height: H, steps: 3, scheduler: "ddim" } as const;
 
 describe("golden parity with diffusers StableDiffusionPipeline (pipeline_cfg)", () => {
   it("matches every step of the CFG loop, the decoded image and the output", async () => {
@@ -78,7 +107,8 @@ describe("golden parity with diffusers StableDiffusionPipeline (pipeline_cfg)", 
         steps: cfg.num_inference_steps,
         width: cfg.width,
         height: cfg.height,
-        scheduler: "ddim", // DDIMScheduler.from_config(pipe.scheduler.config)
+        // e.g. DDIMScheduler.from_config(pipe.scheduler.config)
+        scheduler: SAMPLER_OF_CLASS[String(cfg.scheduler_config._class_name)] as "ddim",
         latents: get(g, "latents_init"),
         outputType: "tensor",
         returnLatents: true,
@@ -103,10 +133,11 @@ describe("golden parity with diffusers StableDiffusionPipeline (pipeline_cfg)", 
     expect(result.images.map((i) => [i.width, i.height])).toEqual([[cfg.width, cfg.height]]);
   });
 
-  it("resolves DDIM from the pipeline's scheduler config as diffusers' from_config does", async () => {
+  it("resolves the golden sampler from the pipeline's scheduler config as diffusers' from_config does", async () => {
     const cfg = JSON.parse(await readFile(fixture("golden", "pipeline_cfg.json"), "utf8")) as PipelineCfg;
     const { createScheduler } = await import("../src/sched/index.js");
-    const scheduler = createScheduler("ddim", pipe.schedulerConfig);
+    const name = SAMPLER_OF_CLASS[String(cfg.scheduler_config._class_name)] as "ddim";
+    const scheduler = createScheduler(name, pipe.schedulerConfig);
     for (const [key, value] of Object.entries(cfg.scheduler_config)) {
       if (!key.startsWith("_") && key in scheduler.config) expect(scheduler.config[key], key).toEqual(value);
     }
@@ -122,14 +153,14 @@ describe("seeds", () => {
       { capture: true },
     );
     expect(r.images.map((i) => i.seed)).toEqual([1234, 1235]);
-    const input = cap(r.captured!, "unet_input"); // [steps, 2 * 2, 4, 8, 12]: negative rows, then prompt rows
+    const input = cap(r.captured!, "unet_input"); // [steps, 2 * 2, C, h, w]: negative rows, then prompt rows
     const first = await values(input);
-    const per = 4 * 8 * 12;
+    const per = LATENT_SIZE;
     for (const [row, seed] of [
       [0, 1234],
       [1, 1235],
     ] as const) {
-      const expected = await values(createGenerator(seed).randn([1, 4, 8, 12])); // DDIM: init_noise_sigma = 1
+      const expected = await values(createGenerator(seed).randn(LATENT_SHAPE)); // DDIM: init_noise_sigma = 1
       expect(first.slice(row * per, (row + 1) * per)).toEqual(expected);
       expect(first.slice((row + 2) * per, (row + 3) * per)).toEqual(expected);
     }
@@ -173,7 +204,9 @@ describe("outputs", () => {
       "a tiny red robot",
       "Negative prompt: blurry",
       expect.stringMatching(
-        /^Steps: 3, Sampler: DDIM, CFG scale: 6, Seed: 5, Size: 24x16, Model: tiny-sd, Clip skip: 2, Version: sdtune /,
+        new RegExp(
+          `^Steps: 3, Sampler: DDIM, CFG scale: 6, Seed: 5, Size: ${W}x${H}, Model: tiny-sd, Clip skip: 2, Version: sdtune `,
+        ),
       ),
     ]);
     // Re-tagging replaces the chunk (sdtune eval writes its own parameters over these).
@@ -181,12 +214,12 @@ describe("outputs", () => {
     expect(readPngText(retagged).parameters).toBe("edited");
     expect(retagged.toString("latin1").split("tEXtparameters").length).toBe(2);
     const meta = await (await import("sharp")).default(image.png!).metadata();
-    expect([meta.width, meta.height, meta.channels]).toEqual([24, 16, 3]);
+    expect([meta.width, meta.height, meta.channels]).toEqual([W, H, 3]);
   });
 
   it("returns latents only, or float pixels that match the PNG", async () => {
     const latent = await pipe.generate({ ...quick, seed: 3, outputType: "latent" });
-    expect(latent.latents!.shape).toEqual([1, 4, 8, 12]);
+    expect(latent.latents!.shape).toEqual(LATENT_SHAPE);
     expect(latent.images[0]!.png).toBeUndefined();
     const floats = await pipe.generate({ ...quick, seed: 3, outputType: "tensor", returnLatents: true });
     expect(native().ops.maxAbsDiff(floats.latents!, latent.latents!)).toBe(0);
@@ -201,19 +234,20 @@ describe("outputs", () => {
 
   it("turns CFG off at guidanceScale <= 1 (one UNet row per image) and rescales guidance", async () => {
     const off = await generateImages(pipe.context(), { ...quick, seed: 1, guidanceScale: 1 }, { capture: true });
-    expect(cap(off.captured!, "noise_pred_raw").shape).toEqual([3, 1, 4, 8, 12]);
+    expect(cap(off.captured!, "noise_pred_raw").shape).toEqual([3, ...LATENT_SHAPE]);
     expect(off.images[0]!.parameters).not.toMatch(/Negative prompt/);
     // guidance_rescale = 1: the guided prediction takes the text-conditioned one's std.
     const r = await generateImages(pipe.context(), { ...quick, seed: 1, guidanceRescale: 1 }, { capture: true });
-    const raw = await values(cap(r.captured!, "noise_pred_raw")); // [3, 2, 384]
-    const guided = await values(cap(r.captured!, "noise_pred_guided")); // [3, 1, 384]
+    const n = LATENT_SIZE;
+    const raw = await values(cap(r.captured!, "noise_pred_raw")); // [3, 2, n]
+    const guided = await values(cap(r.captured!, "noise_pred_guided")); // [3, 1, n]
     const std = (a: Float64Array): number => {
       const mean = a.reduce((s, v) => s + v, 0) / a.length;
       return Math.sqrt(a.reduce((s, v) => s + (v - mean) ** 2, 0) / (a.length - 1));
     };
     for (let step = 0; step < 3; step++) {
-      const cond = raw.slice((step * 2 + 1) * 384, (step * 2 + 2) * 384);
-      expect(std(guided.slice(step * 384, (step + 1) * 384))).toBeCloseTo(std(cond), 5);
+      const cond = raw.slice((step * 2 + 1) * n, (step * 2 + 2) * n);
+      expect(std(guided.slice(step * n, (step + 1) * n))).toBeCloseTo(std(cond), 5);
     }
   });
 
@@ -277,7 +311,11 @@ describe("bad input", () => {
     ["seed list", { seed: [1, 2] }, /2 seeds for 1 image\(s\)/],
     ["negative seed", { seed: -1 }, /seed must be a non-negative safe integer/],
     ["guidance", { guidanceScale: Number.NaN }, /guidanceScale must be a finite number/],
-    ["clip skip", { clipSkip: 4 }, /clipSkip 4 must be in \[0, 3\]/],
+    [
+      "clip skip",
+      { clipSkip: TE_CONFIG.num_hidden_layers + 1 },
+      new RegExp(`clipSkip ${TE_CONFIG.num_hidden_layers + 1} must be in \\[0, ${TE_CONFIG.num_hidden_layers}\\]`),
+    ],
     ["output type", { outputType: "jpeg" }, /outputType "jpeg"/],
     [
       "sampler option",
@@ -292,20 +330,22 @@ describe("bad input", () => {
   }
 
   it("refuses latents of the wrong shape, naming the expected one", async () => {
-    const latents = tensorFrom(new Float32Array(4 * 8 * 8), [1, 4, 8, 8]);
+    const [, c, h, w] = LATENT_SHAPE as [number, number, number, number];
+    const latents = tensorFrom(new Float32Array(c * h * (w + 1)), [1, c, h, w + 1]);
     await expect(pipe.generate({ ...quick, latents })).rejects.toThrow(
-      /latents must be \[1, 4, 8, 12\] \(images, channels, height \/ 2, width \/ 2\) for 1 image\(s\) of 24x16; got \[1, 4, 8, 8\]/,
+      `latents must be [1, ${c}, ${h}, ${w}] (images, channels, height / ${FACTOR}, width / ${FACTOR}) ` +
+        `for 1 image(s) of ${W}x${H}; got [1, ${c}, ${h}, ${w + 1}]`,
     );
   });
 
-  it("warns with the truncated text of a prompt longer than 77 tokens", async () => {
+  it("warns with the truncated text of a prompt longer than the tokenizer's length", async () => {
     const warnings: string[] = [];
-    const long = `${"cat ".repeat(80)}dog`;
+    const max = pipe.tokenizer.maxLength;
+    // max + 4 content tokens (one per word) + BOS + EOS; max - 2 fit, the last 6 are dropped.
+    const long = `${"cat ".repeat(max + 3)}dog`;
     const r = await pipe.generate({ ...quick, prompt: long, steps: 1, onWarning: (m) => warnings.push(m) });
     expect(warnings).toEqual([
-      expect.stringMatching(
-        /^prompt 0 is longer than 77 tokens \(83\); CLIP drops the rest: "cat cat cat cat cat dog"$/,
-      ),
+      `prompt 0 is longer than ${max} tokens (${max + 6}); CLIP drops the rest: "cat cat cat cat cat dog"`,
     ]);
     expect(r.warnings).toEqual(warnings);
   });
@@ -441,7 +481,9 @@ describe("loading", () => {
     await copyFixture(SD, inpaint);
     const unetConfig = JSON.parse(await readFile(join(SD, "unet", "config.json"), "utf8")) as Record<string, unknown>;
     await writeFile(join(inpaint, "unet", "config.json"), JSON.stringify({ ...unetConfig, in_channels: 9 }));
-    await expect(loadPipeline(inpaint)).rejects.toThrow(/in_channels 9 .* do not match the VAE's latent_channels 4/);
+    await expect(loadPipeline(inpaint)).rejects.toThrow(
+      new RegExp(`in_channels 9 .* do not match the VAE's latent_channels ${LATENT_C}`),
+    );
   });
 
   it("saves a pipeline (and a random-init text encoder) as diffusers folders that load back", async () => {
@@ -455,7 +497,7 @@ describe("loading", () => {
     const random = await TextEncoder.fromConfig({ ...pipe.textEncoder.config }, { seed: 3 });
     expect(random.path).toBeUndefined();
     const out = await random.forward(pipe.tokenizer.encode(["x"]));
-    expect(out.lastHiddenState.shape).toEqual([1, 77, 32]);
+    expect(out.lastHiddenState.shape).toEqual([1, pipe.tokenizer.maxLength, TE_CONFIG.hidden_size]);
     random.dispose();
   });
 });

@@ -154,7 +154,9 @@ describe("the fixture files", () => {
 
   it("reads __metadata__", async () => {
     const header = await inspectSafetensors(fixture("lora", "kohya", "lora.safetensors"));
-    expect(typeof header.metadata).toBe("object");
+    // sd-scripts' metadata: string values, the network module among them.
+    expect(header.metadata).toMatchObject({ ss_network_module: "networks.lora" });
+    expect(Object.values(header.metadata).every((v) => typeof v === "string")).toBe(true);
     const unet = await inspectSafetensors(fixture("tiny-sd", "unet", "diffusion_pytorch_model.safetensors"));
     expect(unet.metadata.format).toBe("pt");
   });

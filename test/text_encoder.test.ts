@@ -6,9 +6,25 @@ import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
 import { native, type Tensor } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
-import { expectClose, fixture, get, golden, TOL, tempDir } from "./helpers/fixtures.js";
+import { expectClose, fixture, fixtureJson, get, golden, TOL, tempDir } from "./helpers/fixtures.js";
 
 const TE_DIR = fixture("tiny-sd", "text_encoder");
+// The fixture's own config: sizes come from it, never from this file.
+interface ClipTextJson {
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  max_position_embeddings: number;
+  vocab_size: number;
+  hidden_act: string;
+  layer_norm_eps: number;
+  eos_token_id: number;
+}
+const CONFIG = fixtureJson<ClipTextJson>("tiny-sd", "text_encoder", "config.json");
+const LAYERS = CONFIG.num_hidden_layers;
+/** A parameter name of encoder layer `i`. */
+const layer = (i: number, rest: string): string => `text_model.encoder.layers.${i}.${rest}`;
 
 let ref: Map<string, Tensor>;
 let te: TextEncoder;
@@ -61,7 +77,7 @@ describe("TextEncoder parity with transformers CLIPTextModel (golden/text_encode
   it("does not return hidden states unless asked", async () => {
     const out = await te.forward(ids);
     expect(out.hiddenStates).toBeUndefined();
-    expect(out.lastHiddenState.shape).toEqual([10, 77, 32]);
+    expect(out.lastHiddenState.shape).toEqual([...ids.shape, CONFIG.hidden_size]);
   });
 
   it("clipSkip 1 = final_layer_norm(hidden_states[-2]), as diffusers' encode_prompt", async () => {
@@ -70,7 +86,7 @@ describe("TextEncoder parity with transformers CLIPTextModel (golden/text_encode
     await expectClose(skipped.lastHiddenState, expected, TOL.forward, "clip_skip_1 (skipped layers not run)");
     const full = await te.forward(ids, { clipSkip: 1, outputHiddenStates: true });
     await expectClose(full.lastHiddenState, expected, TOL.forward, "clip_skip_1 (all layers run)");
-    expect(full.hiddenStates).toHaveLength(4);
+    expect(full.hiddenStates).toHaveLength(LAYERS + 1);
     // Both paths pool the same clip-skipped state.
     expect(native().ops.maxAbsDiff(full.pooledOutput, skipped.pooledOutput)).toBe(0);
   });
@@ -80,9 +96,10 @@ describe("TextEncoder parity with transformers CLIPTextModel (golden/text_encode
     await mkdir(folder, { recursive: true });
     await copyFile(join(TE_DIR, "config.json"), join(folder, "config.json"));
     const weights = await readSafetensors(join(TE_DIR, "model.safetensors"));
+    const P = CONFIG.max_position_embeddings;
     const positions = tensorFrom(
-      BigInt64Array.from({ length: 77 }, (_, i) => BigInt(i)),
-      [1, 77],
+      BigInt64Array.from({ length: P }, (_, i) => BigInt(i)),
+      [1, P],
     );
     weights.tensors.set("text_model.embeddings.position_ids", positions);
     await writeSafetensors(join(folder, "model.safetensors"), weights.tensors, { format: "pt" });
@@ -126,12 +143,15 @@ describe("TextEncoder dtypes", () => {
 describe("TextEncoder gradient checkpointing", () => {
   const params = [
     "text_model.embeddings.position_embedding.weight",
-    "text_model.encoder.layers.0.self_attn.q_proj.weight",
-    "text_model.encoder.layers.1.mlp.fc1.bias",
-    "text_model.encoder.layers.2.self_attn.out_proj.weight",
+    layer(0, "self_attn.q_proj.weight"),
+    layer(Math.min(1, LAYERS - 1), "mlp.fc1.bias"),
+    layer(LAYERS - 1, "self_attn.out_proj.weight"),
     "text_model.final_layer_norm.bias",
   ];
-  const small = () => tensorFrom((get(ref, "input_ids").toTypedArray() as BigInt64Array).slice(0, 2 * 77), [2, 77]);
+  const rows = 2;
+  const length = (): number => get(ref, "input_ids").shape[1]!;
+  const small = () =>
+    tensorFrom((get(ref, "input_ids").toTypedArray() as BigInt64Array).slice(0, rows * length()), [rows, length()]);
 
   async function gradients(on: boolean, parameters: string[], clipSkip = 0) {
     te.setGradientCheckpointing(on);
@@ -154,13 +174,13 @@ describe("TextEncoder gradient checkpointing", () => {
     }
     // d sum(LN(x) * w + b) / db = number of rows: an exact check that backward really ran.
     const bias = off.gradients["text_model.final_layer_norm.bias"]!.toTypedArray() as Float32Array;
-    expect(new Set(bias)).toEqual(new Set([2 * 77]));
-    const q = on.gradients["text_model.encoder.layers.0.self_attn.q_proj.weight"]!.toTypedArray() as Float32Array;
+    expect(new Set(bias)).toEqual(new Set([rows * length()]));
+    const q = on.gradients[layer(0, "self_attn.q_proj.weight")]!.toTypedArray() as Float32Array;
     expect(q.some((v) => v !== 0)).toBe(true);
   });
 
   it("reaches a first-layer weight when the embeddings are frozen", async () => {
-    const name = "text_model.encoder.layers.0.mlp.fc2.weight";
+    const name = layer(0, "mlp.fc2.weight");
     const off = await gradients(false, [name]);
     const on = await gradients(true, [name]);
     const g = on.gradients[name]!.toTypedArray() as Float32Array;
@@ -169,8 +189,8 @@ describe("TextEncoder gradient checkpointing", () => {
   });
 
   it("with clip skip, the skipped layers get no gradient", async () => {
-    const name = "text_model.encoder.layers.2.mlp.fc1.weight";
-    const { gradients: g } = await gradients(true, [name, "text_model.encoder.layers.1.mlp.fc1.weight"], 1);
+    const name = layer(LAYERS - 1, "mlp.fc1.weight");
+    const { gradients: g } = await gradients(true, [name, layer(LAYERS - 2, "mlp.fc1.weight")], 1);
     expect((g[name]!.toTypedArray() as Float32Array).every((v) => v === 0)).toBe(true);
   });
 
@@ -183,18 +203,23 @@ describe("TextEncoder gradient checkpointing", () => {
 
 describe("TextEncoder errors", () => {
   it("lists every checkpoint/config mismatch with names and shapes", async () => {
+    const { hidden_size: H, intermediate_size: I } = CONFIG;
+    const smallerI = I - 16;
     const folder = await editedFolder("mismatch", (c) => {
-      c.intermediate_size = 48;
-      c.num_hidden_layers = 2;
+      c.intermediate_size = smallerI;
+      c.num_hidden_layers = LAYERS - 1;
     });
     const error = (await TextEncoder.load(folder).catch((e: unknown) => e)) as Error;
     expect(error).toBeInstanceOf(Error);
     expect(error.message).toMatch(/text_encoder: the checkpoint does not match the model config/);
-    expect(error.message).toMatch(
-      /text_model\.encoder\.layers\.0\.mlp\.fc1\.weight: checkpoint \[64, 32\], model \[48, 32\]/,
+    expect(error.message).toContain(
+      `text_model.encoder.layers.0.mlp.fc1.weight: checkpoint [${I}, ${H}], model [${smallerI}, ${H}]`,
     );
+    // 16 tensors per CLIP layer (q/k/v/out and fc1/fc2 weights and biases, two LayerNorms).
     expect(error.message).toMatch(
-      /in the checkpoint but not in the model \(16\):\n\s+text_model\.encoder\.layers\.2\./,
+      new RegExp(
+        `in the checkpoint but not in the model \\(16\\):\\n\\s+text_model\\.encoder\\.layers\\.${LAYERS - 1}\\.`,
+      ),
     );
     expect(error.message).toContain(join(folder, "model.safetensors"));
   });
@@ -204,9 +229,11 @@ describe("TextEncoder errors", () => {
     await expect(TextEncoder.load(act)).rejects.toThrow(
       new RegExp(`${join(act, "config.json")}: invalid CLIP config: hidden_act = "tanh_gelu_2000": unsupported`),
     );
-    const heads = await editedFolder("bad-heads", (c) => (c.num_attention_heads = 5));
+    const H = CONFIG.hidden_size;
+    const k = [5, 7, 11, 13].find((n) => H % n !== 0)!;
+    const heads = await editedFolder("bad-heads", (c) => (c.num_attention_heads = k));
     await expect(TextEncoder.load(heads)).rejects.toThrow(
-      /num_attention_heads = 5: hidden_size 32 is not divisible by num_attention_heads 5/,
+      `num_attention_heads = ${k}: hidden_size ${H} is not divisible by num_attention_heads ${k}`,
     );
     const dropout = await editedFolder("bad-dropout", (c) => (c.attention_dropout = 0.1));
     await expect(TextEncoder.load(dropout)).rejects.toThrow(/attention_dropout = 0\.1: only 0\.0 is supported/);
@@ -214,15 +241,15 @@ describe("TextEncoder errors", () => {
 
   it("the native loader checks the config itself too", async () => {
     const config = {
-      vocabSize: 49408,
-      hiddenSize: 32,
-      intermediateSize: 64,
-      numHiddenLayers: 3,
-      numAttentionHeads: 4,
-      maxPositionEmbeddings: 77,
+      vocabSize: CONFIG.vocab_size,
+      hiddenSize: CONFIG.hidden_size,
+      intermediateSize: CONFIG.intermediate_size,
+      numHiddenLayers: CONFIG.num_hidden_layers,
+      numAttentionHeads: CONFIG.num_attention_heads,
+      maxPositionEmbeddings: CONFIG.max_position_embeddings,
       hiddenAct: "swiglu",
-      layerNormEps: 1e-5,
-      eosTokenId: 2,
+      layerNormEps: CONFIG.layer_norm_eps,
+      eosTokenId: CONFIG.eos_token_id,
     };
     const files = [join(TE_DIR, "model.safetensors")];
     expect(() => native().TextEncoder.load({ config, files })).toThrow(
@@ -250,11 +277,15 @@ describe("TextEncoder errors", () => {
 
   it("refuses bad inputs before and after crossing into native code", async () => {
     await expect(te.forward(tensorFrom(new Float32Array(4), [1, 4]))).rejects.toThrow(/int64 \[batch, length\]/);
-    await expect(te.forward(ids, { clipSkip: 4 })).rejects.toThrow(/clipSkip 4 must be an integer in \[0, 3\]/);
-    const long = tensorFrom(new BigInt64Array(78), [1, 78]);
-    await expect(te.forward(long)).rejects.toThrow(/78 tokens per row, more than max_position_embeddings 77/);
-    const outOfVocab = tensorFrom(BigInt64Array.from([49406n, 49408n]), [1, 2]);
-    await expect(te.forward(outOfVocab)).rejects.toThrow(/token id 49408 outside \[0, 49408\)/);
+    await expect(te.forward(ids, { clipSkip: LAYERS + 1 })).rejects.toThrow(
+      `clipSkip ${LAYERS + 1} must be an integer in [0, ${LAYERS}]`,
+    );
+    const P = CONFIG.max_position_embeddings;
+    const long = tensorFrom(new BigInt64Array(P + 1), [1, P + 1]);
+    await expect(te.forward(long)).rejects.toThrow(`${P + 1} tokens per row, more than max_position_embeddings ${P}`);
+    const V = CONFIG.vocab_size;
+    const outOfVocab = tensorFrom(BigInt64Array.from([0n, BigInt(V)]), [1, 2]);
+    await expect(te.forward(outOfVocab)).rejects.toThrow(`token id ${V} outside [0, ${V})`);
   });
 
   it("dispose() is idempotent and a disposed encoder says so", async () => {
@@ -269,10 +300,18 @@ describe("TextEncoder errors", () => {
 
   it("loads the text tower of a CLIPModel folder", async () => {
     const clipText = await TextEncoder.load(fixture("tiny-clip"));
-    expect(clipText.config.hidden_size).toBe(16);
-    expect(clipText.config.eos_token_id).toBe(49407);
-    const out = await clipText.forward(tensorFrom(BigInt64Array.from([49406n, 320n, 49407n]), [1, 3]));
-    expect(out.pooledOutput.shape).toEqual([1, 16]);
+    const { text_config: text } = fixtureJson<{ text_config: { hidden_size: number; eos_token_id?: number } }>(
+      "tiny-clip",
+      "config.json",
+    );
+    const vocab = fixtureJson<Record<string, number>>("tiny-clip", "vocab.json");
+    // transformers' CLIPTextConfig default eos_token_id is the "<|endoftext|>" id when the config has none.
+    const eos = text.eos_token_id ?? vocab["<|endoftext|>"]!;
+    expect(clipText.config.hidden_size).toBe(text.hidden_size);
+    expect(clipText.config.eos_token_id).toBe(eos);
+    const prompt = [vocab["<|startoftext|>"]!, vocab["a</w>"]!, eos].map(BigInt);
+    const out = await clipText.forward(tensorFrom(BigInt64Array.from(prompt), [1, 3]));
+    expect(out.pooledOutput.shape).toEqual([1, text.hidden_size]);
     clipText.dispose();
   });
 });

@@ -106,9 +106,16 @@ describe("training config", () => {
   });
 
   it("exports a JSON Schema for editors", () => {
-    const schema = trainConfigJsonSchema() as { properties: Record<string, { type?: string }>; required?: string[] };
-    expect(schema.properties.learning_rate).toBeDefined();
-    expect(schema.properties.stages).toBeDefined();
+    const schema = trainConfigJsonSchema() as {
+      properties: Record<string, { type?: string; exclusiveMinimum?: number; minItems?: number; items?: unknown }>;
+      required?: string[];
+    };
+    expect(schema.properties.learning_rate).toMatchObject({ type: "number", exclusiveMinimum: 0 });
+    expect(schema.properties.stages).toMatchObject({
+      type: "array",
+      minItems: 1,
+      items: { type: "object", properties: { name: { type: "string" } } },
+    });
     expect(schema.required).toEqual(expect.arrayContaining(["model", "output_dir"]));
   });
 });

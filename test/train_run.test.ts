@@ -245,9 +245,20 @@ describe("train()", () => {
       }),
     );
     const evalJson = JSON.parse(readFileSync(join(out, "eval", "train", "eval.json"), "utf8")) as {
-      variants?: unknown;
+      format: string;
+      mode: string;
+      prompts: string[];
+      variants: { name: string; images: number; clipScore: number }[];
+      trainingReport: string | null;
     };
-    expect(evalJson).toBeTruthy();
+    // The base model and the stage's LoRA, one image per (prompt, seed), scored.
+    expect(evalJson).toMatchObject({ format: "sdtune-eval/1", mode: "generate", prompts: ["a picture number 1"] });
+    expect(evalJson.variants.map((v) => [v.name, v.images])).toEqual([
+      ["base", 2],
+      [expect.stringMatching(/^train/), 2],
+    ]);
+    for (const v of evalJson.variants) expect(Number.isFinite(v.clipScore), v.name).toBe(true);
+    expect(evalJson.trainingReport).toBe("../../report.html");
     expect(readFileSync(result.report, "utf8")).toContain('href="eval/train/report.html"');
   });
 

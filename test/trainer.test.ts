@@ -11,9 +11,19 @@ import { native, type Tensor } from "../src/native/index.js";
 import { ClipTokenizer } from "../src/text/clip_tokenizer.js";
 import { createTrainableLora } from "../src/lora/index.js";
 import { Trainer, type TrainerSpec } from "../src/train/trainer.js";
-import { fixture, tempDir } from "./helpers/fixtures.js";
+import { fixture, fixtureJson, goldenPipelineCall, goldenPrompts, tempDir } from "./helpers/fixtures.js";
 
 const SD = fixture("tiny-sd");
+// Sizes from the fixture set: the golden image size, the VAE's channels and factor, the UNet's context width.
+const { width: W, height: H } = goldenPipelineCall();
+const VAE_CONFIG = fixtureJson<{ in_channels: number; latent_channels: number; block_out_channels: number[] }>(
+  "tiny-sd",
+  "vae",
+  "config.json",
+);
+const FACTOR = 2 ** (VAE_CONFIG.block_out_channels.length - 1);
+const LATENTS = [VAE_CONFIG.latent_channels, H / FACTOR, W / FACTOR];
+const CONTEXT = fixtureJson<{ cross_attention_dim: number }>("tiny-sd", "unet", "config.json").cross_attention_dim;
 const schedulerConfig = JSON.parse(readFileSync(join(SD, "scheduler", "scheduler_config.json"), "utf8")) as Record<
   string,
   unknown
@@ -31,7 +41,7 @@ async function batches(count: number): Promise<{ pixels: Tensor; inputIds: Tenso
   const tokenizer = await ClipTokenizer.fromPretrained(join(SD, "tokenizer"));
   const out = [];
   for (let i = 0; i < count; i++) {
-    const pixels = native().ops.randn([2, 3, 16, 24], { seed: 100 + i });
+    const pixels = native().ops.randn([2, VAE_CONFIG.in_channels, H, W], { seed: 100 + i });
     out.push({ pixels, inputIds: tokenizer.encode([`a photo number ${i}`, "a photo of sks dog"]) });
   }
   return out;
@@ -137,8 +147,8 @@ describe("Trainer", () => {
 
   it("cached latents use the given VAE scaling factor, and say so when it is missing", async () => {
     const m = await models();
-    const mean = native().ops.randn([2, 4, 8, 12], { seed: 1 });
-    const std = native().ops.randn([2, 4, 8, 12], { seed: 2 });
+    const mean = native().ops.randn([2, ...LATENTS], { seed: 1 });
+    const std = native().ops.randn([2, ...LATENTS], { seed: 2 });
     const [b] = await batches(1);
     const noVae = { ...spec(m), vae: undefined, gradientAccumulationSteps: 1 };
     const without = await Trainer.create(noVae);
@@ -166,8 +176,8 @@ describe("Trainer", () => {
     });
     const [b] = await batches(1);
     await trainer.step(b!, { unet: 1e-3 });
-    const x = native().ops.randn([1, 4, 8, 12], { seed: 3 });
-    const ehs = native().ops.randn([1, 77, 32], { seed: 4 });
+    const x = native().ops.randn([1, ...LATENTS], { seed: 3 });
+    const ehs = native().ops.randn([1, goldenPrompts().model_max_length, CONTEXT], { seed: 4 });
     const first = await m.unet.forward(x, 500, ehs);
     const second = await m.unet.forward(x, 500, ehs);
     expect(native().ops.maxAbsDiff(first, second)).toBe(0);

@@ -11,13 +11,24 @@ import { TextEncoder } from "../src/models/text_encoder.js";
 import { UNet } from "../src/models/unet.js";
 import type { Tensor } from "../src/native/index.js";
 import { Trainer } from "../src/train/trainer.js";
-import { expectClose, fixture, get, golden, TOL, values } from "./helpers/fixtures.js";
+import { expectClose, fixture, get, golden, goldenAdamW, goldenReadmeNumber, TOL, values } from "./helpers/fixtures.js";
 
 const SD = fixture("tiny-sd");
 const schedulerConfig = JSON.parse(readFileSync(join(SD, "scheduler", "scheduler_config.json"), "utf8")) as Record<
   string,
   unknown
 >;
+
+// The scripts' hyperparameters, as golden/README.md records them for each reference.
+const LORA_TRAIN = {
+  alpha: goldenReadmeNumber("lora_train", /lora_alpha=([\d.]+)/),
+  snrGamma: goldenReadmeNumber("lora_train", /min-SNR-gamma\(([\d.]+)\)/),
+  adamw: goldenAdamW("lora_train"),
+};
+const DREAMBOOTH = {
+  alpha: goldenReadmeNumber("dreambooth", /\br=\d+ alpha=([\d.]+)/),
+  adamw: goldenAdamW("dreambooth"),
+};
 
 /** LoraWeights from golden "<prefix><component-free path>.lora_A/B.weight" tensors (copies). */
 function weightsFrom(map: Map<string, Tensor>, prefix: string, component: string, alpha: number) {
@@ -49,14 +60,16 @@ describe("text-to-image LoRA (train_text_to_image_lora.py)", () => {
   for (const variant of ["random_init", "gaussian_init"] as const) {
     it(`${variant}: losses, grad norms and LoRA weights after 1 and 3 steps`, async () => {
       const unet = await UNet.load(join(SD, "unet"));
-      const name = await applyLora({ unet }, weightsFrom(g, `${variant}.init.`, "unet", 4), { trainable: true });
+      const lora = weightsFrom(g, `${variant}.init.`, "unet", LORA_TRAIN.alpha);
+      const name = await applyLora({ unet }, lora, { trainable: true });
       const params = await loraParameters(unet, name);
+      const { lr, ...adamw } = LORA_TRAIN.adamw;
       const trainer = await Trainer.create({
         unet,
         groups: [{ name: "unet", params }],
         noiseScheduleConfig: schedulerConfig,
         maxGradNorm: 0, // the script's clip_grad_norm_ gets an exhausted iterator: no clipping
-        adamw: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2 },
+        adamw,
       });
       const batch = {
         latents: get(g, "latents"),
@@ -66,7 +79,6 @@ describe("text-to-image LoRA (train_text_to_image_lora.py)", () => {
       };
       const losses = await values(get(g, `${variant}.losses`));
       const norms = await values(get(g, `${variant}.grad_norms`));
-      const lr = 1e-3;
       for (let step = 0; step < 3; step++) {
         const r = await trainer.step(batch, { unet: lr });
         expect(Math.abs(r.loss - losses[step]!), `loss ${step}`).toBeLessThan(1e-4 + 1e-3 * losses[step]!);
@@ -79,14 +91,15 @@ describe("text-to-image LoRA (train_text_to_image_lora.py)", () => {
       }
     });
 
-    it(`${variant}: the min-SNR-gamma(5) loss`, async () => {
+    it(`${variant}: the min-SNR-gamma loss`, async () => {
       const unet = await UNet.load(join(SD, "unet"));
-      const name = await applyLora({ unet }, weightsFrom(g, `${variant}.init.`, "unet", 4), { trainable: true });
+      const lora = weightsFrom(g, `${variant}.init.`, "unet", LORA_TRAIN.alpha);
+      const name = await applyLora({ unet }, lora, { trainable: true });
       const trainer = await Trainer.create({
         unet,
         groups: [{ name: "unet", params: await loraParameters(unet, name) }],
         noiseScheduleConfig: schedulerConfig,
-        snrGamma: 5,
+        snrGamma: LORA_TRAIN.snrGamma,
       });
       const r = await trainer.step(
         {
@@ -108,13 +121,14 @@ describe("DreamBooth LoRA with prior preservation (train_dreambooth_lora.py)", (
     const g = await golden("dreambooth");
     const unet = await UNet.load(join(SD, "unet"));
     const textEncoder = await TextEncoder.load(join(SD, "text_encoder"));
-    const unetName = await applyLora({ unet }, weightsFrom(g, "init.unet.", "unet", 4), { trainable: true });
-    const teName = await applyLora({ textEncoder }, weightsFrom(g, "init.text_encoder.", "text_encoder", 4), {
-      trainable: true,
-    });
+    const unetLora = weightsFrom(g, "init.unet.", "unet", DREAMBOOTH.alpha);
+    const teLora = weightsFrom(g, "init.text_encoder.", "text_encoder", DREAMBOOTH.alpha);
+    const unetName = await applyLora({ unet }, unetLora, { trainable: true });
+    const teName = await applyLora({ textEncoder }, teLora, { trainable: true });
     const unetParams = await loraParameters(unet, unetName);
     const teParams = await loraParameters(textEncoder, teName);
     const maxGradNorm = await scalar(get(g, "max_grad_norm"));
+    const { lr, ...hyper } = DREAMBOOTH.adamw;
     const trainer = await Trainer.create({
       unet,
       textEncoder,
@@ -125,15 +139,15 @@ describe("DreamBooth LoRA with prior preservation (train_dreambooth_lora.py)", (
       noiseScheduleConfig: schedulerConfig,
       priorLossWeight: await scalar(get(g, "prior_loss_weight")),
       maxGradNorm,
+      adamw: hyper,
     });
-    const lr = 5e-4;
     const r = await trainer.step(
       {
         latents: get(g, "model_input"),
         noise: get(g, "noise"),
         timesteps: get(g, "timesteps"),
         inputIds: get(g, "input_ids"),
-        priorRows: 1,
+        priorRows: get(g, "model_input").shape[0]! / 2, // [instance rows, class rows] (collate order)
       },
       { unet: lr, text_encoder: lr },
       { keepPrediction: true },

@@ -7,9 +7,26 @@ import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { nativeUNetConfig, parseUNetConfig } from "../src/models/config.js";
 import { UNet } from "../src/models/unet.js";
 import { native, type Tensor } from "../src/native/index.js";
-import { expectClose, fixture, get, golden, tempDir, TOL } from "./helpers/fixtures.js";
+import { expectClose, fixture, fixtureJson, get, golden, tempDir, TOL } from "./helpers/fixtures.js";
 
 const unetDir = fixture("tiny-sd", "unet");
+// Sizes and block layout from the fixture's own config.
+interface UNetJson {
+  attention_head_dim: number | number[];
+  block_out_channels: number[];
+  down_block_types: string[];
+  cross_attention_dim: number;
+  in_channels: number;
+  out_channels: number;
+}
+const CONFIG = fixtureJson<UNetJson>("tiny-sd", "unet", "config.json");
+const [C0, C1] = CONFIG.block_out_channels as [number, number];
+const BLOCKS = CONFIG.block_out_channels.length;
+const HEADS = Array.isArray(CONFIG.attention_head_dim)
+  ? CONFIG.attention_head_dim
+  : CONFIG.block_out_channels.map(() => CONFIG.attention_head_dim as number);
+/** The first down block with attention (its transformer parameters are named below). */
+const CROSS = CONFIG.down_block_types.indexOf("CrossAttnDownBlock2D");
 
 async function tinyConfig(): Promise<Record<string, unknown>> {
   return JSON.parse(await readFile(join(unetDir, "config.json"), "utf8")) as Record<string, unknown>;
@@ -33,11 +50,11 @@ describe("UNet2DConditionModel against diffusers (golden/unet.safetensors)", () 
   afterAll(() => unet.dispose());
 
   it("reads the config with diffusers' meaning of attention_head_dim", () => {
-    expect(unet.config.attention_head_dim).toEqual([2, 4]);
+    expect(unet.config.attention_head_dim).toEqual(CONFIG.attention_head_dim);
     expect(unet.dtype).toBe("float32");
     expect(unet.device).toBe("cpu");
     const names = unet.parameterInfo().map((p) => p.name);
-    expect(names).toContain("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0.weight");
+    expect(names).toContain(`down_blocks.${CROSS}.attentions.0.transformer_blocks.0.attn1.to_out.0.weight`);
     expect(names).toContain("up_blocks.0.upsamplers.0.conv.weight");
     expect(unet.parameterInfo().every((p) => !p.requiresGrad)).toBe(true);
   });
@@ -80,10 +97,15 @@ describe("UNet2DConditionModel against diffusers (golden/unet.safetensors)", () 
   it("refuses inputs of the wrong shape before running", async () => {
     const sample = get(g, "sample");
     const ehs = get(g, "encoder_hidden_states");
-    await expect(unet.forward(ehs, 1, ehs)).rejects.toThrow(/sample must be \[batch, 4, height, width\]/);
-    await expect(unet.forward(sample, 1, sample)).rejects.toThrow(/encoderHiddenStates must be \[2, length, 32\]/);
-    const three = native().ops.randn([3]);
-    await expect(unet.forward(sample, three, ehs)).rejects.toThrow(/one value per sample \(2\)/);
+    const batch = sample.shape[0]!;
+    await expect(unet.forward(ehs, 1, ehs)).rejects.toThrow(
+      `sample must be [batch, ${CONFIG.in_channels}, height, width]`,
+    );
+    await expect(unet.forward(sample, 1, sample)).rejects.toThrow(
+      `encoderHiddenStates must be [${batch}, length, ${CONFIG.cross_attention_dim}]`,
+    );
+    const tooMany = native().ops.randn([batch + 1]);
+    await expect(unet.forward(sample, tooMany, ehs)).rejects.toThrow(`one value per sample (${batch})`);
   });
 });
 
@@ -142,24 +164,24 @@ describe("SD-1-style UNet (conv projections, 2 transformer layers, per-block cro
       use_linear_projection: false,
       attention_head_dim: 2,
       transformer_layers_per_block: 2,
-      only_cross_attention: [true, false],
+      only_cross_attention: CONFIG.block_out_channels.map((_, i) => i === 0),
       cross_attention_dim: 24,
-      layers_per_block: [1, 2],
+      layers_per_block: CONFIG.block_out_channels.map((_, i) => i + 1),
     };
     const unet = await UNet.fromConfig(config, { seed: 1 });
     const names = unet.parameterInfo();
     const projIn = names.find((p) => p.name === "down_blocks.0.attentions.0.proj_in.weight");
-    expect(projIn?.shape).toEqual([32, 32, 1, 1]);
+    expect(projIn?.shape).toEqual([C0, C0, 1, 1]);
     expect(names.some((p) => p.name === "mid_block.attentions.0.transformer_blocks.1.ff.net.2.weight")).toBe(true);
     // only_cross_attention: attn1 reads the context too.
     const attn1k = names.find((p) => p.name === "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k.weight");
-    expect(attn1k?.shape).toEqual([32, 24]);
+    expect(attn1k?.shape).toEqual([C0, 24]);
     // Odd spatial size: the up path upsamples to the skip sizes.
-    const sample = native().ops.randn([2, 4, 7, 9], { seed: 2 });
+    const sample = native().ops.randn([2, CONFIG.in_channels, 7, 9], { seed: 2 });
     const ehs = native().ops.randn([2, 5, 24], { seed: 3 });
-    const target = native().ops.randn([2, 4, 7, 9], { seed: 4 });
+    const target = native().ops.randn([2, CONFIG.out_channels, 7, 9], { seed: 4 });
     const out = await unet.forward(sample, 500, ehs);
-    expect(out.shape).toEqual([2, 4, 7, 9]);
+    expect(out.shape).toEqual([2, CONFIG.out_channels, 7, 9]);
     const plain = await unet.lossAndGradients(sample, 500, ehs, target);
     unet.setGradientCheckpointing(true);
     const recomputed = await unet.lossAndGradients(sample, 500, ehs, target);
@@ -263,13 +285,14 @@ describe("less common UNet config values", () => {
       { seed: 5 },
     );
     const shapes = new Map(unet.parameterInfo().map((p) => [p.name, p.shape]));
-    expect(shapes.get("time_embedding.linear_1.weight")).toEqual([96, 32]);
-    expect(shapes.get("down_blocks.0.resnets.0.time_emb_proj.weight")).toEqual([64, 96]); // 2 * channels
-    expect(shapes.get("conv_in.weight")).toEqual([32, 4, 1, 1]);
-    expect(shapes.get("conv_out.weight")).toEqual([4, 32, 5, 5]);
+    expect(shapes.get("time_embedding.linear_1.weight")).toEqual([96, C0]);
+    expect(shapes.get("down_blocks.0.resnets.0.time_emb_proj.weight")).toEqual([2 * C0, 96]); // 2 * channels
+    expect(shapes.get("conv_in.weight")).toEqual([C0, CONFIG.in_channels, 1, 1]);
+    expect(shapes.get("conv_out.weight")).toEqual([CONFIG.out_channels, C0, 5, 5]);
     expect([...shapes.keys()].some((k) => k.startsWith("mid_block."))).toBe(false);
-    const out = await unet.forward(native().ops.randn([1, 4, 8, 8], { seed: 1 }), 10.5, native().ops.randn([1, 3, 32]));
-    expect(out.shape).toEqual([1, 4, 8, 8]);
+    const sample = native().ops.randn([1, CONFIG.in_channels, 8, 8], { seed: 1 });
+    const out = await unet.forward(sample, 10.5, native().ops.randn([1, 3, CONFIG.cross_attention_dim]));
+    expect(out.shape).toEqual([1, CONFIG.out_channels, 8, 8]);
     expect(Array.from(out.toTypedArray() as Float32Array).every(Number.isFinite)).toBe(true);
     unet.dispose();
   });
@@ -313,13 +336,16 @@ describe("UNet loading", () => {
   afterAll(() => tmp.cleanup());
 
   it("reports every weight that does not fit the config, with names and shapes, in one error", async () => {
-    const dir = await folderWith(join(tmp.path, "mismatch"), { ...(await tinyConfig()), block_out_channels: [32, 96] });
+    const wider = [C0, 2 * C1, ...CONFIG.block_out_channels.slice(2)];
+    const dir = await folderWith(join(tmp.path, "mismatch"), { ...(await tinyConfig()), block_out_channels: wider });
     const error = await UNet.load(dir).catch((e: Error) => e);
     expect(error).toBeInstanceOf(Error);
     const message = (error as Error).message;
     expect(message).toMatch(/^unet: the checkpoint does not match the model config/);
     expect(message).toMatch(/shape mismatches \(\d+\):/);
-    expect(message).toContain("down_blocks.1.resnets.0.conv1.weight: checkpoint [64, 32, 3, 3], model [96, 32, 3, 3]");
+    expect(message).toContain(
+      `down_blocks.1.resnets.0.conv1.weight: checkpoint [${C1}, ${C0}, 3, 3], model [${2 * C1}, ${C0}, 3, 3]`,
+    );
     expect(message).toContain(join(dir, "diffusion_pytorch_model.safetensors"));
   });
 
@@ -354,11 +380,19 @@ describe("UNet loading", () => {
       ["mid_block_type", "UNetMidBlock2DSimpleCrossAttn", /"mid_block_type" = "UNetMidBlock2DSimpleCrossAttn"/],
       ["resnet_time_scale_shift", "ada_group", /"resnet_time_scale_shift" = "ada_group"/],
       ["act_fn", "tanh", /"act_fn" = "tanh": Invalid option/],
-      ["attention_head_dim", [3, 4], /"attention_head_dim\.0" = 3 .*does not divide block_out_channels\.0 = 32/],
+      [
+        "attention_head_dim",
+        [3, ...HEADS.slice(1)], // channels are multiples of 32 (GroupNorm): never divisible by 3
+        new RegExp(`"attention_head_dim\\.0" = 3 .*does not divide block_out_channels\\.0 = ${C0}`),
+      ],
       [
         "layers_per_block",
-        [1, 1, 1],
-        /"layers_per_block" = \[1,1,1\] must be a single value or one per down block \(2\)/,
+        Array(BLOCKS + 1).fill(1),
+        new RegExp(
+          `"layers_per_block" = \\[${Array(BLOCKS + 1)
+            .fill(1)
+            .join(",")}\\] must be a single value or one per down block \\(${BLOCKS}\\)`,
+        ),
       ],
     ] as const) {
       const dir = join(tmp.path, `unsupported-${field}`);

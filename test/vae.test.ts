@@ -7,9 +7,21 @@ import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { native, type ProgressEvent, type Tensor } from "../src/native/index.js";
 import { tensorFrom } from "../src/tensor.js";
 import { VAE } from "../src/models/vae.js";
-import { expectClose, fixture, get, golden, tempDir, TOL, values } from "./helpers/fixtures.js";
+import { expectClose, fixture, fixtureJson, get, golden, tempDir, TOL, values } from "./helpers/fixtures.js";
 
 const vaeDir = fixture("tiny-sd", "vae");
+// Channels and block layout from the fixture's own config.
+interface VaeJson {
+  block_out_channels: number[];
+  down_block_types: string[];
+  in_channels: number;
+  out_channels: number;
+  latent_channels: number;
+  norm_num_groups: number;
+}
+const CONFIG = fixtureJson<VaeJson>("tiny-sd", "vae", "config.json");
+/** Pixels per latent: one downsampler between consecutive blocks. */
+const FACTOR = 2 ** (CONFIG.block_out_channels.length - 1);
 
 describe("AutoencoderKL against diffusers (golden/vae.safetensors)", () => {
   let vae: VAE;
@@ -23,7 +35,7 @@ describe("AutoencoderKL against diffusers (golden/vae.safetensors)", () => {
   it("reads scaling_factor and the spatial factor from the config", async () => {
     expect(vae.scalingFactor).toBe(vae.config.scaling_factor);
     expect(Math.fround(vae.scalingFactor)).toBe((await values(get(g, "scaling_factor")))[0]);
-    expect(vae.scaleFactor).toBe(2);
+    expect(vae.scaleFactor).toBe(FACTOR);
   });
 
   it("encodes to the same moments, mean, logvar, std and mode", async () => {
@@ -66,10 +78,10 @@ describe("AutoencoderKL against diffusers (golden/vae.safetensors)", () => {
     const events: ProgressEvent[] = [];
     await vae.decode(get(g, "decode_latents"), { onProgress: (e) => events.push(e) });
     await new Promise((resolve) => setImmediate(resolve));
-    expect(events.map((e) => [e.phase, e.step, e.total])).toEqual([
-      ["vae.decode", 1, 2],
-      ["vae.decode", 2, 2],
-    ]);
+    const batch = get(g, "decode_latents").shape[0]!;
+    expect(events.map((e) => [e.phase, e.step, e.total])).toEqual(
+      Array.from({ length: batch }, (_, i) => ["vae.decode", i + 1, batch]),
+    );
     const controller = new AbortController();
     controller.abort();
     const error = await vae.decode(get(g, "decode_latents"), { signal: controller.signal }).catch((e: Error) => e);
@@ -77,34 +89,48 @@ describe("AutoencoderKL against diffusers (golden/vae.safetensors)", () => {
   });
 
   it("decodes in tiles: the first tile is untouched by blending, the result has the full size", async () => {
-    const latents = get(g, "decode_latents"); // [2, 4, 8, 12]
-    const tiled = await vae.decode(latents, { tileSize: 4, tileOverlap: 0.25 });
-    expect(tiled.shape).toEqual([2, 3, 16, 24]);
+    const latents = get(g, "decode_latents");
+    const [B, C, h, w] = latents.shape as [number, number, number, number];
+    const [H, W] = [h * FACTOR, w * FACTOR];
+    const O = CONFIG.out_channels;
+    const tile = 4; // latent tile, smaller than the golden latents
+    expect(Math.min(h, w)).toBeGreaterThan(tile);
+    const tiled = await vae.decode(latents, { tileSize: tile, tileOverlap: 0.25 });
+    expect(tiled.shape).toEqual([B, O, H, W]);
     // A tile no larger than the latents is a plain decode.
-    expect(native().ops.maxAbsDiff(await vae.decode(latents, { tileSize: 12 }), await vae.decode(latents))).toBe(0);
-    // Top-left tile: latents [0:4, 0:4] -> pixels [0:8, 0:8], kept up to row_limit = 8 - 2 = 6.
+    const whole = await vae.decode(latents, { tileSize: Math.max(h, w) });
+    expect(native().ops.maxAbsDiff(whole, await vae.decode(latents))).toBe(0);
+    // Top-left tile: latents [0:tile, 0:tile] -> pixels [0:T, 0:T] (T = tile * factor),
+    // kept up to row_limit = T - T * overlap.
+    const T = tile * FACTOR;
+    const limit = T - Math.floor(T * 0.25);
     const all = await values(latents);
-    const corner = new Float32Array(2 * 4 * 4 * 4);
-    for (let b = 0; b < 2; b++)
-      for (let c = 0; c < 4; c++)
-        for (let y = 0; y < 4; y++)
-          for (let x = 0; x < 4; x++) corner[((b * 4 + c) * 4 + y) * 4 + x] = all[((b * 4 + c) * 8 + y) * 12 + x]!;
-    const alone = await values(await vae.decode(tensorFrom(corner, [2, 4, 4, 4])));
+    const corner = new Float32Array(B * C * tile * tile);
+    for (let b = 0; b < B; b++)
+      for (let c = 0; c < C; c++)
+        for (let y = 0; y < tile; y++)
+          for (let x = 0; x < tile; x++)
+            corner[((b * C + c) * tile + y) * tile + x] = all[((b * C + c) * h + y) * w + x]!;
+    const alone = await values(await vae.decode(tensorFrom(corner, [B, C, tile, tile])));
     const got = await values(tiled);
     let worst = 0;
-    for (let b = 0; b < 2; b++)
-      for (let c = 0; c < 3; c++)
-        for (let y = 0; y < 6; y++)
-          for (let x = 0; x < 6; x++) {
-            const d = got[((b * 3 + c) * 16 + y) * 24 + x]! - alone[((b * 3 + c) * 8 + y) * 8 + x]!;
+    for (let b = 0; b < B; b++)
+      for (let c = 0; c < O; c++)
+        for (let y = 0; y < limit; y++)
+          for (let x = 0; x < limit; x++) {
+            const d = got[((b * O + c) * H + y) * W + x]! - alone[((b * O + c) * T + y) * T + x]!;
             worst = Math.max(worst, Math.abs(d));
           }
     expect(worst).toBe(0);
   });
 
   it("refuses inputs of the wrong shape before running", async () => {
-    await expect(vae.decode(get(g, "image"))).rejects.toThrow(/latents must be \[batch, 4, height, width\]/);
-    await expect(vae.encode(get(g, "decode_latents"))).rejects.toThrow(/images must be \[batch, 3, height, width\]/);
+    await expect(vae.decode(get(g, "image"))).rejects.toThrow(
+      `latents must be [batch, ${CONFIG.latent_channels}, height, width]`,
+    );
+    await expect(vae.encode(get(g, "decode_latents"))).rejects.toThrow(
+      `images must be [batch, ${CONFIG.in_channels}, height, width]`,
+    );
     await expect(vae.decode(get(g, "decode_latents"), { tileSize: 0 })).rejects.toThrow(/tileSize 0/);
   });
 });
@@ -139,13 +165,19 @@ describe("VAE loading", () => {
 
   it("names the file, field and value of an unsupported config", async () => {
     const base = JSON.parse(await readFile(join(vaeDir, "config.json"), "utf8")) as Record<string, unknown>;
+    const G = CONFIG.norm_num_groups;
+    const odd = CONFIG.block_out_channels[1]! + G / 2;
     for (const [field, value, pattern] of [
       [
         "down_block_types",
-        ["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+        CONFIG.down_block_types.map((t, i) => (i === 1 ? "AttnDownEncoderBlock2D" : t)),
         /"down_block_types\.1" = "AttnDownEncoderBlock2D" is not supported/,
       ],
-      ["block_out_channels", [32, 48], /"block_out_channels\.1" = 48 is not divisible by norm_num_groups \(32\)/],
+      [
+        "block_out_channels",
+        CONFIG.block_out_channels.map((c, i) => (i === 1 ? odd : c)),
+        new RegExp(`"block_out_channels\\.1" = ${odd} is not divisible by norm_num_groups \\(${G}\\)`),
+      ],
       ["latent_channels", -4, /"latent_channels" = -4: Too small/],
       ["use_quant_conv", false, /"use_quant_conv" = false is not supported/],
     ] as const) {
@@ -161,12 +193,13 @@ describe("VAE loading", () => {
   it("builds a random VAE from a config and runs it in bfloat16", async () => {
     const config = JSON.parse(await readFile(join(vaeDir, "config.json"), "utf8")) as object;
     const vae = await VAE.fromConfig(config, { seed: 3, dtype: "bfloat16" });
-    const images = native().ops.randn([1, 3, 8, 8], { seed: 1 });
+    const size = 4 * FACTOR;
+    const images = native().ops.randn([1, CONFIG.in_channels, size, size], { seed: 1 });
     const d = await vae.encode(images);
-    expect(d.mean.shape).toEqual([1, 4, 4, 4]);
+    expect(d.mean.shape).toEqual([1, CONFIG.latent_channels, size / FACTOR, size / FACTOR]);
     expect(d.mean.dtype).toBe("bfloat16");
     const out = await vae.decode(d.mean);
-    expect(out.shape).toEqual([1, 3, 8, 8]);
+    expect(out.shape).toEqual([1, CONFIG.out_channels, size, size]);
     expect(Array.from(await values(out)).every(Number.isFinite)).toBe(true);
     vae.dispose();
     vae.dispose();

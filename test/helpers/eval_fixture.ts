@@ -38,7 +38,7 @@ export async function makeEvalFixture(root: string): Promise<EvalFixture> {
   let k = 0;
   for (const [p, prompt] of golden.captions.slice(0, 2).entries()) {
     for (const seed of [1, 2]) {
-      const png = await readFile(fixture(golden.images[(p * 2 + seed) % 4]!));
+      const png = await readFile(fixture(golden.images[(p * 2 + seed) % golden.images.length]!));
       const text = formatInfotext({
         prompt,
         steps: 20,
