@@ -4,7 +4,9 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
-export const have = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
+/** Whether cmd is on env's PATH. */
+export const have = (cmd, env = process.env) =>
+  spawnSync("/bin/sh", ["-c", `command -v ${cmd}`], { stdio: "ignore", env }).status === 0;
 const torchConfig = (dir) => existsSync(join(dir, "TorchConfig.cmake"));
 
 /** Folders where distributions put libtorch's CMake package (Debian: /usr/lib/<triplet>/cmake/Torch). */
@@ -23,9 +25,9 @@ function systemTorchDirs() {
   return dirs;
 }
 
-function pythonTorchDir() {
+function pythonTorchDir(env) {
   for (const python of ["python3", "python"]) {
-    if (!have(python)) continue;
+    if (!have(python, env)) continue;
     const result = spawnSync(python, ["-c", "import torch.utils; print(torch.utils.cmake_prefix_path)"], {
       encoding: "utf8",
       timeout: 60_000,
@@ -36,8 +38,8 @@ function pythonTorchDir() {
   return undefined;
 }
 
-export function debianMissing(packages) {
-  if (!have("dpkg-query")) return [];
+export function debianMissing(packages, env = process.env) {
+  if (!have("dpkg-query", env)) return [];
   const result = spawnSync("dpkg-query", ["-W", "-f=${Package} ${Status}\n", ...packages], { encoding: "utf8" });
   const ok = new Set(
     (result.stdout ?? "")
@@ -66,14 +68,16 @@ export function findTorch(env = process.env) {
       problem: `Torch_DIR=${env.Torch_DIR} has no TorchConfig.cmake (point it at <libtorch>/share/cmake/Torch)`,
     };
   }
-  const python = pythonTorchDir();
+  const python = pythonTorchDir(env);
   if (python) return { where: `Python torch (${python})` };
   const system = systemTorchDirs().find(torchConfig);
   // Debian's TorchConfig.cmake also needs the gloo headers of libgloo-dev.
-  const gloo = system ? debianMissing(["libgloo-dev"]) : [];
+  const gloo = system ? debianMissing(["libgloo-dev"], env) : [];
   if (system && gloo.length === 0) return { where: system };
   return {
-    problem: system ? "libgloo-dev (needed by Debian's libtorch CMake package)" : "libtorch",
+    problem: system
+      ? "libgloo-dev is not installed (Debian's libtorch CMake package needs it)"
+      : "libtorch is not installed",
     packages: ["libtorch-dev", "libgloo-dev", "libopenblas0-pthread"],
   };
 }
@@ -81,9 +85,10 @@ export function findTorch(env = process.env) {
 /** The missing build requirements, each { problem, packages } (Debian package names); empty when all are there. */
 export function missingBuildRequirements(env = process.env) {
   const missing = [];
-  if (!have("cmake")) missing.push({ problem: "cmake (3.18 or newer)", packages: ["cmake"] });
+  if (!have("cmake", env)) missing.push({ problem: "cmake (3.18 or newer) is not installed", packages: ["cmake"] });
   const compilers = [env.CXX, "c++", "g++", "clang++"].filter(Boolean);
-  if (!compilers.some((cxx) => have(cxx))) missing.push({ problem: "a C++17 compiler", packages: ["g++"] });
+  if (!compilers.some((cxx) => have(cxx, env)))
+    missing.push({ problem: "no C++17 compiler (g++ or clang++) is installed", packages: ["g++"] });
   const torch = findTorch(env);
   if (torch.problem) missing.push(torch);
   return missing;
@@ -92,7 +97,7 @@ export function missingBuildRequirements(env = process.env) {
 /** One message saying what is missing and the one command (or variable) that fixes it. */
 export function requirementsMessage(missing) {
   const packages = [...new Set(missing.flatMap((m) => m.packages ?? []))];
-  const lines = [`sdtune: cannot build the native addon: missing ${missing.map((m) => m.problem).join(", ")}.`];
+  const lines = [`sdtune: cannot build the native addon: ${missing.map((m) => m.problem).join("; ")}.`];
   if (packages.length > 0 && have("apt-get")) {
     const sudo = process.getuid?.() === 0 ? "" : "sudo ";
     lines.push(`Install with:\n  ${sudo}apt-get install -y --no-install-recommends ${packages.join(" ")}`);

@@ -6,7 +6,8 @@
 // staged copy and `true` as its compiler. No libtorch library is bundled: users get
 // libtorch from their system, and the install hook checks that the prebuild loads.
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -16,8 +17,7 @@ const run = (args, options = {}) => spawnSync(process.execPath, args, { cwd: roo
 // The addon and the TypeScript, rebuilt only when their sources changed.
 if (run(["scripts/bootstrap.mjs", "--quiet"]).status !== 0) process.exit(1);
 
-const stage = join(root, "build", "prebuild-stage");
-rmSync(stage, { recursive: true, force: true });
+const stage = mkdtempSync(join(tmpdir(), "sdtune-prebuild-"));
 mkdirSync(join(stage, "build", "Release"), { recursive: true });
 copyFileSync(join(root, "build", "Release", "sdtune.node"), join(stage, "build", "Release", "sdtune.node"));
 

@@ -154,3 +154,7 @@ export type {
 // Stable Diffusion pipelines: loadPipeline, generate, savePipeline (src/pipeline).
 export * from "./pipeline/index.js";
 export { checkModelOptions, MODEL_DTYPES } from "./models/options.js";
+
+// Training runs (sdtune train).
+export { train } from "./train/run.js";
+export type { TrainOptions, TrainProgress, TrainResult } from "./train/run.js";
