@@ -1,24 +1,28 @@
 #!/usr/bin/env node
-// One-step setup, run by both README commands: system packages (Debian/Ubuntu),
-// npm dependencies, the native addon and the TypeScript. Idempotent, and quick
-// when there is nothing to do (it compares timestamps, it does not rebuild).
+// One-step setup, run by both README commands: system packages (Debian/Ubuntu;
+// with --test also Chromium for the report test), npm dependencies, the native
+// addon and the TypeScript. Idempotent, and quick when there is nothing to do
+// (it compares timestamps, it does not rebuild).
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { debianMissing, have } from "./native-requirements.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const quiet = process.argv.includes("--quiet");
 const say = (msg) => quiet || console.log(`[bootstrap] ${msg}`);
 
 // Packages the build needs, with what each is for.
-const systemPackages = [
+const buildPackages = [
   "libtorch-dev", // libtorch headers and libraries (CPU)
   "libgloo-dev", // headers that libtorch's CMake package requires
   "libopenblas0-pthread", // a fast BLAS; the reference BLAS is ~20x slower
   "cmake",
   "g++",
 ];
+// `--test` (npm test): the eval report test drives headless Chromium through playwright-core.
+const wantsBrowser = process.argv.includes("--test") && !process.env.SDTUNE_CHROMIUM;
 
 function run(cmd, args, options = {}) {
   const result = spawnSync(cmd, args, {
@@ -30,31 +34,22 @@ function run(cmd, args, options = {}) {
   return result.status ?? 1;
 }
 
-function have(cmd) {
-  return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
-}
-
-function missingDebianPackages() {
-  const result = spawnSync("dpkg-query", ["-W", "-f=${Package} ${Status}\n", ...systemPackages], { encoding: "utf8" });
-  const installed = new Set(
-    (result.stdout ?? "")
-      .split("\n")
-      .filter((line) => line.endsWith("install ok installed"))
-      .map((line) => line.split(" ")[0]),
-  );
-  return systemPackages.filter((p) => !installed.has(p));
-}
-
 function ensureSystemPackages() {
-  if (process.env.LIBTORCH || process.env.Torch_DIR) return say("using libtorch from LIBTORCH/Torch_DIR");
+  const ownTorch = Boolean(process.env.LIBTORCH || process.env.Torch_DIR);
+  if (ownTorch) say("using libtorch from LIBTORCH/Torch_DIR");
+  const browser = wantsBrowser && !have("chromium") ? ["chromium"] : [];
   if (!have("dpkg-query") || !have("apt-get")) {
-    if (!have("cmake") || !have("g++")) {
-      console.error("[bootstrap] sdtune needs cmake, a C++17 compiler and libtorch. Install them, and set LIBTORCH.");
+    const needs = [
+      !ownTorch && !(have("cmake") && have("g++")) && "cmake, a C++17 compiler and libtorch (LIBTORCH)",
+      browser.length > 0 && "chromium (or SDTUNE_CHROMIUM)",
+    ];
+    if (needs.some(Boolean)) {
+      console.error(`[bootstrap] sdtune needs ${needs.filter(Boolean).join(" and ")}; install them.`);
       process.exit(1);
     }
     return;
   }
-  const missing = missingDebianPackages();
+  const missing = [...(ownTorch ? [] : debianMissing(buildPackages)), ...browser];
   if (missing.length === 0) return;
   const command = `apt-get update && apt-get install -y --no-install-recommends ${missing.join(" ")}`;
   if (process.getuid?.() !== 0) {

@@ -1,37 +1,39 @@
 #!/usr/bin/env node
-// `npm run prebuild`: packs the built addon with prebuildify (through the
-// binding.gyp shim, which hands the build to cmake-js), then checks that no
-// libtorch library slipped into prebuilds/: users get libtorch from their system.
+// `npm run prebuild`: puts the addon built by the bootstrap (against this machine's
+// libtorch) into prebuilds/<platform>-<arch>/ with prebuildify, stripped, for the
+// package. prebuildify's own step would run `node-gyp rebuild`, which wipes build/
+// (and with it the cmake-js build tree) and moves the addon away; instead it gets a
+// staged copy and `true` as its compiler. No libtorch library is bundled: users get
+// libtorch from their system, and the install hook checks that the prebuild loads.
 import { spawnSync } from "node:child_process";
-import { readdirSync, statSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const run = (args, options = {}) => spawnSync(process.execPath, args, { cwd: root, stdio: "inherit", ...options });
+
+// The addon and the TypeScript, rebuilt only when their sources changed.
+if (run(["scripts/bootstrap.mjs", "--quiet"]).status !== 0) process.exit(1);
+
+const stage = mkdtempSync(join(tmpdir(), "sdtune-prebuild-"));
+mkdirSync(join(stage, "build", "Release"), { recursive: true });
+copyFileSync(join(root, "build", "Release", "sdtune.node"), join(stage, "build", "Release", "sdtune.node"));
+
+const out = join(root, "prebuilds", `${process.platform}-${process.arch}`);
+rmSync(out, { recursive: true, force: true }); // no stale prebuild from another build
 const prebuildify = join(root, "node_modules", "prebuildify", "bin.js");
-const result = spawnSync(
-  process.execPath,
-  [prebuildify, "--napi", "--strip", "--target", process.versions.node, "--name", "sdtune"],
-  {
-    cwd: root,
-    stdio: "inherit",
-    env: { ...process.env, npm_config_nodedir: process.env.npm_config_nodedir ?? "/usr" },
-  },
-);
+const args = [prebuildify, "--napi", "--strip", "--tag-libc", "--name", "sdtune", "--target", process.versions.node];
+const env = { ...process.env, PREBUILD_NODE_GYP: "true" };
+const result = run([...args, "--cwd", stage, "--out", root], { env });
+rmSync(stage, { recursive: true, force: true });
 if (result.status !== 0) process.exit(result.status ?? 1);
 
-const files = [];
-const visit = (dir) => {
-  for (const name of readdirSync(dir)) {
-    const full = join(dir, name);
-    if (statSync(full).isDirectory()) visit(full);
-    else files.push(full);
-  }
-};
-visit(join(root, "prebuilds"));
+const files = readdirSync(out).map((name) => join(out, name));
 const bundled = files.filter((f) => /lib(torch|c10|caffe2|gomp|cudart|nvrtc)[^/]*\.so/.test(f));
-if (bundled.length) {
-  console.error(`prebuild: libtorch libraries must not be bundled, found: ${bundled.join(", ")}`);
+if (bundled.length || files.length !== 1) {
+  console.error(`prebuild: expected one addon and no libtorch libraries, found: ${files.join(", ")}`);
   process.exit(1);
 }
 console.log(`prebuild: ${files.map((f) => f.slice(root.length + 1)).join(", ")}`);
