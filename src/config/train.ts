@@ -111,7 +111,7 @@ export const BucketSchema = z.strictObject({
   step: z.int().min(8).default(64),
 });
 
-const stageShape = {
+export const stageShape = {
   name: z.string().min(1).optional(),
   method: z.enum(["text-to-image", "dreambooth"]).default("text-to-image"),
   dataset: DatasetSchema,
