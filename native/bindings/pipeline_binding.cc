@@ -9,8 +9,8 @@
 
 #include "bindings/async.h"
 #include "bindings/common.h"
-#include "bindings/js_json.h"
 #include "bindings/progress.h"
+#include "bindings/scheduler_params.h"
 #include "bindings/tensor_handle.h"
 #include "bindings/text_encoder_handle.h"
 #include "bindings/unet_handle.h"
@@ -105,9 +105,9 @@ Napi::Value generate(const Napi::CallbackInfo& info) {
     Holders holders = readModels(info[0]);
     Napi::Object request = requireObject(info[1], "request");
     pipeline::GenerateRequest r = readRequest(request);
-    std::shared_ptr<sched::Sampler> sampler = sched::makeSampler(
-        getString(request, "sampler", "request"), toJson(request.Get("schedulerConfig"), "request.schedulerConfig"),
-        toJson(request.Get("schedulerOverrides"), "request.schedulerOverrides"));
+    std::shared_ptr<sched::Sampler> sampler =
+        sched::makeSampler(sched::samplerKind(getString(request, "sampler", "request")),
+                           readSchedulerParams(request.Get("schedulerParams"), "request.schedulerParams"));
     std::shared_ptr<ProgressSink> progress;
     std::shared_ptr<CancelToken> cancel;
     if (!info[2].IsUndefined() && !info[2].IsNull()) {

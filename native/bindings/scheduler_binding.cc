@@ -11,7 +11,7 @@
 #include "bindings/async.h"
 #include "bindings/common.h"
 #include "bindings/generator.h"
-#include "bindings/js_json.h"
+#include "bindings/scheduler_params.h"
 #include "bindings/tensor_handle.h"
 #include "sched/config.h"
 
@@ -30,7 +30,8 @@ int64_t toIndex(const Napi::Value& value, const char* what) {
 // Shared with in-flight workers, so a disposed handle never frees a sampler mid-step.
 struct SamplerBox {
   std::mutex mutex;
-  sched::ResolvedConfig resolved;
+  std::string name;
+  sched::SamplerKind kind = sched::SamplerKind::DDPM;
   std::unique_ptr<sched::Sampler> sampler;
 };
 
@@ -42,7 +43,6 @@ class SchedulerHandle : public Napi::ObjectWrap<SchedulerHandle> {
                                           StaticMethod<&SchedulerHandle::create>("create"),
                                           InstanceAccessor<&SchedulerHandle::name>("name"),
                                           InstanceAccessor<&SchedulerHandle::className>("className"),
-                                          InstanceAccessor<&SchedulerHandle::config>("config"),
                                           InstanceAccessor<&SchedulerHandle::order>("order"),
                                           InstanceAccessor<&SchedulerHandle::numInferenceSteps>("numInferenceSteps"),
                                           InstanceAccessor<&SchedulerHandle::numCalls>("numCalls"),
@@ -63,15 +63,15 @@ class SchedulerHandle : public Napi::ObjectWrap<SchedulerHandle> {
   explicit SchedulerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SchedulerHandle>(info) {}
 
  private:
-  // Scheduler.create(name, config, overrides?) -> Scheduler
+  // Scheduler.create(name, params) -> Scheduler; params: the config TypeScript resolved
   static Napi::Value create(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
       if (!info[0].IsString()) throw std::invalid_argument("sampler name must be a string");
       auto box = std::make_shared<SamplerBox>();
-      box->resolved = sched::resolveConfig(info[0].As<Napi::String>().Utf8Value(), toJson(info[1], "config"),
-                                           toJson(info[2], "overrides"));
-      box->sampler = sched::makeSampler(box->resolved.kind, box->resolved.config);
+      box->name = info[0].As<Napi::String>().Utf8Value();
+      box->kind = sched::samplerKind(box->name);
+      box->sampler = sched::makeSampler(box->kind, readSchedulerParams(info[1], "params"));
       Napi::Object object = addonData(env).constructors["Scheduler"].New({});
       Unwrap(object)->box_ = std::move(box);
       return object;
@@ -94,14 +94,9 @@ class SchedulerHandle : public Napi::ObjectWrap<SchedulerHandle> {
     });
   }
 
-  Napi::Value name(const Napi::CallbackInfo& info) {
-    return Napi::String::New(info.Env(), live(info.Env())->resolved.name);
-  }
+  Napi::Value name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), live(info.Env())->name); }
   Napi::Value className(const Napi::CallbackInfo& info) {
-    return Napi::String::New(info.Env(), sched::className(live(info.Env())->resolved.kind));
-  }
-  Napi::Value config(const Napi::CallbackInfo& info) {
-    return toJs(info.Env(), sched::effectiveConfig(live(info.Env())->resolved));
+    return Napi::String::New(info.Env(), sched::className(live(info.Env())->kind));
   }
   Napi::Value order(const Napi::CallbackInfo& info) {
     return locked(info, [&](sched::Sampler& s) { return Napi::Number::New(info.Env(), s.order()); });
@@ -201,7 +196,6 @@ class NoiseScheduleHandle : public Napi::ObjectWrap<NoiseScheduleHandle> {
         DefineClass(env, "NoiseSchedule",
                     {
                         StaticMethod<&NoiseScheduleHandle::create>("create"),
-                        InstanceAccessor<&NoiseScheduleHandle::config>("config"),
                         InstanceAccessor<&NoiseScheduleHandle::numTrainTimesteps>("numTrainTimesteps"),
                         InstanceAccessor<&NoiseScheduleHandle::predictionType>("predictionType"),
                         InstanceAccessor<&NoiseScheduleHandle::betas>("betas"),
@@ -218,15 +212,13 @@ class NoiseScheduleHandle : public Napi::ObjectWrap<NoiseScheduleHandle> {
   explicit NoiseScheduleHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NoiseScheduleHandle>(info) {}
 
  private:
-  // NoiseSchedule.create(config, overrides?) -> NoiseSchedule (DDPMScheduler.from_config semantics)
+  // NoiseSchedule.create(params) -> NoiseSchedule; params: DDPMScheduler.from_config, resolved in TypeScript
   static Napi::Value create(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
-      auto resolved = sched::resolveConfig("ddpm", toJson(info[0], "config"), toJson(info[1], "overrides"));
-      auto schedule = std::make_shared<const sched::NoiseSchedule>(resolved.config);
+      auto schedule = std::make_shared<const sched::NoiseSchedule>(readSchedulerParams(info[0], "params"));
       Napi::Object object = addonData(env).constructors["NoiseSchedule"].New({});
       Unwrap(object)->schedule_ = std::move(schedule);
-      Unwrap(object)->effective_ = sched::effectiveConfig(resolved);
       return object;
     });
   }
@@ -236,10 +228,6 @@ class NoiseScheduleHandle : public Napi::ObjectWrap<NoiseScheduleHandle> {
     return *schedule_;
   }
 
-  Napi::Value config(const Napi::CallbackInfo& info) {
-    live(info.Env());
-    return toJs(info.Env(), effective_);
-  }
   Napi::Value numTrainTimesteps(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env()).numTrainTimesteps()));
   }
@@ -282,7 +270,6 @@ class NoiseScheduleHandle : public Napi::ObjectWrap<NoiseScheduleHandle> {
   void dispose(const Napi::CallbackInfo&) { schedule_.reset(); }
 
   std::shared_ptr<const sched::NoiseSchedule> schedule_;
-  json::Value effective_;
 };
 
 // ---------------------------------------------------------------- registration

@@ -7,12 +7,11 @@
 
 #include "bindings/async.h"
 #include "bindings/common.h"
+#include "bindings/scheduler_params.h"
 #include "bindings/tensor_handle.h"
 #include "bindings/text_encoder_handle.h"
 #include "bindings/unet_handle.h"
 #include "bindings/vae_handle.h"
-#include "io/json.h"
-#include "sched/config.h"
 #include "train/trainer.h"
 
 namespace sdtune {
@@ -48,8 +47,7 @@ at::Tensor optionalTensor(const Napi::Object& o, const char* key, const std::str
 train::TrainerOptions readOptions(const Napi::Object& o) {
   const std::string what = "options";
   train::TrainerOptions options;
-  std::string config = getString(o, "noiseScheduleConfig", what);
-  options.noise = sched::resolveNoiseScheduleConfig(json::parse(config), json::Value{});
+  options.noise = readSchedulerParams(o.Get("noiseSchedule"), what + ".noiseSchedule");
   options.predictionType = options.noise.prediction_type;
   if (auto p = getOptionalString(o, "predictionType", what)) {
     if (*p == "epsilon")

@@ -1,7 +1,7 @@
 // Samplers: the inference side of a diffusers scheduler, one class per algorithm,
 // behind one interface a denoising loop drives by step index:
 //
-//   auto sampler = sched::makeSampler("dpmpp_2m", rawConfig, overrides);  // config.h
+//   auto sampler = sched::makeSampler(kind, resolvedConfig);  // resolved in TypeScript
 //   sampler->setTimesteps(25);
 //   latents = latents * sampler->initNoiseSigma();
 //   for (int64_t i = 0; i < sampler->numCalls(); ++i) {
@@ -121,11 +121,11 @@ class Sampler {
 
 // ---- the factory
 
-// Sampler names -> algorithm + preset overrides (see config.cc):
+// Sampler names (config.h maps them to algorithms; their presets are set in TypeScript):
 // ddpm, ddim, pndm, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras, dpm_multistep.
 const std::vector<std::string>& samplerNames();
 
-// Builds a sampler from a resolved config (config.h resolves raw JSON configs).
+// Builds a sampler from a resolved config (src/config/scheduler.ts resolves raw configs).
 std::unique_ptr<Sampler> makeSampler(SamplerKind kind, const SchedulerConfig& config);
 
 }  // namespace sdtune::sched

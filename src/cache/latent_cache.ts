@@ -16,9 +16,11 @@
 // ever overwritten. Random crops make a new box every step, so they cannot be
 // cached (kohya refuses them too). Flipped examples are cached as their own
 // variant: a flipped latent is not the latent of the flipped image.
-import { mkdir, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 
+import { writeFileAtomic } from "../io/atomic.js";
 import { native, type DType, type ProgressEvent } from "../native/index.js";
 import { readJsonFile } from "../models/files.js";
 import { parseVAEConfig } from "../models/config.js";
@@ -117,11 +119,12 @@ export class LatentCache {
     const root = join(dir, "latents", namespace);
     await mkdir(root, { recursive: true });
     // For people and `sdtune cache info`: the shards' own metadata is what counts.
-    await writeFile(
-      join(root, "namespace.json"),
-      JSON.stringify({ ...descriptor, vaeDir: options.vae, variant: options.variant ?? null }, null, 2),
-      { flag: "wx" },
-    ).catch(() => undefined);
+    const info = join(root, "namespace.json");
+    if (!existsSync(info))
+      await writeFileAtomic(
+        info,
+        JSON.stringify({ ...descriptor, vaeDir: options.vae, variant: options.variant ?? null }, null, 2),
+      ).catch(() => undefined); // informational only: a read-only cache still works
     const store = new ShardStore(root, "latents", namespace, descriptor, warner(options.onWarning), options.limits);
     await store.refresh();
     return new LatentCache(

@@ -6,6 +6,7 @@
 import { readdir, readFile, rm, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 
+import { isTempFile } from "../io/atomic.js";
 import { inspectSafetensors } from "../io/safetensors.js";
 import { resolveCacheDir } from "./dir.js";
 
@@ -38,7 +39,6 @@ export interface PruneResult {
 }
 
 const KINDS = ["latents", "text"] as const;
-const TEMP = /\.tmp-\d+-\w+$/;
 const TEMP_AGE_MS = 60 * 60 * 1000;
 
 /** What a cache folder holds, per namespace. */
@@ -99,7 +99,7 @@ export async function pruneCache(dir?: string, options: PruneOptions = {}): Prom
       const path = join(ns.dir, name);
       const s = await stat(path).catch(() => undefined);
       if (!s?.isFile()) continue;
-      if (TEMP.test(name)) {
+      if (isTempFile(name)) {
         if (now - s.mtimeMs > TEMP_AGE_MS) await remove(path, s.size);
         else kept++;
       } else if (name.endsWith(".safetensors")) {

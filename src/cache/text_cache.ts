@@ -8,9 +8,11 @@
 // empty caption, so it is cached; tag shuffling makes a new caption every step,
 // so it is refused (as kohya refuses cache_text_encoder_outputs with
 // shuffle_caption). Only valid while the text encoder is frozen.
-import { mkdir, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 
+import { writeFileAtomic } from "../io/atomic.js";
 import type { ProgressEvent, Tensor } from "../native/index.js";
 import { readJsonFile } from "../models/files.js";
 import { parseClipTextEncoderConfig } from "../models/clip_config.js";
@@ -94,11 +96,16 @@ export class TextEmbeddingCache {
     const namespace = sha256Hex(JSON.stringify(descriptor)).slice(0, 24);
     const root = join(dir, "text", namespace);
     await mkdir(root, { recursive: true });
-    await writeFile(
-      join(root, "namespace.json"),
-      JSON.stringify({ ...descriptor, textEncoderDir: options.textEncoder, tokenizerDir: options.tokenizer }, null, 2),
-      { flag: "wx" },
-    ).catch(() => undefined);
+    const info = join(root, "namespace.json");
+    if (!existsSync(info))
+      await writeFileAtomic(
+        info,
+        JSON.stringify(
+          { ...descriptor, textEncoderDir: options.textEncoder, tokenizerDir: options.tokenizer },
+          null,
+          2,
+        ),
+      ).catch(() => undefined); // informational only: a read-only cache still works
     const store = new ShardStore(root, "text", namespace, descriptor, warner(options.onWarning), options.limits);
     await store.refresh();
     return new TextEmbeddingCache(

@@ -5,21 +5,24 @@
 // model, the output folder, the dataset and the step count.
 import { z } from "zod";
 
-import { LR_SCHEDULES } from "../train/lr_schedule.js";
-
-/** Sampler names as src/sched spells them (checked here so a typo fails before training). */
-const SAMPLERS = [
-  "ddpm",
-  "ddim",
-  "pndm",
-  "euler",
-  "euler_ancestral",
-  "dpmpp_2m",
-  "dpmpp_2m_karras",
-  "dpm_multistep",
-] as const;
-const Sampler = z.enum(SAMPLERS);
 import { ConfigError, parseConfig } from "./errors.js";
+import { samplerNameSchema as Sampler } from "./scheduler.js";
+
+/** Learning-rate schedules (diffusers' get_scheduler names); src/train/lr_schedule.ts computes them. */
+export const LR_SCHEDULES = [
+  "constant",
+  "constant_with_warmup",
+  "linear",
+  "cosine",
+  "cosine_with_restarts",
+  "polynomial",
+] as const;
+export type LrScheduleName = (typeof LR_SCHEDULES)[number];
+
+/** The one refusal of the 8-bit optimizer (this build has no GPU kernels). */
+export const ADAMW8BIT_REFUSAL =
+  "optimizer adamw8bit needs the CUDA build (its block-wise 8-bit state is a GPU kernel); " +
+  "this build has no GPU path. Use optimizer: adamw.";
 
 export const LoraSchema = z.strictObject({
   rank: z.int().min(1).default(4).describe("LoRA rank r"),
@@ -108,7 +111,7 @@ export const BucketSchema = z.strictObject({
   step: z.int().min(8).default(64),
 });
 
-const stageShape = {
+export const stageShape = {
   name: z.string().min(1).optional(),
   method: z.enum(["text-to-image", "dreambooth"]).default("text-to-image"),
   dataset: DatasetSchema,
@@ -161,6 +164,9 @@ const stageShape = {
 };
 
 export const StageSchema = z.strictObject(stageShape).superRefine((stage, ctx) => {
+  if (stage.optimizer === "adamw8bit") {
+    ctx.addIssue({ code: "custom", path: ["optimizer"], message: ADAMW8BIT_REFUSAL });
+  }
   if (stage.cache_latents && !stage.center_crop) {
     ctx.addIssue({
       code: "custom",

@@ -4,17 +4,10 @@
 import { readFile } from "node:fs/promises";
 import { basename, extname, join, relative, resolve, sep } from "node:path";
 
+import { copyFileAtomic, writeFileAtomic } from "../io/atomic.js";
 import { normaliseExt } from "./captions.js";
 import { parseCsv } from "./csv.js";
-import {
-  compareStrings,
-  copyFileAtomic,
-  decodeCaption,
-  firstLine,
-  isImageFile,
-  walkFiles,
-  writeFileAtomic,
-} from "./files.js";
+import { compareStrings, decodeCaption, firstLine, isImageFile, walkFiles } from "./files.js";
 import { probeCandidates, type Candidate } from "./probe.js";
 import { DATA_DEFAULTS, DatasetError, type DatasetIssue, type OpenOptions } from "./types.js";
 

@@ -1,8 +1,8 @@
-// File helpers for the readers: folder walks, path safety, caption text decoding, atomic writes.
-import { createHash, randomBytes } from "node:crypto";
+// File helpers for the readers: folder walks, path safety, caption text decoding (atomic writes: src/io/atomic.ts).
+import { createHash } from "node:crypto";
 import type { Dirent } from "node:fs";
-import { copyFile, mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
-import { basename, dirname, extname, isAbsolute, join, posix, win32 } from "node:path";
+import { readdir } from "node:fs/promises";
+import { extname, isAbsolute, join, posix, win32 } from "node:path";
 
 /** Extensions the readers treat as images (as HF imagefolder does, limited to what sharp decodes). */
 export const IMAGE_EXTENSIONS = new Set([
@@ -97,32 +97,6 @@ export function decodeCaption(bytes: Uint8Array): { text: string; invalidUtf8: b
 export const firstLine = (text: string): string => (text.split(/\r?\n/, 1)[0] ?? "").trim();
 
 export const sha256 = (bytes: Uint8Array): string => createHash("sha256").update(bytes).digest("hex");
-
-/** Writes via a temp file in the same folder and a rename, so readers never see half a file. */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
-  try {
-    await writeFile(temp, data);
-    await rename(temp, path);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
-}
-
-/** Copies via a temp file and a rename. */
-export async function copyFileAtomic(from: string, to: string): Promise<void> {
-  await mkdir(dirname(to), { recursive: true });
-  const temp = join(dirname(to), `.${basename(to)}.${randomBytes(6).toString("hex")}.tmp`);
-  try {
-    await copyFile(from, temp);
-    await rename(temp, to);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
-}
 
 export function abortError(): Error {
   const error = new Error("the operation was cancelled");

@@ -10,7 +10,8 @@ import { basename, dirname, join } from "node:path";
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from "hyparquet";
 import { compressors } from "hyparquet-compressors";
 
-import { decodeCaption, safeJoin, sha256, throwIfAborted, walkFiles, writeFileAtomic } from "./files.js";
+import { writeFileAtomic } from "../io/atomic.js";
+import { decodeCaption, safeJoin, sha256, throwIfAborted, walkFiles } from "./files.js";
 import type { ReaderResult } from "./imagefolder.js";
 import type { Candidate } from "./probe.js";
 import { inferSplits } from "./splits.js";

@@ -10,10 +10,10 @@
 //
 // Every write is atomic (temp file + rename), so a crash never leaves a
 // half-written ref or link, and Python and sdtune can share one cache.
-import { randomBytes } from "node:crypto";
-import { copyFile, lstat, mkdir, readFile, readdir, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { copyFile, lstat, mkdir, readFile, readdir, rm, stat, symlink } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 
+import { isTempFile, moveIntoPlace, tempPathFor, writeFileAtomic as writeAtomic } from "../io/atomic.js";
 import { onDisk } from "./errors.js";
 import { COMMIT_HASH } from "./repo.js";
 
@@ -24,8 +24,6 @@ export const pointerPath = (storage: string, commit: string, path: string): stri
 const noExistPath = (storage: string, commit: string, path: string): string =>
   join(storage, ".no_exist", commit, ...path.split("/"));
 
-const tempName = (path: string): string => `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-
 async function exists(path: string): Promise<boolean> {
   try {
     await stat(path); // follows symlinks: a dangling link does not count
@@ -35,19 +33,9 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Writes a small file atomically (temp file in the same folder, then rename). */
+/** Writes a small file atomically (src/io/atomic.ts), a disk error naming the file. */
 export async function writeFileAtomic(path: string, contents: string): Promise<void> {
-  await onDisk(path, "writing", async () => {
-    await mkdir(dirname(path), { recursive: true });
-    const tmp = tempName(path);
-    try {
-      await writeFile(tmp, contents);
-      await rename(tmp, path);
-    } catch (error) {
-      await rm(tmp, { force: true });
-      throw error;
-    }
-  });
+  await onDisk(path, "writing", () => writeAtomic(path, contents));
 }
 
 /** The commit for a revision: the revision itself if it is a full hash, else refs/<revision>. */
@@ -83,11 +71,11 @@ let symlinksWork: boolean | undefined;
 export async function linkSnapshotFile(blob: string, pointer: string): Promise<void> {
   await onDisk(pointer, "linking", async () => {
     await mkdir(dirname(pointer), { recursive: true });
-    const tmp = tempName(pointer);
+    const tmp = tempPathFor(pointer);
     if (symlinksWork !== false) {
       try {
         await symlink(relative(dirname(pointer), blob), tmp);
-        await rename(tmp, pointer);
+        await moveIntoPlace(tmp, pointer, { syncFile: false });
         symlinksWork = true;
         return;
       } catch (error) {
@@ -98,7 +86,7 @@ export async function linkSnapshotFile(blob: string, pointer: string): Promise<v
       }
     }
     await copyFile(blob, tmp);
-    await rename(tmp, pointer);
+    await moveIntoPlace(tmp, pointer);
   });
 }
 
@@ -139,7 +127,7 @@ async function walkFiles(root: string): Promise<Set<string>> {
       const full = join(dir, entry.name);
       const rel = prefix + entry.name;
       if (entry.isDirectory()) await walk(full, `${rel}/`);
-      else if (entry.name.includes(".tmp-"))
+      else if (isTempFile(entry.name))
         continue; // another writer's temp file
       else if (entry.isFile() || (entry.isSymbolicLink() && (await isFile(full)))) found.add(rel);
     }

@@ -6,9 +6,10 @@
 // blobs/<etag>; then snapshots/<commit>/<path> is linked to it.
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, rename, rm, truncate } from "node:fs/promises";
+import { mkdir, open, rm, truncate } from "node:fs/promises";
 import { dirname, join } from "node:path";
 
+import { moveIntoPlace } from "../io/atomic.js";
 import type { HubClient, RemoteFile } from "./api.js";
 import { blobExists, blobPath, fileSize, linkSnapshotFile, pointerPath } from "./cache.js";
 import { abortError, diskError, HubError, httpError, networkError, onDisk } from "./errors.js";
@@ -86,7 +87,8 @@ async function downloadBlob(
       await backoff(attempt, client.signal);
     }
   }
-  await onDisk(blob, "storing", () => rename(incomplete, blob));
+  // Already fsynced; a failed move keeps the partial file for the next call.
+  await onDisk(blob, "storing", () => moveIntoPlace(incomplete, blob, { syncFile: false, keepOnError: true }));
 }
 
 /** What an earlier attempt left in the .incomplete file, hashed so far. */

@@ -8,8 +8,9 @@
 // or an index plus its shards). Pickled weights are never fetched. With a
 // variant, a component that has no weights of that variant uses its plain ones,
 // as diffusers' from_pretrained does.
+import { CONVERT_FILE, CONVERT_MODEL, PICKLE, pickleRefusal } from "../io/pickle.js";
 import { WEIGHT_STEMS, findWeightFile } from "../models/files.js";
-import { PICKLE, globToRegExp, isGlob, matchesAny } from "./repo.js";
+import { globToRegExp, isGlob, matchesAny } from "./repo.js";
 
 /** The files of one commit, remote or cached. */
 export interface FileSet {
@@ -195,10 +196,11 @@ async function planWeights(
       problem(
         fs,
         "pickle_only",
-        `${repoName}: ${folder}/ has only pickled weights (${pickles.join(", ")}). sdtune never downloads or loads pickles, ` +
-          "because loading one runs arbitrary code. Use a revision with safetensors weights (the hub's safetensors conversion bot " +
-          'often opened a pull request: try revision "refs/pr/<n>"), or convert once with Python: ' +
-          "`DiffusionPipeline.from_pretrained(id).save_pretrained(out, safe_serialization=True)` and load the folder `out`",
+        pickleRefusal(
+          `${repoName}: ${folder}/ has only pickled weights (${pickles.join(", ")})`,
+          "Use a revision with safetensors weights (the hub's safetensors conversion bot often opened a pull request: " +
+            `try revision "refs/pr/<n>"), or convert once with Python: ${CONVERT_MODEL} and load the folder \`out\``,
+        ),
         `${expected} (the cache has only pickled weights)`,
       ),
     );
@@ -277,9 +279,10 @@ function addPatterns(fs: FileSet, plan: Plan, required: string[], optional: stri
         problem(
           fs,
           "pickle_only",
-          `${repoName}: "${pattern}" exists only as pickled weights (${pickles.join(", ")}). sdtune never downloads or loads pickles, ` +
-            "because loading one runs arbitrary code. Use a revision with safetensors weights, or convert once with Python " +
-            "(`safetensors.torch.save_file(torch.load(f), out)`, or save_pretrained(out, safe_serialization=True))",
+          pickleRefusal(
+            `${repoName}: "${pattern}" exists only as pickled weights (${pickles.join(", ")})`,
+            `Use a revision with safetensors weights, or convert once with Python: ${CONVERT_FILE}`,
+          ),
           `${pattern} (the cache has only pickled weights)`,
         ),
       );

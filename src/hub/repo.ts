@@ -133,5 +133,3 @@ export function matchesAny(path: string, patterns: RegExp[]): boolean {
   return patterns.some((re) => re.test(path));
 }
 
-/** Pickled checkpoints: loading one runs arbitrary code, so they are never fetched. */
-export const PICKLE = /\.(bin|ckpt|pt|pth|pkl|pickle)$/i;

@@ -4,14 +4,14 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 
+import { CONVERT_FILE, CONVERT_MODEL, PICKLE, pickleFiles, pickleRefusal } from "../io/pickle.js";
+
 export interface WeightFileOptions {
   /** e.g. "fp16": prefer diffusion_pytorch_model.fp16.safetensors. */
   variant?: string;
   /** Told when the folder has no weights of `variant` and its plain weights are used instead. */
   onWarning?: (message: string) => void;
 }
-
-const PICKLE = /\.(bin|ckpt|pt|pth|pkl)$/;
 
 /** The weight file stems of diffusers (diffusion_pytorch_model) and transformers (model) folders. */
 export const WEIGHT_STEMS = ["diffusion_pytorch_model", "model"] as const;
@@ -62,13 +62,13 @@ export function resolveWeightFiles(dir: string, options: WeightFileOptions = {})
     }
   }
   if (found) return found.endsWith(".json") ? shardsFromIndex(join(dir, found)) : [join(dir, found)];
-  const pickles = [...entries].filter((e) => PICKLE.test(e)).sort();
+  const pickles = pickleFiles(entries);
   if (pickles.length) {
     throw new Error(
-      `${dir}: only pickled weights found (${pickles.join(", ")}). sdtune loads safetensors only, ` +
-        "because loading a pickle runs arbitrary code. Convert once with Python: " +
-        "`from diffusers import DiffusionPipeline; DiffusionPipeline.from_pretrained(path).save_pretrained(out, safe_serialization=True)` " +
-        "(or `safetensors.torch.save_file(torch.load(f), f.replace('.bin', '.safetensors'))` for a single file).",
+      pickleRefusal(
+        `${dir}: only pickled weights found (${pickles.join(", ")})`,
+        `Convert once with Python: ${CONVERT_MODEL} (or ${CONVERT_FILE} for a single file).`,
+      ),
     );
   }
   throw new Error(`${dir}: no weights found (expected diffusion_pytorch_model.safetensors or model.safetensors)`);

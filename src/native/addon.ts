@@ -6,6 +6,7 @@ import type {
   NativeClipTextConfig,
   NativeTextEncoder,
 } from "./clip.js";
+import type { SchedulerParams } from "../config/scheduler.js";
 import type { NativeClipPreprocessOptions, ResampleFilter } from "./image.js";
 import type { NativeLoraOps } from "./lora.js";
 import type { LoraFilesOps } from "./lora_files.js";
@@ -71,12 +72,12 @@ export interface NativeAddon {
   loraFiles: LoraFilesOps;
   Generator: new (seed?: number | bigint) => Generator;
   Scheduler: {
-    /** A sampler from a raw scheduler config plus overrides (diffusers from_config semantics). */
-    create(name: string, config: Record<string, unknown>, overrides?: Record<string, unknown>): Scheduler;
+    /** A sampler from a config resolved in TypeScript (src/config/scheduler.ts); src/sched attaches `config`. */
+    create(name: string, params: SchedulerParams | Record<string, unknown>): Omit<Scheduler, "config">;
   };
   NoiseSchedule: {
-    /** DDPMScheduler.from_config(config, **overrides)'s noise schedule. */
-    create(config: Record<string, unknown>, overrides?: Record<string, unknown>): NoiseSchedule;
+    /** The noise schedule of a resolved DDPMScheduler config; src/sched attaches `config`. */
+    create(params: SchedulerParams): Omit<NoiseSchedule, "config">;
   };
   samplerNames: readonly SamplerName[];
   UNet: { load(options: NativeModelLoadOptions<NativeUNetConfig>): Promise<NativeUNet> };

@@ -1,4 +1,5 @@
 // Native surface: pipeline (native/bindings/pipeline_binding.cc).
+import type { SchedulerParams } from "../config/scheduler.js";
 import type { NativeTextEncoder } from "./clip.js";
 import type { NativeUNet, NativeVAE } from "./models.js";
 import type { Tensor } from "./tensor.js";
@@ -36,8 +37,8 @@ export interface NativeGenerateRequest {
   tileSize?: number;
   tileOverlap?: number;
   sampler: string;
-  schedulerConfig: Record<string, unknown>;
-  schedulerOverrides?: Record<string, unknown>;
+  /** The scheduler config resolved for `sampler` (src/config/scheduler.ts). */
+  schedulerParams: SchedulerParams;
   /** Record per-step tensors (parity tests; every image in one batch). */
   capture?: boolean;
   /** Synchronize CUDA after each UNet call so timings.unet is exact (benchmarks). */

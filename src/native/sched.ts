@@ -1,9 +1,10 @@
 // Native surface: schedulers and random numbers.
 import type { DType, Tensor } from "./tensor.js";
 
-/** Sampler names; see src/sched and the README section "Samplers". */
-export type SamplerName =
-  "ddpm" | "ddim" | "pndm" | "euler" | "euler_ancestral" | "dpmpp_2m" | "dpmpp_2m_karras" | "dpm_multistep";
+import type { SamplerName } from "../config/scheduler.js";
+
+/** Sampler names (src/config/scheduler.ts); see the README section "Samplers". */
+export type { SamplerName };
 
 /** A value of a diffusers scheduler config (scheduler_config.json). */
 export type SchedulerConfigValue = string | number | boolean | null | number[];

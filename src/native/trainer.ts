@@ -1,10 +1,12 @@
 // Native surface: training (native/bindings/trainer_binding.cc).
+import type { SchedulerParams } from "../config/scheduler.js";
+import type { TrainerSettings } from "../config/trainer.js";
 import type { NativeTextEncoder } from "./clip.js";
 import type { NativeUNet, NativeVAE } from "./models.js";
-import type { AdamWOptions } from "./optim.js";
 import type { Tensor } from "./tensor.js";
 
-export interface NativeTrainerOptions {
+/** The settings a config decides (src/config/trainer.ts) plus what only the caller has. */
+export interface NativeTrainerOptions extends TrainerSettings {
   unet: NativeUNet;
   textEncoder?: NativeTextEncoder;
   vae?: NativeVAE;
@@ -14,18 +16,9 @@ export interface NativeTrainerOptions {
   groups: (
     { name: "unet" | "text_encoder"; params: [string, Tensor][] } | { name: "unet" | "text_encoder"; full: true }
   )[];
-  /** scheduler_config.json as JSON text: the DDPM training schedule. */
-  noiseScheduleConfig: string;
-  predictionType?: "epsilon" | "v_prediction";
-  snrGamma?: number;
-  noiseOffset?: number;
-  priorLossWeight?: number;
-  gradientAccumulationSteps?: number;
-  /** 0: measure the norm only. */
-  maxGradNorm?: number;
-  adamw?: AdamWOptions;
+  /** The DDPM training schedule, resolved in TypeScript (src/config/scheduler.ts). */
+  noiseSchedule: SchedulerParams;
   lossScaling?: { enabled: boolean; initScale?: number; growthInterval?: number };
-  ema?: { enabled: boolean; decay?: number; useWarmup?: boolean };
   seed?: number;
   /** true: latents = posterior sample (diffusers); false: the mean. */
   sampleLatents?: boolean;

@@ -9,8 +9,8 @@ import type { TextEncoder } from "../models/text_encoder.js";
 import type { UNet } from "../models/unet.js";
 import type { VAE } from "../models/vae.js";
 import { native, type NativeGenerateResult, type SamplerName, type Tensor } from "../native/index.js";
-import { defaultSamplerName, type SchedulerConfig } from "../sched/config.js";
-import { createScheduler, samplerNames } from "../sched/scheduler.js";
+import type { SchedulerConfig } from "../sched/config.js";
+import { resolveScheduler, samplerNames, schedulerFrom } from "../sched/scheduler.js";
 import { cancelTokenFor, disposeAll, tensorFrom } from "../tensor.js";
 import type { ClipTokenizer } from "../text/clip_tokenizer.js";
 import { resolveGenerateOptions, type GenerateOptions, type ModelFacts, type ResolvedGenerate } from "./options.js";
@@ -76,11 +76,11 @@ export async function generateImages(
 ): Promise<GenerateResult & { captured?: Record<string, Tensor> }> {
   const started = performance.now();
   const r = resolveGenerateOptions(options, modelFacts(ctx));
-  const sampler = r.scheduler ?? defaultSamplerName(ctx.schedulerConfig);
-  // Built here for its checks (overrides the sampler does not take fail now) and its effective config.
-  const scheduler = createScheduler(sampler, ctx.schedulerConfig, r.schedulerOptions);
-  const samplerLabel = a1111SamplerName(sampler, scheduler.config);
-  scheduler.dispose();
+  // Resolved once; built here for the sampler's own checks (unsupported values fail now).
+  const resolved = resolveScheduler(r.scheduler, ctx.schedulerConfig, r.schedulerOptions);
+  const sampler = resolved.name;
+  schedulerFrom(resolved).dispose();
+  const samplerLabel = a1111SamplerName(sampler, resolved.effective);
 
   const warnings: string[] = [];
   const warn = (message: string): void => {
@@ -112,8 +112,7 @@ export async function generateImages(
         returnLatents: options.returnLatents ?? false,
         tileSize: r.tileSize,
         sampler,
-        schedulerConfig: ctx.schedulerConfig,
-        schedulerOverrides: r.schedulerOptions,
+        schedulerParams: resolved.params,
         capture: debug.capture ?? false,
         syncTimings: debug.syncTimings ?? false,
       },

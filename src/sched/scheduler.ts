@@ -2,19 +2,19 @@
 // The math is native (native/sched); here: validation, defaults, and errors that
 // name the config file.
 import {
+  resolveSchedulerParams,
+  type ResolvedScheduler,
+  type SchedulerConfig,
+  type SchedulerOverrides,
+} from "../config/scheduler.js";
+import {
   native,
   type Generator,
   type NoiseSchedule as NativeNoiseSchedule,
   type SamplerName,
   type Scheduler,
 } from "../native/index.js";
-import {
-  defaultSamplerName,
-  parseSchedulerConfig,
-  parseSchedulerOverrides,
-  type SchedulerConfig,
-  type SchedulerOverrides,
-} from "./config.js";
+import { defaultSamplerName } from "./config.js";
 
 export type { Generator, SamplerName, Scheduler, SchedulerStepResult } from "../native/index.js";
 
@@ -34,14 +34,30 @@ export function createScheduler(
   config: SchedulerConfig | Record<string, unknown>,
   overrides: SchedulerOverrides = {},
 ): Scheduler {
+  return schedulerFrom(resolveScheduler(name, config, overrides));
+}
+
+/**
+ * The one parse of a scheduler config for a sampler (`name` undefined: the config's
+ * "_class_name"): what createScheduler builds and what the pipeline sends to native code.
+ */
+export function resolveScheduler(
+  name: SamplerName | undefined,
+  config: SchedulerConfig | Record<string, unknown>,
+  overrides: SchedulerOverrides = {},
+): ResolvedScheduler {
   const source = sourceOf(config);
-  const parsed = parseSchedulerConfig(config, source);
-  const sampler = name ?? defaultSamplerName({ ...parsed, _source: source });
+  const sampler = name ?? defaultSamplerName({ ...config, _source: source });
   if (!samplerNames().includes(sampler)) {
     throw new Error(`unknown sampler "${String(sampler)}"; valid samplers: ${samplerNames().join(", ")}`);
   }
-  const checked = parseSchedulerOverrides(overrides);
-  return withSource(source, () => native().Scheduler.create(sampler, parsed, checked));
+  return resolveSchedulerParams(sampler, config, overrides, source);
+}
+
+/** A sampler from a resolved config; `config` shows the effective values (diffusers key names). */
+export function schedulerFrom(resolved: ResolvedScheduler): Scheduler {
+  const handle = withSource(resolved.source, () => native().Scheduler.create(resolved.name, resolved.params));
+  return Object.defineProperty(handle, "config", { value: resolved.effective, enumerable: true }) as Scheduler;
 }
 
 /** The training-time noise schedule (betas, alphas_cumprod, addNoise, getVelocity, snr). */
@@ -50,10 +66,9 @@ export type NoiseSchedule = NativeNoiseSchedule;
 export const NoiseSchedule = {
   /** DDPMScheduler.from_config(config, **overrides), as the diffusers training scripts load it. */
   fromConfig(config: SchedulerConfig | Record<string, unknown>, overrides: SchedulerOverrides = {}): NoiseSchedule {
-    const source = sourceOf(config);
-    const parsed = parseSchedulerConfig(config, source);
-    const checked = parseSchedulerOverrides(overrides);
-    return withSource(source, () => native().NoiseSchedule.create(parsed, checked));
+    const resolved = resolveSchedulerParams("ddpm", config, overrides, sourceOf(config));
+    const handle = native().NoiseSchedule.create(resolved.params);
+    return Object.defineProperty(handle, "config", { value: resolved.effective, enumerable: true }) as NoiseSchedule;
   },
 };
 
@@ -73,7 +88,7 @@ function sourceOf(config: object): string {
   return typeof source === "string" ? source : "scheduler config";
 }
 
-// Native errors about config fields name the field; add the file it came from.
+// Native errors about config values (an unsupported combination) name the field; add the file it came from.
 function withSource<T>(source: string, create: () => T): T {
   try {
     return create();

@@ -5,10 +5,10 @@
 // and the next run removes. Only the newest `keep` checkpoints are kept.
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 
-import { syncDir, writeFileAtomic } from "../io/atomic.js";
+import { fsyncFile, syncDir, writeFileAtomic } from "../io/atomic.js";
 
 const MANIFEST = "manifest.json";
 const NAME = /^checkpoint-(\d+)$/;
@@ -159,16 +159,6 @@ function processAlive(pid: number): boolean {
     return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-async function fsyncFile(path: string): Promise<void> {
-  if (!(await stat(path)).isFile()) return;
-  const handle = await open(path, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 

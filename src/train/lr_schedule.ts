@@ -2,15 +2,9 @@
 // a multiplier of the base lr as a function of the number of optimizer steps
 // already taken (so a warmup's first update runs at lr 0, as in diffusers).
 
-export const LR_SCHEDULES = [
-  "constant",
-  "constant_with_warmup",
-  "linear",
-  "cosine",
-  "cosine_with_restarts",
-  "polynomial",
-] as const;
-export type LrScheduleName = (typeof LR_SCHEDULES)[number];
+import type { LrScheduleName } from "../config/train.js";
+
+export { LR_SCHEDULES, type LrScheduleName } from "../config/train.js";
 
 export interface LrScheduleOptions {
   name: LrScheduleName;

@@ -277,11 +277,6 @@ function isAlive(pid: number): boolean {
 /** Checks that need the whole config: refused before anything runs, with the stage named. */
 function preflight(config: TrainConfig): void {
   for (const [i, stage] of config.stages.entries()) {
-    if (stage.optimizer === "adamw8bit") {
-      throw new Error(
-        `stages[${i}] ("${stage.name}"): optimizer adamw8bit needs the CUDA build (its block-wise 8-bit state is a GPU kernel); use optimizer: adamw`,
-      );
-    }
     if (
       stage.cache_text_embeddings &&
       i > 0 &&

@@ -111,12 +111,6 @@ export function datasetSpecFor(stage: StageConfig, classDir: string | undefined)
 /** Trains one stage; the caller saves outputs and disposes the returned models. */
 export async function runStage(ctx: StageContext): Promise<StageOutcome> {
   const { stage, placement, signal } = ctx;
-  if (stage.optimizer === "adamw8bit") {
-    throw new Error(
-      `stage "${stage.name}": optimizer adamw8bit needs the CUDA build (its block-wise 8-bit state is a GPU kernel); ` +
-        "this build has no GPU path. Use optimizer: adamw.",
-    );
-  }
   const dir = stageDir(ctx.runDir, stage.name);
   await mkdir(dir, { recursive: true });
   const store = new CheckpointStore<StageCheckpointState>(join(dir, "checkpoints"), stage.checkpoints_total_limit);

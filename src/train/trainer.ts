@@ -1,10 +1,13 @@
 // The native training step over loaded models: a thin typed wrapper that
 // validates options before they cross into C++.
+import { resolveSchedulerParams } from "../config/scheduler.js";
+import { checkTrainerSettings } from "../config/trainer.js";
 import {
   native,
   type NativeStepResult,
   type NativeTrainBatch,
   type NativeTrainer,
+  type NativeTrainerOptions,
   type Tensor,
 } from "../native/index.js";
 import type { TextEncoder } from "../models/text_encoder.js";
@@ -14,28 +17,18 @@ import type { VAE } from "../models/vae.js";
 export type ParamGroupSpec =
   { name: "unet" | "text_encoder"; params: [string, Tensor][] } | { name: "unet" | "text_encoder"; full: true };
 
-export interface TrainerSpec {
+/** The native options with loaded models instead of handles and the scheduler config as read. */
+export interface TrainerSpec extends Omit<
+  NativeTrainerOptions,
+  "unet" | "textEncoder" | "vae" | "noiseSchedule" | "trainTextEncoder"
+> {
   unet: UNet;
   textEncoder?: TextEncoder;
   /** Needed only when batches carry pixels (not cached latents). */
   vae?: VAE;
-  /** vae/config.json's scaling_factor; needed when no VAE is given. */
-  vaeScalingFactor?: number;
   groups: ParamGroupSpec[];
   /** The model's scheduler/scheduler_config.json, parsed. */
   noiseScheduleConfig: Record<string, unknown>;
-  predictionType?: "epsilon" | "v_prediction";
-  snrGamma?: number;
-  noiseOffset?: number;
-  priorLossWeight?: number;
-  gradientAccumulationSteps?: number;
-  maxGradNorm?: number;
-  adamw?: { beta1?: number; beta2?: number; eps?: number; weightDecay?: number };
-  lossScaling?: { enabled: boolean; initScale?: number; growthInterval?: number };
-  ema?: { enabled: boolean; decay?: number; useWarmup?: boolean };
-  seed?: number;
-  sampleLatents?: boolean;
-  clipSkip?: number;
 }
 
 export type TrainBatch = NativeTrainBatch;
@@ -54,32 +47,20 @@ export class Trainer {
       throw new Error(`Trainer: duplicate parameter groups ${names.join(", ")}`);
     const trainTextEncoder = names.includes("text_encoder");
     if (trainTextEncoder && !spec.textEncoder) throw new Error("Trainer: training the text encoder needs textEncoder");
-    for (const [key, value] of Object.entries({
-      snrGamma: spec.snrGamma,
-      noiseOffset: spec.noiseOffset,
-      priorLossWeight: spec.priorLossWeight,
-      maxGradNorm: spec.maxGradNorm,
-    })) {
-      if (value !== undefined && !(Number.isFinite(value) && value >= 0)) {
-        throw new RangeError(`Trainer: ${key} must be a number >= 0, got ${value}`);
-      }
-    }
-    const accumulation = spec.gradientAccumulationSteps ?? 1;
-    if (!Number.isInteger(accumulation) || accumulation < 1) {
-      throw new RangeError(`Trainer: gradientAccumulationSteps must be an integer >= 1, got ${accumulation}`);
-    }
+    checkTrainerSettings(spec);
+    const noiseSchedule = resolveSchedulerParams("ddpm", spec.noiseScheduleConfig).params;
     const handle = await native().Trainer.create({
       unet: spec.unet.handle,
       textEncoder: spec.textEncoder?.handle,
       vae: spec.vae?.handle,
       vaeScalingFactor: spec.vaeScalingFactor ?? spec.vae?.scalingFactor,
       groups: spec.groups,
-      noiseScheduleConfig: JSON.stringify(spec.noiseScheduleConfig),
+      noiseSchedule,
       predictionType: spec.predictionType,
       snrGamma: spec.snrGamma,
       noiseOffset: spec.noiseOffset,
       priorLossWeight: spec.priorLossWeight,
-      gradientAccumulationSteps: accumulation,
+      gradientAccumulationSteps: spec.gradientAccumulationSteps,
       maxGradNorm: spec.maxGradNorm,
       adamw: spec.adamw,
       lossScaling: spec.lossScaling,

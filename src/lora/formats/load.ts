@@ -4,6 +4,7 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 
+import { CONVERT_FILE, PICKLE, pickleFiles, pickleRefusal } from "../../io/pickle.js";
 import { readSafetensors } from "../../io/safetensors.js";
 import { readJsonFile } from "../../models/files.js";
 import type { ProgressEvent, Tensor } from "../../native/index.js";
@@ -28,8 +29,6 @@ export interface LoadLoraOptions {
   signal?: AbortSignal;
   onProgress?: (event: ProgressEvent) => void;
 }
-
-const PICKLE = /\.(bin|ckpt|pt|pth|pkl)$/;
 
 /** Reads a LoRA: a .safetensors file in any supported format, or a folder holding one (or a PEFT adapter). */
 export async function loadLoraFile(path: string, options: LoadLoraOptions = {}): Promise<LoraWeights> {
@@ -96,12 +95,13 @@ function locate(path: string): { file: string; config?: string } {
 }
 
 function refusePickles(dir: string, entries: string[]): Error | undefined {
-  const pickles = entries.filter((e) => PICKLE.test(e));
+  const pickles = pickleFiles(entries);
   if (!pickles.length) return undefined;
   return new Error(
-    `${dir}: only pickled LoRA weights (${pickles.join(", ")}). sdtune reads safetensors only, because loading a ` +
-      "pickle runs arbitrary code. Convert once with Python: `import torch, safetensors.torch; " +
-      "safetensors.torch.save_file(torch.load(f), f.rsplit('.', 1)[0] + '.safetensors')`.",
+    pickleRefusal(
+      `${dir}: only pickled LoRA weights (${pickles.join(", ")})`,
+      `Convert once with Python: ${CONVERT_FILE}.`,
+    ),
   );
 }
 
