@@ -85,6 +85,13 @@ export const command: Command = {
         overrides,
         signal: controller.signal,
         onProgress: (event) => {
+          if (event.phase === "notice") {
+            // Damaged checkpoints passed over, the dataset report...: on its own lines, between bars.
+            bar?.done();
+            bar = undefined;
+            console.error(`${event.stage ? `${event.stage}: ` : ""}${String(event.message)}`);
+            return;
+          }
           if (event.phase === "download") {
             const e = event as { fileBytes?: number; file?: string };
             if (process.stderr.isTTY && e.file) {

@@ -6,7 +6,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, open, readdir, readFile, rm } from "node:fs/promises";
 import { hostname } from "node:os";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 
 import { parse as parseYaml, stringify as toYaml } from "yaml";
 
@@ -15,7 +15,7 @@ import { resolveTrainConfig, type TrainConfig } from "../config/train.js";
 import { resolveModel } from "../hub/index.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { native } from "../native/index.js";
-import { CheckpointStore } from "./checkpoints.js";
+import { CheckpointStore, type Checkpoint } from "./checkpoints.js";
 import { MetricsLog } from "./metrics.js";
 import { choosePlacement, type Placement } from "./precision.js";
 import { saveStageOutputs, type StageRecord } from "./outputs.js";
@@ -36,7 +36,11 @@ export interface TrainOptions {
   cacheDir?: string;
 }
 
-export type TrainProgress = StageProgress | { phase: "download" | "evaluate"; stage?: string; [key: string]: unknown };
+export type TrainProgress =
+  | StageProgress
+  | { phase: "download" | "evaluate"; stage?: string; [key: string]: unknown }
+  /** Something the user should read: a damaged checkpoint passed over, the dataset report... */
+  | { phase: "notice"; stage?: string; message: string; [key: string]: unknown };
 
 export interface TrainResult {
   outputDir: string;
@@ -120,7 +124,11 @@ async function trainLocked(resolved: TrainConfig, runDir: string, options: Train
   return { outputDir: runDir, config: resolved, stages: run.records, report };
 }
 
-/** Refuses to start over an existing run, and to resume one with changed settings. */
+/**
+ * Refuses to start over an existing run, and to resume one with changed settings (or whose
+ * settings cannot be compared). A folder whose run never saved anything (a start that failed
+ * or was stopped before its first checkpoint) is started over, saying so.
+ */
 async function checkResumable(
   resolved: TrainConfig,
   runDir: string,
@@ -128,13 +136,30 @@ async function checkResumable(
   progress: RunProgress,
 ): Promise<void> {
   const previous = await readPreviousConfig(runDir);
-  if (!options.resume && (previous || progress.stages.length > 0 || (await hasCheckpoints(runDir, resolved)))) {
+  const saved = progress.stages.length > 0 || (await hasCheckpoints(runDir, resolved));
+  if (!options.resume && saved) {
     throw new Error(
       `${runDir} already holds a training run. Resume it with --resume latest (resume: "latest"), ` +
         "or choose another output_dir; nothing there was changed.",
     );
   }
-  if (!options.resume || !previous) return;
+  if (!options.resume) {
+    if (previous) {
+      options.onProgress?.({
+        phase: "notice",
+        message: `${runDir} holds a run that never saved a checkpoint; starting it over`,
+      });
+    }
+    return;
+  }
+  if (!previous) {
+    if (!saved) throw new Error(`${runDir}: nothing to resume (no config.yaml, no checkpoint); start without --resume`);
+    throw new Error(
+      `${join(runDir, "config.yaml")} is missing, so the settings of the run being resumed cannot be compared ` +
+        "with this config. Put back the config.yaml that started the run (an exact resume needs the same " +
+        "settings), or start a new run in another output_dir.",
+    );
+  }
   const changed = changedKeys(previous, JSON.parse(JSON.stringify(resolved)) as Record<string, unknown>);
   if (changed.length) {
     throw new Error(
@@ -158,11 +183,9 @@ async function findResumePoint(
     return undefined;
   }
   const store = new CheckpointStore<StageCheckpointState>(join(stageDir(run.dir, current.name), "checkpoints"));
-  const checkpoint = resume === "latest" ? await store.latest() : await store.load(resolve(resume));
-  if (!checkpoint) {
-    if (resume !== "latest") throw new Error(`${resume}: not a checkpoint of stage "${current.name}"`);
-    return undefined;
-  }
+  const checkpoint =
+    resume === "latest" ? await newestCheckpoint(run, store, current.name) : await store.load(resolve(resume));
+  if (!checkpoint) return undefined;
   if (checkpoint.manifest.state.stage !== current.name) {
     throw new Error(
       `${checkpoint.dir}: a checkpoint of stage "${checkpoint.manifest.state.stage}", but the next stage to train is "${current.name}"`,
@@ -171,6 +194,33 @@ async function findResumePoint(
   // Resuming from an older checkpoint starts a new branch: newer ones are set aside, never used again.
   if (resume !== "latest") await store.abandonAfter(checkpoint.step);
   return { dir: checkpoint.dir, state: checkpoint.manifest.state };
+}
+
+/**
+ * `--resume latest`: the stage's newest valid checkpoint. Damaged newer ones are named and
+ * passed over; with checkpoints but none valid the resume fails, listing what it found; a
+ * stage that never saved one starts from step 0, saying so.
+ */
+async function newestCheckpoint(
+  run: Run,
+  store: CheckpointStore<StageCheckpointState>,
+  stage: string,
+): Promise<Checkpoint<StageCheckpointState> | undefined> {
+  const { checkpoint, damaged } = await store.newestValid();
+  const notice = (message: string): void => run.options.onProgress?.({ phase: "notice", stage, message });
+  const list = damaged.map((d) => `  ${basename(d.dir)}: ${d.reason}`).join("\n");
+  if (checkpoint) {
+    if (damaged.length) notice(`passing over damaged checkpoints:\n${list}\nresuming from ${checkpoint.dir}`);
+    return checkpoint;
+  }
+  if (damaged.length) {
+    throw new Error(
+      `--resume latest: stage "${stage}" has no valid checkpoint in ${store.dir}; found:\n${list}\n` +
+        "Resume from a checkpoint folder you trust with --resume DIR, or start a new run in another output_dir.",
+    );
+  }
+  notice(`stage "${stage}" has no checkpoint yet; training it from step 0`);
+  return undefined;
 }
 
 /** Trains one stage, saves its outputs and records it in progress.json. */
@@ -260,14 +310,27 @@ function changedKeys(before: Record<string, unknown>, after: Record<string, unkn
   return out;
 }
 
+/** The run folder's config.yaml; a damaged one is an error (it guards exact resumes). */
 async function readPreviousConfig(runDir: string): Promise<Record<string, unknown> | undefined> {
   const path = join(runDir, "config.yaml");
   if (!existsSync(path)) return undefined;
+  let parsed: unknown;
   try {
-    return JSON.parse(JSON.stringify(parseYaml(await readFile(path, "utf8")))) as Record<string, unknown>;
-  } catch {
-    return undefined;
+    parsed = JSON.parse(JSON.stringify(parseYaml(await readFile(path, "utf8")) ?? null));
+  } catch (error) {
+    throw garbledConfig(path, (error as Error).message.split("\n")[0]!);
   }
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed) || !("stages" in parsed)) {
+    throw garbledConfig(path, "not a resolved training config");
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function garbledConfig(path: string, why: string): Error {
+  return new Error(
+    `${path}: unreadable (${why}). It records the settings the run was started with, which a resume must ` +
+      "match: put back the original config.yaml, or start a new run in another output_dir.",
+  );
 }
 
 /**

@@ -11,6 +11,7 @@ import { CheckpointStore } from "./checkpoints.js";
 import type { MetricsLog } from "./metrics.js";
 import type { Placement } from "./precision.js";
 import { generateClassImages } from "./images.js";
+import { runPath } from "./paths.js";
 import { openBatches, type BatchSource } from "./stage_batches.js";
 import { STATE_FILE, trainLoop, type LoopState } from "./stage_loop.js";
 import { addTrainable, loadStageBase, type StageBase, type StageModels } from "./stage_models.js";
@@ -72,8 +73,9 @@ function defaultResolution(models: StageModels): number {
   return sampleSize * (models.vae?.scaleFactor ?? 8);
 }
 
+/** A stage's folder: `<runDir>/<stage>`, checked to lie inside the run folder. */
 export function stageDir(runDir: string, stage: string): string {
-  return join(runDir, stage);
+  return runPath(runDir, stage);
 }
 
 export function datasetSpecFor(stage: StageConfig, classDir: string | undefined): DatasetSpec {
@@ -148,7 +150,7 @@ const stageSeed = (ctx: StageContext): number => ctx.seed + 1000 * ctx.index;
 async function prepareDataset(ctx: StageContext, models: StageModels, resolution: number): Promise<Dataset> {
   const { stage, signal } = ctx;
   const classDir = stage.prior_preservation
-    ? (stage.prior_preservation.class_data_dir ?? join(ctx.runDir, "class_images", stage.name))
+    ? (stage.prior_preservation.class_data_dir ?? runPath(ctx.runDir, "class_images", stage.name))
     : undefined;
   const dataset = await openDataset(datasetSpecFor(stage, classDir), { signal });
   if (!stage.prior_preservation || dataset.classImagesNeeded === 0) return dataset;

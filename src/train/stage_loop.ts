@@ -3,6 +3,7 @@
 // against a loss that stays non-finite, and a clean stop on Ctrl-C at a step boundary.
 import { join } from "node:path";
 
+import { assertFinite } from "../io/finite.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import type { CheckpointStore } from "./checkpoints.js";
 import { validationSamples } from "./images.js";
@@ -152,10 +153,17 @@ async function recordStep(loop: StageLoop, state: LoopState, totals: StepTotals,
   });
 }
 
+/**
+ * In float32 a non-finite loss means the weights diverged: the run stops at once. With a loss
+ * scaler (float16) an overflow is the scaler's business, so only a loss that stays non-finite
+ * for MAX_NON_FINITE steps stops it.
+ */
 function refuseNonFinite(loop: StageLoop, state: LoopState): void {
-  if (state.nonFinite < MAX_NON_FINITE) return;
+  const limit = loop.ctx.placement.lossScaling ? MAX_NON_FINITE : 1;
+  if (state.nonFinite < limit) return;
   throw new Error(
-    `stage "${loop.ctx.stage.name}": the loss has not been finite for ${state.nonFinite} steps (step ${state.step}). ` +
+    `stage "${loop.ctx.stage.name}": the loss has not been finite for ${state.nonFinite} ` +
+      `step${state.nonFinite === 1 ? "" : "s"} (step ${state.step}). ` +
       "Lower learning_rate, use mixed_precision bf16 or no instead of fp16, or check the data; " +
       `the last good state is in ${loop.store.dir}.`,
   );
@@ -173,6 +181,12 @@ async function saveCheckpoint(loop: StageLoop, state: LoopState): Promise<string
   };
   const tensors = await loop.trainer.stateDict();
   try {
+    // Weights that diverged without a non-finite loss yet (e.g. a huge learning rate) are never saved.
+    assertFinite(
+      tensors,
+      `stage "${loop.ctx.stage.name}": at step ${state.step} the weights and optimizer state`,
+      `no checkpoint was saved; lower learning_rate. The last good state is in ${loop.store.dir}.`,
+    );
     const saved = await loop.store.save(state.step, manifestState, (folder) =>
       writeSafetensors(join(folder, STATE_FILE), tensors),
     );
