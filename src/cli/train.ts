@@ -137,6 +137,12 @@ class TrainProgressView {
   private downloading = false;
 
   show(event: TrainProgress): void {
+    if (event.phase === "notice") {
+      // Damaged checkpoints passed over, the dataset report...: on their own lines, between bars.
+      this.done();
+      console.error(`${event.stage ? `${event.stage}: ` : ""}${String(event.message)}`);
+      return;
+    }
     if (event.phase === "download") {
       const e = event as { fileBytes?: number; file?: string };
       if (process.stderr.isTTY && e.file) {

@@ -24,8 +24,27 @@ export const ADAMW8BIT_REFUSAL =
   "optimizer adamw8bit needs the CUDA build (its block-wise 8-bit state is a GPU kernel); " +
   "this build has no GPU path. Use optimizer: adamw.";
 
+/**
+ * Upper bounds on every size and count, checked before anything is allocated: generous for
+ * Stable Diffusion work (SDXL trains at 1024 px; LoRA ranks past 256 are rare), far below what
+ * would exhaust a machine or run for ever.
+ */
+export const TRAIN_LIMITS = {
+  loraRank: 1024,
+  side: 4096,
+  batchSize: 1024,
+  accumulation: 4096,
+  steps: 100_000_000,
+  repeats: 10_000,
+  classImages: 100_000,
+  inferenceSteps: 1000,
+  listLength: 1000,
+  tags: 1000,
+} as const;
+const L = TRAIN_LIMITS;
+
 export const LoraSchema = z.strictObject({
-  rank: z.int().min(1).default(4).describe("LoRA rank r"),
+  rank: z.int().min(1).max(L.loraRank).default(4).describe("LoRA rank r"),
   alpha: z.number().positive().optional().describe("LoRA alpha; the update is scaled by alpha / rank (default: rank)"),
   dropout: z.number().min(0).lt(1).default(0),
   init: z
@@ -56,41 +75,46 @@ export const DatasetSchema = z.strictObject({
     .string()
     .optional()
     .describe('caption sidecar extension (captions folders: default ".txt"; DreamBooth: only when given)'),
-  repeats: z.int().min(1).default(1).describe("how many times each image appears per epoch (kohya's repeats)"),
+  repeats: z
+    .int()
+    .min(1)
+    .max(L.repeats)
+    .default(1)
+    .describe("how many times each image appears per epoch (kohya's repeats)"),
 });
 
 export const PriorPreservationSchema = z.strictObject({
   class_prompt: z.string().min(1),
   class_data_dir: z.string().optional().describe("class images; generated with the base model when missing or too few"),
-  num_class_images: z.int().min(1).default(100),
+  num_class_images: z.int().min(1).max(L.classImages).default(100),
   prior_loss_weight: z.number().min(0).default(1),
-  sample_batch_size: z.int().min(1).default(4),
-  num_inference_steps: z.int().min(1).default(25),
+  sample_batch_size: z.int().min(1).max(L.batchSize).default(4),
+  num_inference_steps: z.int().min(1).max(L.inferenceSteps).default(25),
   guidance_scale: z.number().min(0).default(7.5),
   sampler: Sampler.optional(),
 });
 
 export const ValidationSchema = z.strictObject({
-  prompts: z.array(z.string()).min(1),
+  prompts: z.array(z.string()).min(1).max(L.listLength),
   negative_prompt: z.string().default(""),
-  every_n_steps: z.int().min(1).default(100),
-  seeds: z.array(z.int().min(0)).min(1).default([0]),
-  num_inference_steps: z.int().min(1).default(25),
+  every_n_steps: z.int().min(1).max(L.steps).default(100),
+  seeds: z.array(z.int().min(0)).min(1).max(L.listLength).default([0]),
+  num_inference_steps: z.int().min(1).max(L.inferenceSteps).default(25),
   guidance_scale: z.number().min(0).default(7.5),
   sampler: Sampler.optional(),
-  width: z.int().min(8).multipleOf(8).optional(),
-  height: z.int().min(8).multipleOf(8).optional(),
+  width: z.int().min(8).max(L.side).multipleOf(8).optional(),
+  height: z.int().min(8).max(L.side).multipleOf(8).optional(),
 });
 
 export const StageEvaluationSchema = z.strictObject({
-  prompts: z.array(z.string()).min(1),
+  prompts: z.array(z.string()).min(1).max(L.listLength),
   negative_prompt: z.string().default(""),
-  seeds: z.array(z.int().min(0)).min(1).default([0, 1, 2]),
+  seeds: z.array(z.int().min(0)).min(1).max(L.listLength).default([0, 1, 2]),
   sampler: Sampler.optional(),
-  num_inference_steps: z.int().min(1).default(25),
+  num_inference_steps: z.int().min(1).max(L.inferenceSteps).default(25),
   guidance_scale: z.number().min(0).default(7.5),
-  width: z.int().min(8).multipleOf(8).optional(),
-  height: z.int().min(8).multipleOf(8).optional(),
+  width: z.int().min(8).max(L.side).multipleOf(8).optional(),
+  height: z.int().min(8).max(L.side).multipleOf(8).optional(),
   clip_model: z.string().default("openai/clip-vit-large-patch14").describe("a CLIP folder or hub id for CLIP score"),
   include_base: z.boolean().default(true).describe("also generate with the stage's starting model, for comparison"),
   instance_images: z.string().optional().describe("DreamBooth: images for CLIP-I (default: the instance folder)"),
@@ -106,13 +130,32 @@ export const SaveSchema = z.strictObject({
 
 export const BucketSchema = z.strictObject({
   enabled: z.boolean().default(true),
-  min_side: z.int().min(64).default(256),
-  max_side: z.int().min(64).default(1024),
-  step: z.int().min(8).default(64),
+  min_side: z.int().min(64).max(L.side).default(256),
+  max_side: z.int().min(64).max(L.side).default(1024),
+  step: z.int().min(8).max(L.side).default(64),
 });
 
+/**
+ * A stage name becomes a folder and file names inside output_dir: portable characters only, so
+ * no name can climb out of the run ("../x"), nest folders ("a/b") or differ between systems.
+ */
+const StageName = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
+    'a stage name becomes a folder inside output_dir: use letters, digits, ".", "_" and "-", starting with a letter or digit (no "/", "\\", spaces or absolute paths)',
+  )
+  .refine((n) => !n.includes(".."), 'a stage name must not contain ".."')
+  .refine((n) => !n.endsWith("."), 'a stage name must not end with "." (Windows drops it)')
+  .refine(
+    (n) => !/^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$/i.test(n),
+    "a stage name must not be a reserved Windows device name (CON, NUL, COM1...)",
+  );
+
 export const stageShape = {
-  name: z.string().min(1).optional(),
+  name: StageName.optional(),
   method: z.enum(["text-to-image", "dreambooth"]).default("text-to-image"),
   dataset: DatasetSchema,
   instance_prompt: z.string().min(1).optional().describe("DreamBooth: the prompt with the subject's identifier"),
@@ -120,16 +163,16 @@ export const stageShape = {
   train_unet: z.enum(["lora", "full", "none"]).default("lora"),
   train_text_encoder: z.enum(["none", "lora", "full"]).default("none"),
   lora: LoraSchema.default(LoraSchema.parse({})),
-  resolution: z.int().min(8).multipleOf(8).optional().describe("default: the UNet's sample_size in pixels"),
+  resolution: z.int().min(8).max(L.side).multipleOf(8).optional().describe("default: the UNet's sample_size in pixels"),
   center_crop: z.boolean().default(false),
   random_flip: z.boolean().default(false),
   buckets: BucketSchema.optional(),
   caption_dropout: z.number().min(0).max(1).default(0),
   shuffle_tags: z.boolean().default(false),
-  keep_tags: z.int().min(0).default(0),
-  train_batch_size: z.int().min(1).default(1),
-  gradient_accumulation_steps: z.int().min(1).default(1),
-  max_train_steps: z.int().min(1),
+  keep_tags: z.int().min(0).max(L.tags).default(0),
+  train_batch_size: z.int().min(1).max(L.batchSize).default(1),
+  gradient_accumulation_steps: z.int().min(1).max(L.accumulation).default(1),
+  max_train_steps: z.int().min(1).max(L.steps),
   learning_rate: z
     .number()
     .positive()
@@ -137,7 +180,7 @@ export const stageShape = {
     .describe("default: 1e-4 for LoRA, 5e-6 for full fine-tuning (diffusers' DreamBooth script)"),
   text_encoder_learning_rate: z.number().positive().optional(),
   lr_scheduler: z.enum(LR_SCHEDULES).default("constant"),
-  lr_warmup_steps: z.int().min(0).default(0),
+  lr_warmup_steps: z.int().min(0).max(L.steps).default(0),
   lr_num_cycles: z.number().positive().optional(),
   lr_power: z.number().positive().default(1),
   optimizer: z.enum(["adamw", "adamw8bit"]).default("adamw"),
@@ -154,8 +197,8 @@ export const stageShape = {
   cache_text_embeddings: z.boolean().default(false),
   use_ema: z.boolean().default(false),
   ema_decay: z.number().min(0).max(1).default(0.9999),
-  checkpointing_steps: z.int().min(1).default(500),
-  checkpoints_total_limit: z.int().min(1).default(3),
+  checkpointing_steps: z.int().min(1).max(L.steps).default(500),
+  checkpoints_total_limit: z.int().min(1).max(L.listLength).default(3),
   validation: ValidationSchema.optional(),
   evaluate: StageEvaluationSchema.optional().describe(
     "evaluate the stage's result when it ends (CLIP score, grids, report)",

@@ -66,9 +66,43 @@ export async function evaluate(
   const config = parseEvalConfig(input);
   const outputDir = resolve(config.output_dir);
   const { signal, onProgress } = options;
+  const clock = phaseClock();
+  // 1. The variants' images: generated (mode B) or given (mode A).
+  const { variants, prompts } = await collectVariants(config, outputDir, options, clock.timed);
+  // 2. Scores.
+  const scored = await scoreAll(config, variants, prompts, options, clock.timed);
+  // 3. Grids, training curves, eval.json and the report.
+  onProgress?.({ phase: "grids", step: 0, total: 1 });
+  const grids = await clock.timed("grids", () =>
+    writeGrids(
+      outputDir,
+      prompts,
+      variants.map((v) => ({
+        name: v.name,
+        images: v.images.map((img, k) => ({ ...metricsImage(scored.metrics, v.name, k), path: img.path })),
+      })),
+      { cell: config.grid_cell, ...(signal ? { signal } : {}) },
+    ),
+  );
+  onProgress?.({ phase: "grids", step: 1, total: 1 });
+  const { curves, runs } = await summarizeRuns(config.runs, outputDir);
+  const result = buildResult(config, outputDir, { prompts, scored, grids, runs }, options);
+  onProgress?.({ phase: "report", step: 0, total: 1 });
+  const charts = await clock.timed("report", async () => ({
+    metrics: await metricCharts(result),
+    ...(await trainingCharts(curves.filter((c) => c.points.length > 0))),
+  }));
+  const files = await writeOutputs(config, outputDir, result, charts, clock);
+  onProgress?.({ phase: "report", step: 1, total: 1 });
+  return { result, outputDir, files };
+}
+
+type Timed = <T>(phase: string, work: () => Promise<T>) => Promise<T>;
+
+/** Seconds spent per phase (run-info.json), from when it was made. */
+function phaseClock(): { started: Date; timings: Record<string, number>; timed: Timed } {
   const timings: Record<string, number> = {};
-  const started = new Date();
-  const timed = async <T>(phase: string, work: () => Promise<T>): Promise<T> => {
+  const timed: Timed = async (phase, work) => {
     const t0 = performance.now();
     try {
       return await work();
@@ -76,13 +110,20 @@ export async function evaluate(
       timings[phase] = (timings[phase] ?? 0) + (performance.now() - t0) / 1000;
     }
   };
+  return { started: new Date(), timings, timed };
+}
 
-  // 1. The variants' images: generated (mode B) or given (mode A).
-  const variants: VariantInput[] = [];
-  let prompts: string[];
+/** Mode B generates each variant's images into output_dir; mode A reads the given folders. */
+async function collectVariants(
+  config: EvalConfig,
+  outputDir: string,
+  options: EvaluateOptions,
+  timed: Timed,
+): Promise<{ variants: VariantInput[]; prompts: string[] }> {
+  const { signal, onProgress } = options;
   if (config.generate) {
     const g = config.generate;
-    const generated = await timed("generate", () =>
+    const variants = await timed("generate", () =>
       generateVariants(g, outputDir, {
         device: config.device,
         ...(options.pipeline ? { pipeline: options.pipeline } : {}),
@@ -90,22 +131,36 @@ export async function evaluate(
         ...(onProgress ? { onProgress } : {}),
       }),
     );
-    variants.push(...generated);
-    prompts = [...new Set(g.prompts)];
-  } else {
-    const promptList = config.prompts_file ? await readPromptsFile(config.prompts_file) : undefined;
-    for (const [i, folder] of config.images!.entries()) {
-      const images = await readEvalImages(folder.path, {
-        ...(promptList ? { prompts: promptList } : {}),
-        ...(signal ? { signal } : {}),
-      });
-      variants.push({ name: folder.name ?? folderName(folder.path, i), source: folder.path, dir: folder.path, images });
-    }
-    prompts = [...new Set(variants.flatMap((v) => v.images.map((i) => i.prompt)))];
+    return { variants, prompts: [...new Set(g.prompts)] };
   }
-  const promptIndex = new Map(prompts.map((p, i) => [p, i]));
+  const promptList = config.prompts_file ? await readPromptsFile(config.prompts_file) : undefined;
+  const variants: VariantInput[] = [];
+  for (const [i, folder] of config.images!.entries()) {
+    const images = await readEvalImages(folder.path, {
+      ...(promptList ? { prompts: promptList } : {}),
+      ...(signal ? { signal } : {}),
+    });
+    variants.push({ name: folder.name ?? folderName(folder.path, i), source: folder.path, dir: folder.path, images });
+  }
+  return { variants, prompts: [...new Set(variants.flatMap((v) => v.images.map((i) => i.prompt)))] };
+}
 
-  // 2. Scores.
+interface Scored {
+  metrics: VariantMetrics[];
+  instanceCount: number | undefined;
+  clip: EvalResult["clip"];
+}
+
+/** CLIP scores (and CLIP-I against instance_images) of every variant. */
+async function scoreAll(
+  config: EvalConfig,
+  variants: VariantInput[],
+  prompts: string[],
+  options: EvaluateOptions,
+  timed: Timed,
+): Promise<Scored> {
+  const { signal, onProgress } = options;
+  const promptIndex = new Map(prompts.map((p, i) => [p, i]));
   const scorer =
     options.scorer ??
     (await ClipScorer.load(config.clip_model, {
@@ -118,11 +173,12 @@ export async function evaluate(
   const metrics: VariantMetrics[] = [];
   try {
     if (config.instance_images) {
-      const files = (await walkFiles(config.instance_images, signal)).filter(isImageFile);
-      if (files.length === 0) throw new Error(`instance_images ${config.instance_images} holds no images`);
+      const dir = config.instance_images;
+      const files = (await walkFiles(dir, signal)).filter(isImageFile);
+      if (files.length === 0) throw new Error(`instance_images ${dir} holds no images`);
       const tensor = await timed("clip", () =>
         scorer.embedImages(
-          files.map((f) => join(config.instance_images!, f)),
+          files.map((f) => join(dir, f)),
           { ...embed, onProgress: (e) => onProgress?.({ ...e, phase: "instance-images" }) },
         ),
       );
@@ -132,28 +188,25 @@ export async function evaluate(
       signal?.throwIfAborted();
       metrics.push(await timed("clip", () => scoreVariant(scorer, v, promptIndex, instance?.tensor, embed)));
     }
+    const clip = {
+      model: scorer.source,
+      projectionDim: scorer.model.config.projection_dim,
+      imageSize: scorer.model.config.vision_config.image_size,
+      dtype: config.clip_dtype,
+    };
+    return { metrics, instanceCount: instance?.count, clip };
   } finally {
     instance?.tensor.dispose();
     if (!options.scorer) scorer.dispose();
   }
+}
 
-  // 3. Grids, training curves, eval.json and the report.
-  onProgress?.({ phase: "grids", step: 0, total: 1 });
-  const grids = await timed("grids", () =>
-    writeGrids(
-      outputDir,
-      prompts,
-      variants.map((v) => ({
-        name: v.name,
-        images: v.images.map((img, k) => ({ ...metricsImage(metrics, v.name, k), path: img.path })),
-      })),
-      { cell: config.grid_cell, ...(signal ? { signal } : {}) },
-    ),
-  );
-  onProgress?.({ phase: "grids", step: 1, total: 1 });
-
-  const runPaths = [...config.runs];
-  const curves = await readRunCurves(runPaths);
+/** The training runs' loss curves, and a summary of each for eval.json. */
+async function summarizeRuns(
+  runPaths: readonly string[],
+  outputDir: string,
+): Promise<{ curves: Awaited<ReturnType<typeof readRunCurves>>; runs: RunSummary[] }> {
+  const curves = await readRunCurves([...runPaths]);
   const runs: RunSummary[] = curves.map((c) => {
     const last = c.points.at(-1);
     const report = join(c.file, "..", "report.html");
@@ -167,52 +220,64 @@ export async function evaluate(
       report: existsSync(report) ? toPosix(relative(outputDir, resolve(report))) : null,
     };
   });
+  return { curves, runs };
+}
+
+/** eval.json's content: a pure function of the inputs (no timestamps). */
+function buildResult(
+  config: EvalConfig,
+  outputDir: string,
+  parts: { prompts: string[]; scored: Scored; grids: EvalResult["grids"]; runs: RunSummary[] },
+  options: EvaluateOptions,
+): EvalResult {
   const { output_dir: _output, ...configForJson } = config;
-  const result: EvalResult = {
+  const { scored } = parts;
+  return {
     format: "sdtune-eval/1",
     title: config.title,
     mode: config.generate ? "generate" : "images",
     versions: versions(),
     config: configForJson as Record<string, unknown>,
-    clip: {
-      model: scorer.source,
-      projectionDim: scorer.model.config.projection_dim,
-      imageSize: scorer.model.config.vision_config.image_size,
-      dtype: config.clip_dtype,
-    },
+    clip: scored.clip,
     definitions: METRIC_DEFINITIONS,
-    prompts,
-    instanceImages: instance && config.instance_images ? { path: config.instance_images, count: instance.count } : null,
-    variants: metrics,
-    grids,
-    runs,
+    prompts: parts.prompts,
+    instanceImages:
+      scored.instanceCount !== undefined && config.instance_images
+        ? { path: config.instance_images, count: scored.instanceCount }
+        : null,
+    variants: scored.metrics,
+    grids: parts.grids,
+    runs: parts.runs,
     trainingReport: options.trainingReport ? toPosix(relative(outputDir, resolve(options.trainingReport))) : null,
   };
+}
 
-  onProgress?.({ phase: "report", step: 0, total: 1 });
-  const charts = await timed("report", async () => ({
-    metrics: await metricCharts(result),
-    ...(await trainingCharts(curves.filter((c) => c.points.length > 0))),
-  }));
+/** eval.json, report.html and run-info.json, each written atomically. */
+async function writeOutputs(
+  config: EvalConfig,
+  outputDir: string,
+  result: EvalResult,
+  charts: Parameters<typeof renderReport>[1],
+  clock: ReturnType<typeof phaseClock>,
+): Promise<EvaluateOutput["files"]> {
   const files = {
     evalJson: join(outputDir, "eval.json"),
     report: join(outputDir, "report.html"),
     runInfo: join(outputDir, "run-info.json"),
-    grids: grids.map((g) => join(outputDir, g.file)),
+    grids: result.grids.map((g) => join(outputDir, g.file)),
   };
   await writeFileAtomic(files.evalJson, `${JSON.stringify(result, null, 2)}\n`);
   await writeFileAtomic(files.report, renderReport(result, charts));
   const runInfo = {
-    started: started.toISOString(),
+    started: clock.started.toISOString(),
     finished: new Date().toISOString(),
-    seconds: Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, Math.round(v * 1000) / 1000])),
-    images: metrics.reduce((n, v) => n + v.images, 0),
+    seconds: Object.fromEntries(Object.entries(clock.timings).map(([k, v]) => [k, Math.round(v * 1000) / 1000])),
+    images: result.variants.reduce((n, v) => n + v.images, 0),
     device: config.device,
     threads: native().info().threads,
   };
   await writeFileAtomic(files.runInfo, `${JSON.stringify(runInfo, null, 2)}\n`);
-  onProgress?.({ phase: "report", step: 1, total: 1 });
-  return { result, outputDir, files };
+  return files;
 }
 
 /** Scores one variant: per-image raw CLIP score and, with instance images, CLIP-I. */

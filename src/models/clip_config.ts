@@ -4,6 +4,7 @@
 import { z } from "zod";
 
 import type { NativeClipModelConfig, NativeClipTextConfig, NativeClipVisionConfig } from "../native/index.js";
+import { checkModelSizes } from "./limits.js";
 
 /** hidden_act values the native encoder implements (transformers ACT2FN names). */
 export const CLIP_ACTIVATIONS = [
@@ -118,6 +119,7 @@ export interface ClipTextEncoderConfig {
  * one (as CLIPTextModel.from_pretrained reads them). `file` names the file in errors.
  */
 export function parseClipTextEncoderConfig(raw: unknown, file: string): ClipTextEncoderConfig {
+  checkModelSizes(raw, file);
   const object = asObject(raw, file, "");
   if (object.model_type === "clip") {
     return {
@@ -135,6 +137,7 @@ export function parseClipTextEncoderConfig(raw: unknown, file: string): ClipText
 
 /** A CLIPModel config.json. */
 export function parseClipConfig(raw: unknown, file: string): ClipConfig {
+  checkModelSizes(raw, file);
   const top = parseWith(clipConfigSchema, raw, file, "");
   const textRaw = top.text_config_dict ?? top.text_config ?? {};
   const visionRaw = top.vision_config_dict ?? top.vision_config ?? {};

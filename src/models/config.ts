@@ -5,6 +5,7 @@
 import { z } from "zod";
 
 import type { NativeUNetConfig, NativeVAEConfig } from "../native/index.js";
+import { checkModelSizes } from "./limits.js";
 
 const int = z.number().int();
 const positiveInt = int.positive();
@@ -203,6 +204,7 @@ const UP_TYPES = ["CrossAttnUpBlock2D", "UpBlock2D"];
 
 /** Parses a unet/config.json object (`file` names it in errors) and checks that sdtune can build it. */
 export function parseUNetConfig(raw: unknown, file: string): UNetConfig {
+  checkModelSizes(raw, file);
   const config = parseWith(unetConfigSchema, raw, file);
   for (const [field, unsupported, reason] of UNET_UNSUPPORTED) {
     if (unsupported(config[field])) throw new ConfigError(file, field, config[field], reason);
@@ -308,6 +310,7 @@ export function nativeUNetConfig(c: UNetConfig): NativeUNetConfig {
 
 /** Parses a vae/config.json object (`file` names it in errors) and checks that sdtune can build it. */
 export function parseVAEConfig(raw: unknown, file: string): VAEConfig {
+  checkModelSizes(raw, file);
   const config = parseWith(vaeConfigSchema, raw, file);
   const n = config.block_out_channels.length;
   config.down_block_types.forEach((t, i) => {

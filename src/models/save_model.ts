@@ -9,6 +9,7 @@ import { copyFile, link, mkdir, readdir, realpath, rename, rm, stat } from "node
 import { basename, dirname, join } from "node:path";
 
 import { syncDir } from "../io/atomic.js";
+import { assertFinite } from "../io/finite.js";
 import { inspectSafetensors, readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import type { DType, SafetensorsDType, Tensor } from "../native/index.js";
 import { resolveWeightFiles } from "./files.js";
@@ -109,6 +110,7 @@ async function writeComponent(
         entries.push([info.name, tensor]);
       }
     }
+    assertFinite(entries, `${target}: the model's weights`, "the model file was not written");
     await writeSafetensors(target, entries, { format: "pt" });
   } finally {
     for (const t of owned) t.dispose();

@@ -6,6 +6,7 @@ import { copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 
 import { writeFileAtomic } from "../io/atomic.js";
+import { assertFinite } from "../io/finite.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import type { ModelDType } from "../models/options.js";
 import { TextEncoder } from "../models/text_encoder.js";
@@ -65,7 +66,9 @@ export async function saveModel(
         tensors.push([name, t]);
       }
     }
-    await writeSafetensors(join(dir, `${stem}${variant}.safetensors`), tensors, { format: "pt" });
+    const target = join(dir, `${stem}${variant}.safetensors`);
+    assertFinite(tensors, `${target}: the model's weights`, "the model file was not written");
+    await writeSafetensors(target, tensors, { format: "pt" });
   } finally {
     disposeAll(
       converted,

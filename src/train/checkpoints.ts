@@ -2,7 +2,9 @@
 // into checkpoint-<step>.partial-<pid>/, every file fsynced, its manifest written
 // last, then the folder is renamed to checkpoint-<step>/. A process killed midway
 // (even with SIGKILL) leaves only a .partial folder, which `latest` never picks
-// and the next run removes. Only the newest `keep` checkpoints are kept.
+// and the next run removes. Only the newest `keep` checkpoints are kept. The manifest
+// carries a digest of everything in it (the files' hashes and the resume state), so an
+// edit to any byte of a checkpoint is found on load.
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
@@ -19,6 +21,14 @@ export interface CheckpointManifest<State> {
   /** file name -> sha256, checked when the checkpoint is loaded. */
   files: Record<string, string>;
   state: State;
+  /** sha256 of the manifest's other fields (see manifestDigest). */
+  digest: string;
+}
+
+/** A checkpoint folder that cannot be used, and why. */
+export interface DamagedCheckpoint {
+  dir: string;
+  reason: string;
 }
 
 export interface Checkpoint<State> {
@@ -51,7 +61,8 @@ export class CheckpointStore<State> {
       await fsyncFile(path);
       files[name] = await sha256File(path);
     }
-    const manifest: CheckpointManifest<State> = { step, createdAt: new Date().toISOString(), files, state };
+    const body = { step, createdAt: new Date().toISOString(), files, state };
+    const manifest: CheckpointManifest<State> = { ...body, digest: manifestDigest(body) };
     await writeFileAtomic(join(partial, MANIFEST), JSON.stringify(manifest, null, 2));
     await syncDir(partial);
     // Replacing an existing checkpoint of the same step: move the old one aside first.
@@ -76,15 +87,24 @@ export class CheckpointStore<State> {
 
   /** The newest complete checkpoint whose files match their manifest, or undefined. */
   async latest(): Promise<Checkpoint<State> | undefined> {
+    return (await this.newestValid()).checkpoint;
+  }
+
+  /**
+   * The newest valid checkpoint, and the newer ones passed over as damaged (disk trouble,
+   * manual edits), newest first, each with its reason: callers say what they skipped.
+   */
+  async newestValid(): Promise<{ checkpoint?: Checkpoint<State>; damaged: DamagedCheckpoint[] }> {
     const all = await this.list();
+    const damaged: DamagedCheckpoint[] = [];
     for (let i = all.length - 1; i >= 0; i--) {
       try {
-        return await this.load(all[i]!.dir);
-      } catch {
-        // A damaged checkpoint (disk trouble, manual edits) is skipped in favour of an older one.
+        return { checkpoint: await this.load(all[i]!.dir), damaged };
+      } catch (error) {
+        damaged.push({ dir: all[i]!.dir, reason: (error as Error).message });
       }
     }
-    return undefined;
+    return { damaged };
   }
 
   /** Loads and verifies one checkpoint folder. */
@@ -96,7 +116,7 @@ export class CheckpointStore<State> {
         `${folder}: not a complete checkpoint (no ${MANIFEST}); it may have been interrupted while saving`,
       );
     }
-    const manifest = JSON.parse(await readFile(manifestPath, "utf8")) as CheckpointManifest<State>;
+    const manifest = await readManifest<State>(manifestPath);
     for (const [name, hash] of Object.entries(manifest.files)) {
       const path = join(folder, name);
       if (!existsSync(path)) throw new Error(`${folder}: checkpoint file ${name} is missing`);
@@ -151,6 +171,35 @@ export class CheckpointStore<State> {
 async function crashTestPause(step: number): Promise<void> {
   const [at, ms] = (process.env.SDTUNE_CHECKPOINT_DELAY ?? "").split(":").map(Number);
   if (at === step && ms! > 0) await new Promise((r) => setTimeout(r, ms));
+}
+
+/** sha256 of a manifest's fields (in the order written), which covers the resume state too. */
+function manifestDigest(body: Omit<CheckpointManifest<unknown>, "digest">): string {
+  const { step, createdAt, files, state } = body;
+  return createHash("sha256").update(JSON.stringify({ step, createdAt, files, state })).digest("hex");
+}
+
+/** A manifest whose digest matches its content; throws naming the file otherwise. */
+async function readManifest<State>(path: string): Promise<CheckpointManifest<State>> {
+  let manifest: CheckpointManifest<State>;
+  try {
+    manifest = JSON.parse(await readFile(path, "utf8")) as CheckpointManifest<State>;
+  } catch (error) {
+    throw new Error(`${path}: damaged (${(error as Error).message})`);
+  }
+  if (!manifest || typeof manifest !== "object" || typeof manifest.digest !== "string") {
+    throw new Error(`${path}: damaged or written by an older sdtune (no digest); this checkpoint cannot be verified`);
+  }
+  const valid =
+    typeof manifest.step === "number" &&
+    manifest.files !== null &&
+    typeof manifest.files === "object" &&
+    manifest.state !== null &&
+    typeof manifest.state === "object";
+  if (!valid || manifestDigest(manifest) !== manifest.digest) {
+    throw new Error(`${path}: damaged or edited (its content does not match its digest)`);
+  }
+  return manifest;
 }
 
 function processAlive(pid: number): boolean {

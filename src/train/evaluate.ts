@@ -8,6 +8,7 @@ import { evaluate } from "../eval/evaluate.js";
 import { runEvalDir } from "../eval/hooks.js";
 import type { ProgressEvent } from "../native/index.js";
 import type { StageRecord } from "./outputs.js";
+import { insideRun } from "./paths.js";
 import type { Placement } from "./precision.js";
 import type { StageBase } from "./stage_models.js";
 
@@ -36,7 +37,7 @@ export async function evaluateStage(
   const dtype = placement.weightDtype;
   await evaluate(
     {
-      output_dir: runEvalDir(runDir, stage.name),
+      output_dir: insideRun(runDir, runEvalDir(runDir, stage.name)),
       title: `Evaluation of stage "${stage.name}" of ${runDir}`,
       clip_model: e.clip_model,
       device: placement.device,

@@ -26,7 +26,6 @@ export interface StageRecord {
 
 export async function saveStageOutputs(outcome: StageOutcome, ctx: StageContext): Promise<StageRecord> {
   const { stage } = ctx;
-  const { models, trainer } = outcome;
   const dir = stageDir(ctx.runDir, stage.name);
   const record: StageRecord = {
     name: stage.name,
@@ -35,77 +34,98 @@ export async function saveStageOutputs(outcome: StageOutcome, ctx: StageContext)
     loraFiles: {},
     metricsLines: 0,
   };
-  const lora = { unet: models.unet, textEncoder: models.textEncoder };
-
-  if (models.loraName) {
-    const weights = await extractLora(lora, models.loraName);
-    try {
-      const resolution = stage.resolution ?? Number(models.unet.config.sample_size) * (models.vae?.scaleFactor ?? 8);
-      const kohya = kohyaTrainingMetadata({
-        outputName: stage.name,
-        learningRate: stage.learning_rate,
-        unetLr: stage.train_unet === "lora" ? stage.learning_rate : null,
-        textEncoderLr:
-          stage.train_text_encoder === "lora" ? (stage.text_encoder_learning_rate ?? stage.learning_rate) : null,
-        numTrainImages: outcome.dataset.items.filter((i) => i.role !== "class").length,
-        numRegImages: outcome.dataset.items.filter((i) => i.role === "class").length,
-        steps: outcome.steps,
-        maxTrainSteps: stage.max_train_steps,
-        batchSizePerDevice: stage.train_batch_size,
-        gradientAccumulationSteps: stage.gradient_accumulation_steps,
-        gradientCheckpointing: stage.gradient_checkpointing,
-        lrScheduler: stage.lr_scheduler,
-        lrWarmupSteps: stage.lr_warmup_steps,
-        maxGradNorm: stage.max_grad_norm,
-        mixedPrecision: ctx.placement.mixedPrecision,
-        seed: ctx.seed,
-        resolution: [resolution, resolution],
-        noiseOffset: stage.noise_offset || null,
-        minSnrGamma: stage.snr_gamma ?? null,
-        priorLossWeight: stage.prior_preservation?.prior_loss_weight,
-        flipAug: stage.random_flip,
-        shuffleCaption: stage.shuffle_tags,
-        keepTokens: stage.keep_tags,
-      });
-      for (const format of stage.save.lora_formats) {
-        const path =
-          format === "kohya"
-            ? join(dir, "lora", `${stage.name}.safetensors`)
-            : join(dir, "lora", format, "pytorch_lora_weights.safetensors");
-        await saveLora(path, weights, { format, metadata: format === "kohya" ? kohya : { sdtune_stage: stage.name } });
-        record.loraFiles[format] = path;
-      }
-    } finally {
-      disposeLora(weights);
-    }
-  }
-
+  if (outcome.models.loraName) record.loraFiles = await saveLoraFiles(outcome, ctx, dir);
   const full = stage.train_unet === "full" || stage.train_text_encoder === "full" || stage.save.full_model;
-  if (full) {
-    const out = join(dir, "model");
-    const wholeModels = stage.train_unet === "full" || stage.train_text_encoder === "full";
-    if (!wholeModels && record.loraFiles) {
-      // A LoRA stage: merged into the float32 base files, not into the half-precision copies trained on.
-      const trained = record.loraFiles.kohya ?? record.loraFiles.diffusers ?? record.loraFiles.peft!;
-      await mergeLoraIntoModel({
-        base: ctx.base.modelDir,
-        loras: [...ctx.base.loras, trained].map((path) => ({ path })),
-        out,
-        variant: ctx.variant,
-        force: true,
-      });
-    } else {
-      if (models.loraName) await fuseLora(lora, { names: [models.loraName], permanent: true });
-      const overrides = await trainedWeights(trainer, stage.use_ema);
-      try {
-        await saveDiffusersModel({ base: ctx.base.modelDir, out, models: lora, variant: ctx.variant, overrides });
-      } finally {
-        for (const map of Object.values(overrides)) for (const t of map.values()) t.dispose();
-      }
-    }
-    record.fullModel = out;
-  }
+  if (full) record.fullModel = await saveFullModel(outcome, ctx, join(dir, "model"), record.loraFiles);
   return record;
+}
+
+/** The trained LoRA in each of save.lora_formats; returns format -> file. */
+async function saveLoraFiles(outcome: StageOutcome, ctx: StageContext, dir: string): Promise<StageRecord["loraFiles"]> {
+  const { stage } = ctx;
+  const { models } = outcome;
+  const files: StageRecord["loraFiles"] = {};
+  const weights = await extractLora({ unet: models.unet, textEncoder: models.textEncoder }, models.loraName!);
+  try {
+    const kohya = kohyaMetadata(outcome, ctx);
+    for (const format of stage.save.lora_formats) {
+      const path =
+        format === "kohya"
+          ? join(dir, "lora", `${stage.name}.safetensors`)
+          : join(dir, "lora", format, "pytorch_lora_weights.safetensors");
+      await saveLora(path, weights, { format, metadata: format === "kohya" ? kohya : { sdtune_stage: stage.name } });
+      files[format] = path;
+    }
+  } finally {
+    disposeLora(weights);
+  }
+  return files;
+}
+
+/** kohya's ss_* training metadata, so A1111 / ComfyUI users see how the LoRA was made. */
+function kohyaMetadata(outcome: StageOutcome, ctx: StageContext): Record<string, string> {
+  const { stage } = ctx;
+  const { models } = outcome;
+  const resolution = stage.resolution ?? Number(models.unet.config.sample_size) * (models.vae?.scaleFactor ?? 8);
+  return kohyaTrainingMetadata({
+    outputName: stage.name,
+    learningRate: stage.learning_rate,
+    unetLr: stage.train_unet === "lora" ? stage.learning_rate : null,
+    textEncoderLr:
+      stage.train_text_encoder === "lora" ? (stage.text_encoder_learning_rate ?? stage.learning_rate) : null,
+    numTrainImages: outcome.dataset.items.filter((i) => i.role !== "class").length,
+    numRegImages: outcome.dataset.items.filter((i) => i.role === "class").length,
+    steps: outcome.steps,
+    maxTrainSteps: stage.max_train_steps,
+    batchSizePerDevice: stage.train_batch_size,
+    gradientAccumulationSteps: stage.gradient_accumulation_steps,
+    gradientCheckpointing: stage.gradient_checkpointing,
+    lrScheduler: stage.lr_scheduler,
+    lrWarmupSteps: stage.lr_warmup_steps,
+    maxGradNorm: stage.max_grad_norm,
+    mixedPrecision: ctx.placement.mixedPrecision,
+    seed: ctx.seed,
+    resolution: [resolution, resolution],
+    noiseOffset: stage.noise_offset || null,
+    minSnrGamma: stage.snr_gamma ?? null,
+    priorLossWeight: stage.prior_preservation?.prior_loss_weight,
+    flipAug: stage.random_flip,
+    shuffleCaption: stage.shuffle_tags,
+    keepTokens: stage.keep_tags,
+  });
+}
+
+/** A complete diffusers folder at `out`: the LoRA merged into the base files, or the fine-tuned weights. */
+async function saveFullModel(
+  outcome: StageOutcome,
+  ctx: StageContext,
+  out: string,
+  loraFiles: StageRecord["loraFiles"],
+): Promise<string> {
+  const { stage } = ctx;
+  const { models, trainer } = outcome;
+  const wholeModels = stage.train_unet === "full" || stage.train_text_encoder === "full";
+  if (!wholeModels) {
+    // A LoRA stage: merged into the float32 base files, not into the half-precision copies trained on.
+    const trained = loraFiles.kohya ?? loraFiles.diffusers ?? loraFiles.peft!;
+    await mergeLoraIntoModel({
+      base: ctx.base.modelDir,
+      loras: [...ctx.base.loras, trained].map((path) => ({ path })),
+      out,
+      variant: ctx.variant,
+      force: true,
+    });
+    return out;
+  }
+  const lora = { unet: models.unet, textEncoder: models.textEncoder };
+  if (models.loraName) await fuseLora(lora, { names: [models.loraName], permanent: true });
+  const overrides = await trainedWeights(trainer, stage.use_ema);
+  try {
+    await saveDiffusersModel({ base: ctx.base.modelDir, out, models: lora, variant: ctx.variant, overrides });
+  } finally {
+    for (const map of Object.values(overrides)) for (const t of map.values()) t.dispose();
+  }
+  return out;
 }
 
 /**

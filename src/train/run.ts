@@ -6,7 +6,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, open, readdir, readFile, rm } from "node:fs/promises";
 import { hostname } from "node:os";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 
 import { parse as parseYaml, stringify as toYaml } from "yaml";
 
@@ -15,13 +15,13 @@ import { resolveTrainConfig, type TrainConfig } from "../config/train.js";
 import { resolveModel } from "../hub/index.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { native } from "../native/index.js";
-import { CheckpointStore } from "./checkpoints.js";
+import { CheckpointStore, type Checkpoint } from "./checkpoints.js";
 import { MetricsLog } from "./metrics.js";
 import { choosePlacement, type Placement } from "./precision.js";
 import { saveStageOutputs, type StageRecord } from "./outputs.js";
 import { writeTrainingReport } from "./report.js";
 import { evaluateStage } from "./evaluate.js";
-import { runStage, stageDir, type StageCheckpointState, type StageProgress } from "./stage.js";
+import { runStage, stageDir, type StageCheckpointState, type StageContext, type StageProgress } from "./stage.js";
 import type { StageBase } from "./stage_models.js";
 
 export interface TrainOptions {
@@ -36,7 +36,11 @@ export interface TrainOptions {
   cacheDir?: string;
 }
 
-export type TrainProgress = StageProgress | { phase: "download" | "evaluate"; stage?: string; [key: string]: unknown };
+export type TrainProgress =
+  | StageProgress
+  | { phase: "download" | "evaluate"; stage?: string; [key: string]: unknown }
+  /** Something the user should read: a damaged checkpoint passed over, the dataset report... */
+  | { phase: "notice"; stage?: string; message: string; [key: string]: unknown };
 
 export interface TrainResult {
   outputDir: string;
@@ -70,124 +74,201 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
   }
 }
 
+/** What the steps of a run share. */
+interface Run {
+  config: TrainConfig;
+  dir: string;
+  options: TrainOptions;
+  placement: Placement;
+  progress: RunProgress;
+  /** The stages' records so far, in order (finished ones from progress.json, then new ones). */
+  records: StageRecord[];
+}
+
 async function trainLocked(resolved: TrainConfig, runDir: string, options: TrainOptions): Promise<TrainResult> {
-  const { signal } = options;
-  const progressPath = join(runDir, PROGRESS);
-  const progress = await readProgress(progressPath);
+  const progress = await readProgress(join(runDir, PROGRESS));
+  await checkResumable(resolved, runDir, options, progress);
+  await writeFileAtomic(join(runDir, "config.yaml"), toYaml(resolved));
+  const placement = choosePlacement(resolved.device, resolved.mixed_precision);
+  await writeFileAtomic(join(runDir, "run.json"), JSON.stringify(runInfo(placement), null, 2));
+  const modelDir = await resolveModel(resolved.model, {
+    revision: resolved.revision,
+    variant: resolved.variant,
+    signal: options.signal,
+    onProgress: (e) => options.onProgress?.({ ...e, phase: "download" }),
+  });
+  const run: Run = { config: resolved, dir: runDir, options, placement, progress, records: [] };
+  const done = new Map(progress.stages.map((s) => [s.name, s]));
+  // Where to pick up: the first unfinished stage, from its newest checkpoint (or a given one).
+  const current = resolved.stages.find((s) => !done.has(s.name));
+  const resumeFrom = await findResumePoint(run, current);
+  const keepLines = resumeFrom?.state.metricsLines ?? progress.stages.at(-1)?.metricsLines ?? 0;
+  const metrics = await MetricsLog.open(join(runDir, "metrics.jsonl"), options.resume ? keepLines : 0);
+
+  let base: StageBase = { modelDir, loras: [] };
+  for (const [index, stage] of resolved.stages.entries()) {
+    let record = done.get(stage.name);
+    if (record) {
+      run.records.push(record);
+    } else {
+      options.signal?.throwIfAborted();
+      const from = stage === current ? resumeFrom : undefined;
+      record = await trainStage(run, { stage, index, base, metrics, resumeFrom: from });
+      await writeTrainingReport(runDir, resolved, run.records);
+    }
+    // An evaluation interrupted after its stage finished runs on resume (its images resume).
+    if (stage.evaluate && !record.evaluated) await evaluateRecorded(run, stage, base, record);
+    base = nextBase(base, record);
+  }
+  const report = await writeTrainingReport(runDir, resolved, run.records);
+  return { outputDir: runDir, config: resolved, stages: run.records, report };
+}
+
+/**
+ * Refuses to start over an existing run, and to resume one with changed settings (or whose
+ * settings cannot be compared). A folder whose run never saved anything (a start that failed
+ * or was stopped before its first checkpoint) is started over, saying so.
+ */
+async function checkResumable(
+  resolved: TrainConfig,
+  runDir: string,
+  options: TrainOptions,
+  progress: RunProgress,
+): Promise<void> {
   const previous = await readPreviousConfig(runDir);
-  if (!options.resume && (previous || progress.stages.length > 0 || (await hasCheckpoints(runDir, resolved)))) {
+  const saved = progress.stages.length > 0 || (await hasCheckpoints(runDir, resolved));
+  if (!options.resume && saved) {
     throw new Error(
       `${runDir} already holds a training run. Resume it with --resume latest (resume: "latest"), ` +
         "or choose another output_dir; nothing there was changed.",
     );
   }
-  if (options.resume && previous) {
-    const changed = changedKeys(previous, JSON.parse(JSON.stringify(resolved)) as Record<string, unknown>);
-    if (changed.length) {
-      throw new Error(
-        `${runDir}: the config differs from the run being resumed in ${changed.join(", ")}. An exact resume ` +
-          "needs the same settings: undo the change, or start a new run in another output_dir. " +
-          `(Only ${RESUME_SAFE_KEYS.join(", ")} may change between resumes.)`,
-      );
-    }
-  }
-  await writeFileAtomic(join(runDir, "config.yaml"), toYaml(resolved));
-  const placement = choosePlacement(resolved.device, resolved.mixed_precision);
-  await writeFileAtomic(join(runDir, "run.json"), JSON.stringify(runInfo(placement), null, 2));
-
-  const modelDir = await resolveModel(resolved.model, {
-    revision: resolved.revision,
-    variant: resolved.variant,
-    signal,
-    onProgress: (e) => options.onProgress?.({ ...e, phase: "download" }),
-  });
-
-  // Where to pick up: the first unfinished stage, from its newest checkpoint (or a given one).
-  const done = new Map(progress.stages.map((s) => [s.name, s]));
-  const current = resolved.stages.find((s) => !done.has(s.name));
-  let resumeFrom: { dir: string; state: StageCheckpointState } | undefined;
-  if (options.resume && current) {
-    const store = new CheckpointStore<StageCheckpointState>(join(stageDir(runDir, current.name), "checkpoints"));
-    const checkpoint = options.resume === "latest" ? await store.latest() : await store.load(resolve(options.resume));
-    if (checkpoint) {
-      if (checkpoint.manifest.state.stage !== current.name) {
-        throw new Error(
-          `${checkpoint.dir}: a checkpoint of stage "${checkpoint.manifest.state.stage}", but the next stage to train is "${current.name}"`,
-        );
-      }
-      resumeFrom = { dir: checkpoint.dir, state: checkpoint.manifest.state };
-      // Resuming from an older checkpoint starts a new branch: newer ones are set aside, never used again.
-      if (options.resume !== "latest") await store.abandonAfter(checkpoint.step);
-    } else if (options.resume !== "latest") {
-      throw new Error(`${options.resume}: not a checkpoint of stage "${current.name}"`);
-    }
-  } else if (options.resume && options.resume !== "latest") {
-    throw new Error(`${options.resume}: every stage of this run is finished; there is nothing to resume`);
-  }
-  const keepLines = resumeFrom?.state.metricsLines ?? progress.stages.at(-1)?.metricsLines ?? 0;
-  const metrics = await MetricsLog.open(join(runDir, "metrics.jsonl"), options.resume ? keepLines : 0);
-
-  let base: StageBase = { modelDir, loras: [] };
-  const records: StageRecord[] = [];
-  for (const [index, stage] of resolved.stages.entries()) {
-    const finished = done.get(stage.name);
-    if (finished) {
-      records.push(finished);
-      // An evaluation interrupted after its stage finished runs now (its images resume).
-      if (stage.evaluate && !finished.evaluated) {
-        await evaluateStage(runDir, stage, base, finished, placement, {
-          signal,
-          onProgress: (e) => options.onProgress?.({ ...e, phase: "evaluate", what: e.phase, stage: stage.name }),
-        });
-        finished.evaluated = true;
-        await writeFileAtomic(progressPath, JSON.stringify(progress, null, 2));
-        await writeTrainingReport(runDir, resolved, records);
-      }
-      base = nextBase(base, finished);
-      continue;
-    }
-    signal?.throwIfAborted();
-    const ctx = {
-      stage,
-      index,
-      runDir,
-      base,
-      placement,
-      seed: resolved.seed,
-      metrics,
-      resumeFrom: stage === current ? resumeFrom : undefined,
-      signal,
-      onProgress: options.onProgress,
-      cacheDir: options.cacheDir ?? resolved.cache_dir,
-      variant: resolved.variant,
-    };
-    const outcome = await runStage(ctx);
-    try {
-      options.onProgress?.({ phase: "save", stage: stage.name, step: outcome.steps, total: outcome.steps });
-      const record = await saveStageOutputs(outcome, ctx);
-      record.metricsLines = metrics.lineCount;
-      records.push(record);
-      progress.stages.push(record);
-      await writeFileAtomic(progressPath, JSON.stringify(progress, null, 2));
-    } finally {
-      outcome.trainer.dispose();
-      outcome.models.dispose();
-    }
-    await writeTrainingReport(runDir, resolved, records);
-    if (stage.evaluate) {
-      const record = records.at(-1)!;
-      await evaluateStage(runDir, stage, base, record, placement, {
-        signal,
-        onProgress: (e) => options.onProgress?.({ ...e, phase: "evaluate", what: e.phase, stage: stage.name }),
+  if (!options.resume) {
+    if (previous) {
+      options.onProgress?.({
+        phase: "notice",
+        message: `${runDir} holds a run that never saved a checkpoint; starting it over`,
       });
-      record.evaluated = true;
-      await writeFileAtomic(progressPath, JSON.stringify(progress, null, 2));
-      await writeTrainingReport(runDir, resolved, records);
     }
-    base = nextBase(base, records.at(-1)!);
+    return;
   }
-  const report = await writeTrainingReport(runDir, resolved, records);
-  return { outputDir: runDir, config: resolved, stages: records, report };
+  if (!previous) {
+    if (!saved) throw new Error(`${runDir}: nothing to resume (no config.yaml, no checkpoint); start without --resume`);
+    throw new Error(
+      `${join(runDir, "config.yaml")} is missing, so the settings of the run being resumed cannot be compared ` +
+        "with this config. Put back the config.yaml that started the run (an exact resume needs the same " +
+        "settings), or start a new run in another output_dir.",
+    );
+  }
+  const changed = changedKeys(previous, JSON.parse(JSON.stringify(resolved)) as Record<string, unknown>);
+  if (changed.length) {
+    throw new Error(
+      `${runDir}: the config differs from the run being resumed in ${changed.join(", ")}. An exact resume ` +
+        "needs the same settings: undo the change, or start a new run in another output_dir. " +
+        `(Only ${RESUME_SAFE_KEYS.join(", ")} may change between resumes.)`,
+    );
+  }
+}
+
+/** The checkpoint the first unfinished stage continues from (resume), if any. */
+async function findResumePoint(
+  run: Run,
+  current: TrainConfig["stages"][number] | undefined,
+): Promise<{ dir: string; state: StageCheckpointState } | undefined> {
+  const { resume } = run.options;
+  if (!resume) return undefined;
+  if (!current) {
+    if (resume !== "latest")
+      throw new Error(`${resume}: every stage of this run is finished; there is nothing to resume`);
+    return undefined;
+  }
+  const store = new CheckpointStore<StageCheckpointState>(join(stageDir(run.dir, current.name), "checkpoints"));
+  const checkpoint =
+    resume === "latest" ? await newestCheckpoint(run, store, current.name) : await store.load(resolve(resume));
+  if (!checkpoint) return undefined;
+  if (checkpoint.manifest.state.stage !== current.name) {
+    throw new Error(
+      `${checkpoint.dir}: a checkpoint of stage "${checkpoint.manifest.state.stage}", but the next stage to train is "${current.name}"`,
+    );
+  }
+  // Resuming from an older checkpoint starts a new branch: newer ones are set aside, never used again.
+  if (resume !== "latest") await store.abandonAfter(checkpoint.step);
+  return { dir: checkpoint.dir, state: checkpoint.manifest.state };
+}
+
+/**
+ * `--resume latest`: the stage's newest valid checkpoint. Damaged newer ones are named and
+ * passed over; with checkpoints but none valid the resume fails, listing what it found; a
+ * stage that never saved one starts from step 0, saying so.
+ */
+async function newestCheckpoint(
+  run: Run,
+  store: CheckpointStore<StageCheckpointState>,
+  stage: string,
+): Promise<Checkpoint<StageCheckpointState> | undefined> {
+  const { checkpoint, damaged } = await store.newestValid();
+  const notice = (message: string): void => run.options.onProgress?.({ phase: "notice", stage, message });
+  const list = damaged.map((d) => `  ${basename(d.dir)}: ${d.reason}`).join("\n");
+  if (checkpoint) {
+    if (damaged.length) notice(`passing over damaged checkpoints:\n${list}\nresuming from ${checkpoint.dir}`);
+    return checkpoint;
+  }
+  if (damaged.length) {
+    throw new Error(
+      `--resume latest: stage "${stage}" has no valid checkpoint in ${store.dir}; found:\n${list}\n` +
+        "Resume from a checkpoint folder you trust with --resume DIR, or start a new run in another output_dir.",
+    );
+  }
+  notice(`stage "${stage}" has no checkpoint yet; training it from step 0`);
+  return undefined;
+}
+
+/** Trains one stage, saves its outputs and records it in progress.json. */
+async function trainStage(
+  run: Run,
+  stage: Pick<StageContext, "stage" | "index" | "base" | "metrics" | "resumeFrom">,
+): Promise<StageRecord> {
+  const { options } = run;
+  const ctx: StageContext = {
+    ...stage,
+    runDir: run.dir,
+    placement: run.placement,
+    seed: run.config.seed,
+    signal: options.signal,
+    onProgress: options.onProgress,
+    cacheDir: options.cacheDir ?? run.config.cache_dir,
+    variant: run.config.variant,
+  };
+  const outcome = await runStage(ctx);
+  try {
+    options.onProgress?.({ phase: "save", stage: ctx.stage.name, step: outcome.steps, total: outcome.steps });
+    const record = await saveStageOutputs(outcome, ctx);
+    record.metricsLines = ctx.metrics.lineCount;
+    run.records.push(record);
+    run.progress.stages.push(record);
+    await writeFileAtomic(join(run.dir, PROGRESS), JSON.stringify(run.progress, null, 2));
+    return record;
+  } finally {
+    outcome.trainer.dispose();
+    outcome.models.dispose();
+  }
+}
+
+/** The stage's closing evaluation, then progress.json and the report say it is done. */
+async function evaluateRecorded(
+  run: Run,
+  stage: TrainConfig["stages"][number],
+  base: StageBase,
+  record: StageRecord,
+): Promise<void> {
+  const { signal, onProgress } = run.options;
+  await evaluateStage(run.dir, stage, base, record, run.placement, {
+    signal,
+    onProgress: (e) => onProgress?.({ ...e, phase: "evaluate", what: e.phase, stage: stage.name }),
+  });
+  record.evaluated = true;
+  await writeFileAtomic(join(run.dir, PROGRESS), JSON.stringify(run.progress, null, 2));
+  await writeTrainingReport(run.dir, run.config, run.records);
 }
 
 /** The next stage trains on this stage's full model, or on its LoRA fused into this stage's base. */
@@ -229,14 +310,27 @@ function changedKeys(before: Record<string, unknown>, after: Record<string, unkn
   return out;
 }
 
+/** The run folder's config.yaml; a damaged one is an error (it guards exact resumes). */
 async function readPreviousConfig(runDir: string): Promise<Record<string, unknown> | undefined> {
   const path = join(runDir, "config.yaml");
   if (!existsSync(path)) return undefined;
+  let parsed: unknown;
   try {
-    return JSON.parse(JSON.stringify(parseYaml(await readFile(path, "utf8")))) as Record<string, unknown>;
-  } catch {
-    return undefined;
+    parsed = JSON.parse(JSON.stringify(parseYaml(await readFile(path, "utf8")) ?? null));
+  } catch (error) {
+    throw garbledConfig(path, (error as Error).message.split("\n")[0]!);
   }
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed) || !("stages" in parsed)) {
+    throw garbledConfig(path, "not a resolved training config");
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function garbledConfig(path: string, why: string): Error {
+  return new Error(
+    `${path}: unreadable (${why}). It records the settings the run was started with, which a resume must ` +
+      "match: put back the original config.yaml, or start a new run in another output_dir.",
+  );
 }
 
 /**

@@ -5,16 +5,19 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 
 import type { StageConfig, TrainConfig } from "../config/train.js";
-import { createBatchStream, openDataset, type BatchOptions, type Dataset, type DatasetSpec } from "../data/index.js";
-import { createLatentBatchStream, LatentCache, TextEmbeddingCache, trainingCaptions } from "../cache/index.js";
-import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
+import { openDataset, type BatchOptions, type Dataset, type DatasetSpec } from "../data/index.js";
+import { readSafetensors } from "../io/safetensors.js";
 import { CheckpointStore } from "./checkpoints.js";
-import { learningRate } from "./lr_schedule.js";
 import type { MetricsLog } from "./metrics.js";
 import type { Placement } from "./precision.js";
-import { generateClassImages, validationSamples } from "./images.js";
+import { generateClassImages } from "./images.js";
+import { runPath } from "./paths.js";
+import { openBatches, type BatchSource } from "./stage_batches.js";
+import { STATE_FILE, trainLoop, type LoopState } from "./stage_loop.js";
 import { addTrainable, loadStageBase, type StageBase, type StageModels } from "./stage_models.js";
-import { Trainer, type TrainBatch } from "./trainer.js";
+import { Trainer } from "./trainer.js";
+
+export { TrainingStopped } from "./stage_loop.js";
 
 export interface StageProgress {
   phase: "train" | "class-images" | "cache" | "validation" | "save";
@@ -65,24 +68,14 @@ export interface StageOutcome {
   resolution: number;
 }
 
-const STATE_FILE = "training_state.safetensors";
-const MAX_NON_FINITE = 5;
-
-export class TrainingStopped extends Error {
-  override name = "AbortError";
-  readonly code = "ABORT_ERR";
-  constructor(readonly checkpoint: string | undefined) {
-    super(`training interrupted${checkpoint ? `; state saved in ${checkpoint} (resume with --resume latest)` : ""}`);
-  }
-}
-
 function defaultResolution(models: StageModels): number {
   const sampleSize = Number(models.unet.config.sample_size ?? 64);
   return sampleSize * (models.vae?.scaleFactor ?? 8);
 }
 
+/** A stage's folder: `<runDir>/<stage>`, checked to lie inside the run folder. */
 export function stageDir(runDir: string, stage: string): string {
-  return join(runDir, stage);
+  return runPath(runDir, stage);
 }
 
 export function datasetSpecFor(stage: StageConfig, classDir: string | undefined): DatasetSpec {
@@ -110,196 +103,113 @@ export function datasetSpecFor(stage: StageConfig, classDir: string | undefined)
 
 /** Trains one stage; the caller saves outputs and disposes the returned models. */
 export async function runStage(ctx: StageContext): Promise<StageOutcome> {
-  const { stage, placement, signal } = ctx;
+  const { stage } = ctx;
   const dir = stageDir(ctx.runDir, stage.name);
   await mkdir(dir, { recursive: true });
   const store = new CheckpointStore<StageCheckpointState>(join(dir, "checkpoints"), stage.checkpoints_total_limit);
   await store.removePartial();
-
-  const classDir = stage.prior_preservation
-    ? (stage.prior_preservation.class_data_dir ?? join(ctx.runDir, "class_images", stage.name))
-    : undefined;
-  const seed = ctx.seed + 1000 * ctx.index;
-  const models = await loadStageBase(ctx.base, stage, placement, {
+  const models = await loadStageBase(ctx.base, stage, ctx.placement, {
     loadVae: !stage.cache_latents,
     variant: ctx.variant,
   });
   let trainer: Trainer | undefined;
-  let closeBatches: (() => Promise<void>) | undefined;
+  let nextBatch: BatchSource | undefined;
   try {
     // diffusers' default size: the UNet's sample_size in pixels.
     const resolution = stage.resolution ?? defaultResolution(models);
-    let dataset = await openDataset(datasetSpecFor(stage, classDir), { signal });
-    if (stage.prior_preservation && dataset.classImagesNeeded > 0) {
-      // Class images come from the base model, before any trainable weight exists.
-      await generateClassImages(models, stage, classDir!, {
-        seed: ctx.seed,
-        resolution,
-        signal,
-        onProgress: (done, total) => ctx.onProgress?.({ phase: "class-images", stage: stage.name, step: done, total }),
-      });
-      dataset = await openDataset(datasetSpecFor(stage, classDir), { signal });
-    }
-    await addTrainable(models, stage, seed);
-
-    const scheduler = models.schedulerConfig;
-    const predictionType =
-      stage.prediction_type ?? (scheduler.prediction_type as "epsilon" | "v_prediction" | undefined);
-    trainer = await Trainer.create({
-      unet: models.unet,
-      textEncoder: models.textEncoder,
-      vae: models.vae,
-      vaeScalingFactor: models.vaeScalingFactor,
-      groups: models.groups,
-      noiseScheduleConfig: scheduler,
-      predictionType,
-      snrGamma: stage.snr_gamma,
-      noiseOffset: stage.noise_offset,
-      priorLossWeight: stage.prior_preservation?.prior_loss_weight ?? 1,
-      gradientAccumulationSteps: stage.gradient_accumulation_steps,
-      maxGradNorm: stage.max_grad_norm,
-      adamw: {
-        beta1: stage.adam_beta1,
-        beta2: stage.adam_beta2,
-        eps: stage.adam_epsilon,
-        weightDecay: stage.adam_weight_decay,
-      },
-      lossScaling: { enabled: placement.lossScaling },
-      ema: { enabled: stage.use_ema, decay: stage.ema_decay },
-      seed,
-    });
-
-    let step = 0;
-    let position = { epoch: 0, index: 0 };
-    let nonFinite = 0;
-    if (ctx.resumeFrom) {
-      const saved = await readSafetensors(join(ctx.resumeFrom.dir, STATE_FILE));
-      await trainer.loadStateDict([...saved.tensors]);
-      for (const t of saved.tensors.values()) t.dispose();
-      ({ step, position, consecutiveNonFinite: nonFinite } = ctx.resumeFrom.state);
-    }
-    let lastLoss = ctx.resumeFrom?.state.lastLoss ?? Number.NaN;
-
-    // diffusers' default size: the UNet's sample_size in pixels.
-    const batchOptions: BatchOptions = {
-      resolution,
-      buckets: stage.buckets?.enabled
-        ? { minSide: stage.buckets.min_side, maxSide: stage.buckets.max_side, step: stage.buckets.step }
-        : false,
-      batchSize: stage.train_batch_size,
-      crop: stage.center_crop ? "center" : "random",
-      flip: stage.random_flip,
-      seed,
-      captionDropout: stage.caption_dropout,
-      shuffleTags: stage.shuffle_tags,
-      keepTags: stage.keep_tags,
-      position,
-      // No stop signal here: Ctrl-C ends the run at an optimizer-step boundary (below), never
-      // inside an accumulation cycle, so nothing since the last checkpoint is lost.
-    };
-    const nextBatch = await openBatches(dataset, batchOptions, models, ctx);
-    closeBatches = nextBatch.close;
-    const lrFor = (base: number): number =>
-      learningRate(
-        {
-          name: stage.lr_scheduler,
-          baseLr: base,
-          warmupSteps: stage.lr_warmup_steps,
-          totalSteps: stage.max_train_steps,
-          numCycles: stage.lr_num_cycles,
-          power: stage.lr_power,
-        },
-        step,
-      );
-    const checkpoint = async (): Promise<string> => {
-      const state: StageCheckpointState = {
-        stage: stage.name,
-        step,
-        position,
-        metricsLines: ctx.metrics.lineCount,
-        consecutiveNonFinite: nonFinite,
-        lastLoss,
-      };
-      const tensors = await trainer!.stateDict();
-      try {
-        const saved = await store.save(step, state, (folder) => writeSafetensors(join(folder, STATE_FILE), tensors));
-        return saved.dir;
-      } finally {
-        for (const [, t] of tensors) t.dispose();
-      }
-    };
-
-    ctx.onProgress?.({ phase: "train", stage: stage.name, step, total: stage.max_train_steps });
-    while (step < stage.max_train_steps) {
-      const lrs = {
-        unet: lrFor(stage.learning_rate),
-        text_encoder: lrFor(stage.text_encoder_learning_rate ?? stage.learning_rate),
-      };
-      const started = performance.now();
-      let lossSum = 0;
-      let priorSum = 0;
-      let examples = 0;
-      let result;
-      for (let micro = 0; micro < stage.gradient_accumulation_steps; micro++) {
-        const batch = await nextBatch();
-        try {
-          result = await trainer.step(batch.input, lrs);
-        } finally {
-          batch.dispose();
-        }
-        lossSum += result.loss;
-        priorSum += result.priorLoss;
-        examples += batch.examples;
-        position = batch.next;
-      }
-      step++;
-      const seconds = (performance.now() - started) / 1000;
-      const loss = lossSum / stage.gradient_accumulation_steps;
-      // Gradient overflows (float16) are the loss scaler's business; a non-finite loss is not.
-      nonFinite = Number.isFinite(loss) ? 0 : nonFinite + 1;
-      lastLoss = loss;
-      await ctx.metrics.append({
-        stage: stage.name,
-        step,
-        epoch: position.epoch,
-        loss,
-        ...(stage.prior_preservation ? { prior_loss: priorSum / stage.gradient_accumulation_steps } : {}),
-        lr: lrs.unet,
-        grad_norm: result!.gradNorm,
-        loss_scale: result!.lossScale,
-        overflow: result!.overflow,
-        step_time: seconds,
-        images_per_sec: examples / seconds,
-      });
-      ctx.onProgress?.({ phase: "train", stage: stage.name, step, total: stage.max_train_steps, loss, lr: lrs.unet });
-      if (nonFinite >= MAX_NON_FINITE) {
-        throw new Error(
-          `stage "${stage.name}": the loss has not been finite for ${nonFinite} steps (step ${step}). ` +
-            "Lower learning_rate, use mixed_precision bf16 or no instead of fp16, or check the data; " +
-            `the last good state is in ${store.dir}.`,
-        );
-      }
-      if (stage.validation && (step % stage.validation.every_n_steps === 0 || step === stage.max_train_steps)) {
-        // Not cancellable: a stop request waits for these few images, then saves.
-        ctx.onProgress?.({ phase: "validation", stage: stage.name, step, total: stage.max_train_steps });
-        await validationSamples(models, stage, dir, step, { resolution });
-      }
-      const stopping = signal?.aborted ?? false;
-      // A state whose loss is not finite is never saved: the newest checkpoint stays a good one.
-      const healthy = nonFinite === 0;
-      if (step % stage.checkpointing_steps === 0 || step === stage.max_train_steps || stopping) {
-        const saved = healthy ? await checkpoint() : (await store.latest())?.dir;
-        if (stopping) throw new TrainingStopped(saved);
-      }
-    }
+    const dataset = await prepareDataset(ctx, models, resolution);
+    await addTrainable(models, stage, stageSeed(ctx));
+    trainer = await createStageTrainer(ctx, models);
+    const state = await restoreState(trainer, ctx.resumeFrom);
+    nextBatch = await openBatches(dataset, batchOptions(ctx, resolution, state.position), models, ctx);
+    await trainLoop({ ctx, models, trainer, store, nextBatch, dir, resolution }, state);
     await nextBatch.close();
-    return { models, trainer, dataset, steps: step, lastLoss, resolution };
+    return { models, trainer, dataset, steps: state.step, lastLoss: state.lastLoss, resolution };
   } catch (error) {
-    await closeBatches?.().catch(() => undefined);
+    await nextBatch?.close().catch(() => undefined);
     trainer?.dispose();
     models.dispose();
     throw withAdvice(error, stage.name, store.dir);
   }
+}
+
+/** Each stage draws its own random streams. */
+const stageSeed = (ctx: StageContext): number => ctx.seed + 1000 * ctx.index;
+
+/** The stage's dataset; with prior preservation, missing class images are generated first. */
+async function prepareDataset(ctx: StageContext, models: StageModels, resolution: number): Promise<Dataset> {
+  const { stage, signal } = ctx;
+  const classDir = stage.prior_preservation
+    ? (stage.prior_preservation.class_data_dir ?? runPath(ctx.runDir, "class_images", stage.name))
+    : undefined;
+  const dataset = await openDataset(datasetSpecFor(stage, classDir), { signal });
+  if (!stage.prior_preservation || dataset.classImagesNeeded === 0) return dataset;
+  // Class images come from the base model, before any trainable weight exists.
+  await generateClassImages(models, stage, classDir!, {
+    seed: ctx.seed,
+    resolution,
+    signal,
+    onProgress: (done, total) => ctx.onProgress?.({ phase: "class-images", stage: stage.name, step: done, total }),
+  });
+  return openDataset(datasetSpecFor(stage, classDir), { signal });
+}
+
+function createStageTrainer(ctx: StageContext, models: StageModels): Promise<Trainer> {
+  const { stage, placement } = ctx;
+  const scheduler = models.schedulerConfig;
+  return Trainer.create({
+    unet: models.unet,
+    textEncoder: models.textEncoder,
+    vae: models.vae,
+    vaeScalingFactor: models.vaeScalingFactor,
+    groups: models.groups,
+    noiseScheduleConfig: scheduler,
+    predictionType: stage.prediction_type ?? (scheduler.prediction_type as "epsilon" | "v_prediction" | undefined),
+    snrGamma: stage.snr_gamma,
+    noiseOffset: stage.noise_offset,
+    priorLossWeight: stage.prior_preservation?.prior_loss_weight ?? 1,
+    gradientAccumulationSteps: stage.gradient_accumulation_steps,
+    maxGradNorm: stage.max_grad_norm,
+    adamw: {
+      beta1: stage.adam_beta1,
+      beta2: stage.adam_beta2,
+      eps: stage.adam_epsilon,
+      weightDecay: stage.adam_weight_decay,
+    },
+    lossScaling: { enabled: placement.lossScaling },
+    ema: { enabled: stage.use_ema, decay: stage.ema_decay },
+    seed: stageSeed(ctx),
+  });
+}
+
+/** A fresh loop state, or the trainer state and position of the checkpoint resumed from. */
+async function restoreState(trainer: Trainer, resumeFrom: StageContext["resumeFrom"]): Promise<LoopState> {
+  if (!resumeFrom) return { step: 0, position: { epoch: 0, index: 0 }, nonFinite: 0, lastLoss: Number.NaN };
+  const saved = await readSafetensors(join(resumeFrom.dir, STATE_FILE));
+  await trainer.loadStateDict([...saved.tensors]);
+  for (const t of saved.tensors.values()) t.dispose();
+  const { step, position, consecutiveNonFinite, lastLoss } = resumeFrom.state;
+  return { step, position, nonFinite: consecutiveNonFinite, lastLoss: lastLoss ?? Number.NaN };
+}
+
+function batchOptions(ctx: StageContext, resolution: number, position: LoopState["position"]): BatchOptions {
+  const { stage } = ctx;
+  return {
+    resolution,
+    buckets: stage.buckets?.enabled
+      ? { minSide: stage.buckets.min_side, maxSide: stage.buckets.max_side, step: stage.buckets.step }
+      : false,
+    batchSize: stage.train_batch_size,
+    crop: stage.center_crop ? "center" : "random",
+    flip: stage.random_flip,
+    seed: stageSeed(ctx),
+    captionDropout: stage.caption_dropout,
+    shuffleTags: stage.shuffle_tags,
+    keepTags: stage.keep_tags,
+    position,
+    // No stop signal here: Ctrl-C ends the run at an optimizer-step boundary (in the loop),
+    // never inside an accumulation cycle, so nothing since the last checkpoint is lost.
+  };
 }
 
 /** Out-of-memory errors get what to change and where the last good state is. */
@@ -312,133 +222,4 @@ function withAdvice(error: unknown, stage: string, checkpoints: string): unknown
       "resume with --resume latest.",
     { cause: error },
   );
-}
-
-/** One micro-batch ready for the trainer, whatever stream it came from. */
-interface ReadyBatch {
-  input: TrainBatch;
-  examples: number;
-  next: { epoch: number; index: number };
-  dispose(): void;
-}
-
-type BatchSource = (() => Promise<ReadyBatch>) & { close(): Promise<void> };
-
-/**
- * The stage's batches: decoded pixels (through the VAE in the trainer), or, with
- * cache_latents, cached VAE posteriors (the VAE is loaded only to fill the cache).
- */
-async function openBatches(
-  dataset: Dataset,
-  options: BatchOptions,
-  models: StageModels,
-  ctx: StageContext,
-): Promise<BatchSource> {
-  const { stage } = ctx;
-  const priorRows = (roles: readonly string[]): number => roles.filter((r) => r === "class").length;
-  let iterator: AsyncIterator<ReadyBatch>;
-  if (!stage.cache_latents) {
-    const stream = createBatchStream(dataset, options)[Symbol.asyncIterator]();
-    iterator = {
-      next: async () => {
-        const r = await stream.next();
-        if (r.done) return r;
-        const b = r.value;
-        const ids = models.tokenizer.encode(b.captions);
-        return {
-          done: false,
-          value: {
-            input: { pixels: b.pixels, inputIds: ids, priorRows: priorRows(b.roles) },
-            examples: b.captions.length,
-            next: b.next,
-            dispose: () => {
-              b.pixels.dispose();
-              ids.dispose();
-            },
-          },
-        };
-      },
-      return: async () => {
-        await stream.return?.(undefined);
-        return { done: true, value: undefined };
-      },
-    };
-  } else {
-    const vaeDir = join(ctx.base.modelDir, "vae");
-    const latents = await LatentCache.open({
-      dir: ctx.cacheDir,
-      vae: vaeDir,
-      variant: ctx.variant,
-      dtype: ctx.placement.weightDtype,
-    });
-    if ((await latents.missing(dataset, options)).length > 0) {
-      await latents.ensure(dataset, options, {
-        vae: await models.ensureVae(),
-        signal: ctx.signal,
-        onProgress: (e) => ctx.onProgress?.({ phase: "cache", stage: stage.name, step: e.step, total: e.total }),
-      });
-    }
-    let text: TextEmbeddingCache | undefined;
-    if (stage.cache_text_embeddings) {
-      if (ctx.base.loras.length) {
-        throw new Error(
-          `stage "${stage.name}": cache_text_embeddings cannot be used on top of an earlier stage's LoRA ` +
-            "(the cache keys on the text encoder's files, which the fused LoRA changes); turn it off for this stage",
-        );
-      }
-      text = await TextEmbeddingCache.open({
-        dir: ctx.cacheDir,
-        textEncoder: join(ctx.base.modelDir, "text_encoder"),
-        tokenizer: join(ctx.base.modelDir, "tokenizer"),
-        dtype: ctx.placement.weightDtype,
-      });
-      await text.ensure(trainingCaptions(dataset, options), {
-        textEncoder: models.textEncoder,
-        tokenizer: models.tokenizer,
-        signal: ctx.signal,
-      });
-    }
-    const stream = createLatentBatchStream(dataset, options, { latents, text, vae: () => models.ensureVae() })[
-      Symbol.asyncIterator
-    ]();
-    iterator = {
-      next: async () => {
-        const r = await stream.next();
-        if (r.done) return r;
-        const b = r.value;
-        const ids = b.textEmbeddings ? undefined : models.tokenizer.encode(b.captions);
-        return {
-          done: false,
-          value: {
-            input: {
-              latentMean: b.latentMean,
-              latentStd: b.latentStd,
-              ...(b.textEmbeddings ? { encoderHiddenStates: b.textEmbeddings } : { inputIds: ids }),
-              priorRows: priorRows(b.roles),
-            },
-            examples: b.captions.length,
-            next: b.next,
-            dispose: () => {
-              b.latentMean.dispose();
-              b.latentStd.dispose();
-              b.textEmbeddings?.dispose();
-              ids?.dispose();
-            },
-          },
-        };
-      },
-      return: async () => {
-        await stream.return?.(undefined);
-        await latents.close();
-        await text?.close();
-        return { done: true, value: undefined };
-      },
-    };
-  }
-  const next = async (): Promise<ReadyBatch> => {
-    const r = await iterator.next();
-    if (r.done) throw new Error(`stage "${stage.name}": the data stream ended early`);
-    return r.value;
-  };
-  return Object.assign(next, { close: async () => void (await iterator.return?.()) });
 }

@@ -4,6 +4,7 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 
+import { nonFiniteTensors } from "../../io/finite.js";
 import { CONVERT_FILE, PICKLE, pickleFiles, pickleRefusal } from "../../io/pickle.js";
 import { readSafetensors } from "../../io/safetensors.js";
 import { readJsonFile } from "../../models/files.js";
@@ -39,6 +40,14 @@ export async function loadLoraFile(path: string, options: LoadLoraOptions = {}):
   try {
     const problems: string[] = [];
     const warnings: string[] = [];
+    const nonFinite = nonFiniteTensors(contents.tensors);
+    if (nonFinite.length) {
+      throw new LoraFormatError(
+        file,
+        nonFinite.map((n) => `"${n}" holds NaN or infinite values (the LoRA was saved from a diverged training run)`),
+        "refusing a LoRA whose weights are not finite",
+      );
+    }
     const format: LoraFormat = peftConfig ? "peft_adapter" : detectFormat(file, [...contents.tensors.keys()]);
     const modules = new ModuleCollector();
     if (format === "kohya") await collectKohya(contents.tensors, contents.metadata, modules, problems, options);

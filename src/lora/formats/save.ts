@@ -25,6 +25,7 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 
+import { assertFinite } from "../../io/finite.js";
 import { writeSafetensors } from "../../io/safetensors.js";
 import { native, type ProgressEvent, type Tensor } from "../../native/index.js";
 import { tensorFrom } from "../../tensor.js";
@@ -103,6 +104,7 @@ export async function saveLora(path: string, weights: LoraWeights, options: Save
       metadata.format = "pt";
       if (Object.keys(record).length) metadata[FOLDED_ALPHAS_KEY] = JSON.stringify(record);
     }
+    assertFinite(entries, `${target}: the LoRA's weights`, "the LoRA was not saved");
     await writeSafetensors(target, entries, metadata);
   } finally {
     for (const t of created) t.dispose();

@@ -1,0 +1,164 @@
+// A stage's micro-batches, ready for the trainer: decoded pixels (encoded by the VAE
+// inside the trainer), or, with cache_latents, cached VAE posteriors (the VAE is
+// loaded only to fill the cache) and optionally cached text embeddings.
+import { join } from "node:path";
+
+import { createBatchStream, type BatchOptions, type Dataset } from "../data/index.js";
+import { createLatentBatchStream, LatentCache, TextEmbeddingCache, trainingCaptions } from "../cache/index.js";
+import type { StageContext } from "./stage.js";
+import type { StageModels } from "./stage_models.js";
+import type { TrainBatch } from "./trainer.js";
+
+/** One micro-batch ready for the trainer, whatever stream it came from. */
+export interface ReadyBatch {
+  input: TrainBatch;
+  examples: number;
+  next: { epoch: number; index: number };
+  dispose(): void;
+}
+
+export type BatchSource = (() => Promise<ReadyBatch>) & { close(): Promise<void> };
+
+const priorRows = (roles: readonly string[]): number => roles.filter((r) => r === "class").length;
+
+/** The stage's batches: pixels, or cached latents (see the file comment). */
+export async function openBatches(
+  dataset: Dataset,
+  options: BatchOptions,
+  models: StageModels,
+  ctx: StageContext,
+): Promise<BatchSource> {
+  const iterator = ctx.stage.cache_latents
+    ? await latentBatches(dataset, options, models, ctx)
+    : pixelBatches(dataset, options, models);
+  const next = async (): Promise<ReadyBatch> => {
+    const r = await iterator.next();
+    if (r.done) throw new Error(`stage "${ctx.stage.name}": the data stream ended early`);
+    return r.value;
+  };
+  return Object.assign(next, { close: async () => void (await iterator.return?.()) });
+}
+
+/** Decoded images plus token ids. */
+function pixelBatches(dataset: Dataset, options: BatchOptions, models: StageModels): AsyncIterator<ReadyBatch> {
+  const stream = createBatchStream(dataset, options)[Symbol.asyncIterator]();
+  return {
+    next: async () => {
+      const r = await stream.next();
+      if (r.done) return r;
+      const b = r.value;
+      const ids = models.tokenizer.encode(b.captions);
+      return {
+        done: false,
+        value: {
+          input: { pixels: b.pixels, inputIds: ids, priorRows: priorRows(b.roles) },
+          examples: b.captions.length,
+          next: b.next,
+          dispose: () => {
+            b.pixels.dispose();
+            ids.dispose();
+          },
+        },
+      };
+    },
+    return: async () => {
+      await stream.return?.(undefined);
+      return { done: true, value: undefined };
+    },
+  };
+}
+
+/** Cached posteriors plus token ids or cached text embeddings; fills the caches first. */
+async function latentBatches(
+  dataset: Dataset,
+  options: BatchOptions,
+  models: StageModels,
+  ctx: StageContext,
+): Promise<AsyncIterator<ReadyBatch>> {
+  const latents = await fillLatentCache(dataset, options, models, ctx);
+  const text = ctx.stage.cache_text_embeddings ? await fillTextCache(dataset, options, models, ctx) : undefined;
+  const stream = createLatentBatchStream(dataset, options, { latents, text, vae: () => models.ensureVae() })[
+    Symbol.asyncIterator
+  ]();
+  return {
+    next: async () => {
+      const r = await stream.next();
+      if (r.done) return r;
+      const b = r.value;
+      const ids = b.textEmbeddings ? undefined : models.tokenizer.encode(b.captions);
+      return {
+        done: false,
+        value: {
+          input: {
+            latentMean: b.latentMean,
+            latentStd: b.latentStd,
+            ...(b.textEmbeddings ? { encoderHiddenStates: b.textEmbeddings } : { inputIds: ids }),
+            priorRows: priorRows(b.roles),
+          },
+          examples: b.captions.length,
+          next: b.next,
+          dispose: () => {
+            b.latentMean.dispose();
+            b.latentStd.dispose();
+            b.textEmbeddings?.dispose();
+            ids?.dispose();
+          },
+        },
+      };
+    },
+    return: async () => {
+      await stream.return?.(undefined);
+      await latents.close();
+      await text?.close();
+      return { done: true, value: undefined };
+    },
+  };
+}
+
+async function fillLatentCache(
+  dataset: Dataset,
+  options: BatchOptions,
+  models: StageModels,
+  ctx: StageContext,
+): Promise<LatentCache> {
+  const latents = await LatentCache.open({
+    dir: ctx.cacheDir,
+    vae: join(ctx.base.modelDir, "vae"),
+    variant: ctx.variant,
+    dtype: ctx.placement.weightDtype,
+  });
+  if ((await latents.missing(dataset, options)).length > 0) {
+    await latents.ensure(dataset, options, {
+      vae: await models.ensureVae(),
+      signal: ctx.signal,
+      onProgress: (e) => ctx.onProgress?.({ phase: "cache", stage: ctx.stage.name, step: e.step, total: e.total }),
+    });
+  }
+  return latents;
+}
+
+async function fillTextCache(
+  dataset: Dataset,
+  options: BatchOptions,
+  models: StageModels,
+  ctx: StageContext,
+): Promise<TextEmbeddingCache> {
+  if (ctx.base.loras.length) {
+    throw new Error(
+      `stage "${ctx.stage.name}": cache_text_embeddings cannot be used on top of an earlier stage's LoRA ` +
+        "(the cache keys on the text encoder's files, which the fused LoRA changes); turn it off for this stage",
+    );
+  }
+  const text = await TextEmbeddingCache.open({
+    dir: ctx.cacheDir,
+    textEncoder: join(ctx.base.modelDir, "text_encoder"),
+    tokenizer: join(ctx.base.modelDir, "tokenizer"),
+    dtype: ctx.placement.weightDtype,
+  });
+  await text.ensure(trainingCaptions(dataset, options), {
+    textEncoder: models.textEncoder,
+    tokenizer: models.tokenizer,
+    signal: ctx.signal,
+  });
+  return text;
+}
