@@ -30,9 +30,12 @@ export function sh(cmd: string, args: string[], cwd: string, env = userEnv()): S
   return result;
 }
 
-/** `npm run prebuild` (quick when the addon is current), then `npm pack`; returns the tarball and its files. */
+/**
+ * `npm run prebuild` on the addon as built (`npm test`'s bootstrap built it and dist/ before the
+ * suite; rebuilding here would change files other tests are using), then `npm pack`.
+ */
 export function packTarball(destination: string): { tarball: string; files: string[]; size: number } {
-  const prebuild = sh(process.execPath, ["scripts/prebuild.mjs"], repoRoot);
+  const prebuild = sh(process.execPath, ["scripts/prebuild.mjs", "--no-build"], repoRoot);
   if (prebuild.status !== 0) throw new Error(`npm run prebuild failed:\n${prebuild.stdout}\n${prebuild.stderr}`);
   const pack = sh("npm", ["pack", "--json", "--pack-destination", destination], repoRoot);
   if (pack.status !== 0) throw new Error(`npm pack failed:\n${pack.stderr}`);
