@@ -206,7 +206,12 @@ describe("CLIP score parity with torchmetrics 1.3.2", () => {
   });
 
   it("cuts captions longer than the text model's positions (keeping EOS) and reports them", async () => {
-    const long = Array.from({ length: 100 }, () => "cat").join(" ");
+    const { text_config: text } = fixtureJson<{ text_config: { max_position_embeddings?: number } }>(
+      "tiny-clip",
+      "config.json",
+    );
+    const positions = text.max_position_embeddings ?? 77; // transformers' default
+    const long = Array.from({ length: positions + 23 }, () => "cat").join(" ");
     const { scores, truncated } = await scorer.pairScores([images[0]!, images[1]!], [long, meta.captions[1]!]);
     expect(truncated).toEqual([0]);
     expect(Number.isFinite(scores[0])).toBe(true);

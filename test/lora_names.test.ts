@@ -181,7 +181,7 @@ describe("LDM / CompVis block names", () => {
     // so the base is a UNet built from it rather than the fixture's.
     const unet = await UNet.fromConfig(
       {
-        ...fixtureJson("tiny-sd", "unet", "config.json"),
+        ...fixtureJson<Record<string, unknown>>("tiny-sd", "unet", "config.json"),
         block_out_channels: [32, 64],
         layers_per_block: 1,
         down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"],

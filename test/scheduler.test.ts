@@ -24,6 +24,7 @@ import {
   get,
   golden,
   goldenNoiseSeed,
+  goldenReadmeNumber,
   SAMPLER_OF_CLASS,
   tempDir,
 } from "./helpers/fixtures.js";
@@ -64,11 +65,16 @@ function numbers(t: Tensor): number[] {
   return Array.from(t.toTypedArray() as Float32Array | BigInt64Array, Number);
 }
 
-/** The reference's fake model, in float32: 0.9 * input + F * (float(t) / 1000). */
+// The reference loops' fake model, as golden/README.md states it:
+// "model_output = 0.9*model_input + F*(float(t)/1000)".
+const FAKE_GAIN = goldenReadmeNumber("scheduler_ddim", /model_output = ([\d.]+)\*model_input/);
+const FAKE_T_SCALE = goldenReadmeNumber("scheduler_ddim", /F\*\(float\(t\)\/(\d+)\)/);
+
+/** The reference's fake model, in float32: gain * input + F * (float(t) / scale). */
 function fakeModel(input: Tensor, F: Float32Array, t: number): Tensor {
   const x = input.toTypedArray() as Float32Array;
-  const scale = Math.fround(t / 1000);
-  const a = Math.fround(0.9);
+  const scale = Math.fround(t / FAKE_T_SCALE);
+  const a = Math.fround(FAKE_GAIN);
   const out = new Float32Array(x.length);
   for (let k = 0; k < x.length; k++) {
     out[k] = Math.fround(Math.fround(a * x[k]!) + Math.fround(F[k]! * scale));

@@ -116,5 +116,7 @@ describe("sdtune train (process)", () => {
         .trim()
         .split("\n"),
     ).toHaveLength(8);
-  });
+    // Five training processes one after another (each loads tsx, libtorch and the model): on a
+    // busy shared machine that alone takes close to the default 120 s.
+  }, 300_000);
 });

@@ -1,5 +1,5 @@
 // Paths into ../shared/fixtures and parity helpers for golden tests.
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -15,7 +15,6 @@ export const repoRoot = resolve(here, "..", "..");
 /** ../shared/fixtures, or SDTUNE_FIXTURES when set. */
 export const fixturesDir = process.env.SDTUNE_FIXTURES ?? resolve(repoRoot, "..", "shared", "fixtures");
 export const fixture = (...parts: string[]): string => join(fixturesDir, ...parts);
-export const haveFixtures = existsSync(fixture("README.md"));
 
 /** A JSON file of the fixture set, parsed (e.g. fixtureJson("tiny-sd", "unet", "config.json")). */
 export function fixtureJson<T = Record<string, unknown>>(...parts: string[]): T {
