@@ -19,6 +19,7 @@ export const command: Command = {
       threads: info.threads,
       cores: info.cores,
       blas: info.blasLibraries,
+      blasThreads: info.blasThreads,
       cuda: info.cuda,
       node: process.version,
     };
@@ -39,6 +40,7 @@ export const command: Command = {
         `libtorch  ${report.libtorch} (${report.libtorchFrom})`,
         `threads   ${report.threads} of ${report.cores} cores (set SDTUNE_NUM_THREADS to change)`,
         `BLAS      ${report.blas.length ? report.blas.join(", ") : "none loaded yet"}`,
+        `BLAS pool ${report.blasThreads.openblas ? `${report.blasThreads.threads} thread(s): ${report.blasThreads.note}` : report.blasThreads.note}`,
         `CUDA      ${cuda}`,
         `node      ${report.node}`,
       ].join("\n"),
