@@ -103,14 +103,17 @@ async function runCase(c: TrainCase): Promise<Record<string, unknown>> {
       trainable = unet.parameterInfo().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
     }
     const { _source: _ignored, ...noiseScheduleConfig } = readSchedulerConfig(c.schedulerDir);
-    trainer = await Trainer.create({ unet, vae, groups, noiseScheduleConfig, seed: 0 });
+    // Clipped to norm 1.0 as diffusers' training scripts do: the clip is part of the step timed.
+    trainer = await Trainer.create({ unet, vae, groups, noiseScheduleConfig, maxGradNorm: 1.0, seed: 0 });
 
     const lrs = { default: c.lr };
     let last = 0;
+    const phases: Record<string, number[]> = { forward: [], backward: [], clip: [], optimizer: [] };
     const step = async (): Promise<void> => {
       const r = await trainer!.step(batch, lrs);
       if (!Number.isFinite(r.loss)) throw new Error(`training step ${r.microStep}: loss is ${r.loss}`);
       last = r.loss;
+      for (const [name, ms] of Object.entries(r.phaseMs)) phases[name]?.push(ms);
     };
     const peaks: number[] = []; // the high-water mark after each step, warm-up included
     for (let i = 0; i < c.warmup; i++) {
@@ -118,6 +121,7 @@ async function runCase(c: TrainCase): Promise<Record<string, unknown>> {
       peaks.push(mb(peakRssBytes() - rssLoaded));
     }
     const peakAfterWarmup = peakRssBytes();
+    for (const list of Object.values(phases)) list.length = 0; // phases of the timed steps only
     const ms: number[] = [];
     for (let i = 0; i < c.steps; i++) {
       ms.push(...(await time(step, 1, 0)));
@@ -135,6 +139,9 @@ async function runCase(c: TrainCase): Promise<Record<string, unknown>> {
       medianStepMs: Math.round(medianMs * 10) / 10,
       minStepMs: Math.round(Math.min(...ms) * 10) / 10,
       stepsMs: ms.map((x) => Math.round(x * 10) / 10),
+      phaseMedianMs: Object.fromEntries(
+        Object.entries(phases).map(([name, list]) => [name, Math.round(median(list) * 10) / 10]),
+      ),
       lastLoss: last,
       rssBeforeLoadMB: mb(rssStart),
       rssLoadedMB: mb(rssLoaded),

@@ -11,6 +11,8 @@ export interface RuntimeReport {
   cores: number;
   /** BLAS libraries mapped into the process. */
   blas: string[];
+  /** What was done to BLAS's own thread pool at load (OpenBLAS limited to one thread). */
+  blasThreads: RuntimeInfo["blasThreads"];
   cuda: RuntimeInfo["cuda"];
   node: string;
 }
@@ -25,6 +27,7 @@ export function runtimeInfo(): RuntimeReport {
     threads: info.threads,
     cores: info.cores,
     blas: info.blasLibraries,
+    blasThreads: info.blasThreads,
     cuda: info.cuda,
     node: process.version,
   };

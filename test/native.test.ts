@@ -146,6 +146,52 @@ describe("runtime", () => {
     expect(Array.isArray(info.blasLibraries)).toBe(true);
   });
 
+  it("limits OpenBLAS's own thread pool to one thread unless OPENBLAS_NUM_THREADS is set", () => {
+    const { blasThreads } = native().info();
+    if (!blasThreads.openblas) {
+      expect(blasThreads.setBySdtune).toBe(0);
+      expect(blasThreads.note).toMatch(/not loaded/);
+      return;
+    }
+    const fromEnv = Number(process.env.OPENBLAS_NUM_THREADS);
+    expect(blasThreads.threads).toBe(fromEnv > 0 ? fromEnv : 1);
+    expect(blasThreads.setBySdtune).toBe(fromEnv > 0 ? 0 : 1);
+  });
+
+  it("runs every native job on one long-lived thread, in the order the calls were made", async () => {
+    const before = native().info().executor;
+    // A large product queued before a tiny one: on a pool of threads the tiny one would finish first.
+    const big = tensorFrom(new Float32Array(384 * 384).fill(1), [384, 384]);
+    const small = tensorFrom(new Float32Array(4).fill(1), [2, 2]);
+    const order: string[] = [];
+    const calls: Promise<void>[] = [];
+    for (let i = 0; i < 4; i++) {
+      for (const [name, t] of [
+        ["big", big],
+        ["small", small],
+      ] as const) {
+        calls.push(
+          native()
+            .ops.matmul(t, t)
+            .then((out) => {
+              order.push(name);
+              out.dispose();
+            }),
+        );
+      }
+    }
+    await Promise.all(calls);
+    expect(order).toEqual(["big", "small", "big", "small", "big", "small", "big", "small"]);
+    const after = native().info().executor;
+    expect(after.started).toBe(true);
+    expect(after.jobsRun - before.jobsRun).toBe(8);
+    expect(after.threadId).toBeGreaterThan(0);
+    expect(after.threadId).not.toBe(process.pid); // not the JS thread
+    if (before.threadId > 0) expect(after.threadId).toBe(before.threadId); // the same thread as before
+    big.dispose();
+    small.dispose();
+  });
+
   it("seeded randn matches torch.Generator().manual_seed(seed) draws", async () => {
     // golden/scheduler_euler_ancestral stores randn draws from a CPU generator seeded as its README says.
     const { golden, get, goldenNoiseSeed } = await import("./helpers/fixtures.js");

@@ -42,4 +42,34 @@ describe("worker threads", () => {
     await new Promise((resolve) => worker.once("exit", resolve));
     await churn();
   });
+
+  it("a worker's native jobs settle in the worker, and one that exits with jobs still queued leaves the executor working", async () => {
+    const side = 128;
+    const worker = new Worker(
+      `const { parentPort, workerData } = require("node:worker_threads");
+       const addon = require(workerData.addon);
+       const side = workerData.side;
+       const a = addon.tensorFromTypedArray(new Float32Array(side * side).fill(1), [side, side], "float32");
+       addon.ops.matmul(a, a).then((first) => {
+         parentPort.postMessage(first.toTypedArray()[0]);
+         for (let i = 0; i < 30; i++) addon.ops.matmul(a, a); // still queued or running at exit
+         process.exit(0);
+       });`,
+      { eval: true, workerData: { addon: addonPath(), side } },
+    );
+    const exited = new Promise<number>((resolve) => worker.once("exit", resolve));
+    const fromWorker = await new Promise<number>((resolve, reject) => {
+      worker.once("message", resolve);
+      worker.once("error", reject);
+    });
+    expect(fromWorker).toBe(side); // a row of ones times a column of ones
+    expect(await exited).toBe(0);
+    const before = native().info().executor.jobsRun;
+    const t = tensorFrom(new Float32Array(4).fill(2), [2, 2]);
+    const out = await native().ops.matmul(t, t);
+    expect(Array.from(out.toTypedArray() as Float32Array)).toEqual([8, 8, 8, 8]);
+    expect(native().info().executor.jobsRun).toBe(before + 1);
+    out.dispose();
+    t.dispose();
+  });
 });

@@ -1,5 +1,5 @@
-// Promise-returning work off the JS thread. The Error object is created on the
-// JS thread when the call is made, so a failure carries the caller's JS stack.
+// Promise-returning work off the JS thread, on the one executor thread. The Error object
+// is created on the JS thread when the call is made, so a failure carries the caller's JS stack.
 #pragma once
 
 #include <napi.h>
@@ -10,6 +10,7 @@
 #include <string>
 
 #include "bindings/common.h"
+#include "bindings/executor.h"
 
 namespace sdtune {
 
@@ -32,48 +33,49 @@ struct Cancelled : std::runtime_error {
 // Reads an optional CancelToken handle from a JS value (undefined -> none).
 std::shared_ptr<CancelToken> toCancelToken(const Napi::Value& value);
 
+// A Promise for `work`, run on the executor thread (bindings/executor.h) in FIFO order
+// with every other native job; `convert` turns its result into JS on the JS thread.
 template <typename Result>
-class PromiseWorker : public Napi::AsyncWorker {
+class PromiseWorker : public ExecutorJob {
  public:
   using Work = std::function<Result()>;
   using Convert = std::function<Napi::Value(Napi::Env, Result&)>;
 
-  // Queues `work` on the libuv pool; `convert` turns its result into JS on the JS thread.
+  // `name` labels the job (kept for diagnostics, as libuv's async resource name was).
   static Napi::Promise run(Napi::Env env, const char* name, Work work, Convert convert) {
     auto* worker = new PromiseWorker(env, name, std::move(work), std::move(convert));
     auto promise = worker->deferred_.Promise();
-    worker->Queue();
+    postJob(env, worker);
     return promise;
   }
 
- protected:
-  void Execute() override {
+  void run() override {
     try {
       result_ = work_();
     } catch (const Cancelled&) {
       cancelled_ = true;
-      SetError("cancelled");
+      error_ = "cancelled";
+      failed_ = true;
     } catch (...) {
-      SetError(describeException(std::current_exception()));
+      error_ = describeException(std::current_exception());
+      failed_ = true;
     }
   }
 
-  void OnOK() override {
-    Napi::Env env = Env();
+  void settle(Napi::Env env) override {
+    if (failed_) return reject(env, error_);
     try {
       deferred_.Resolve(convert_(env, result_));
     } catch (const Napi::Error& e) {
       deferred_.Reject(e.Value());
     } catch (...) {
-      reject(describeException(std::current_exception()));
+      reject(env, describeException(std::current_exception()));
     }
   }
 
-  void OnError(const Napi::Error& e) override { reject(e.Message()); }
-
  private:
   PromiseWorker(Napi::Env env, const char* name, Work work, Convert convert)
-      : Napi::AsyncWorker(env, name),
+      : name_(name),
         deferred_(Napi::Promise::Deferred::New(env)),
         work_(std::move(work)),
         convert_(std::move(convert)) {
@@ -81,8 +83,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   }
 
   // Reuses the Error captured at call time: its stack is the caller's.
-  void reject(const std::string& message) {
-    Napi::Env env = Env();
+  void reject(Napi::Env env, const std::string& message) {
     Napi::Object error = callerError_.Value();
     std::string stack = error.Get("stack").IsString() ? error.Get("stack").As<Napi::String>().Utf8Value() : "";
     auto firstBreak = stack.find('\n');
@@ -96,11 +97,14 @@ class PromiseWorker : public Napi::AsyncWorker {
     deferred_.Reject(error);
   }
 
+  const char* name_;
   Napi::Promise::Deferred deferred_;
   Napi::ObjectReference callerError_;
   Work work_;
   Convert convert_;
   Result result_{};
+  std::string error_;
+  bool failed_ = false;
   bool cancelled_ = false;
 };
 

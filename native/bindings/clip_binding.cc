@@ -11,48 +11,14 @@
 
 namespace sdtune {
 
-namespace {
-const char* kName = "ClipModel";
-}  // namespace
-
 void ClipModelHandle::init(Napi::Env env, Napi::Object exports) {
-  Napi::Function ctor = DefineClass(env, kName,
-                                    {
-                                        StaticMethod<&ClipModelHandle::load>("load"),
-                                        InstanceMethod<&ClipModelHandle::getTextFeatures>("getTextFeatures"),
-                                        InstanceMethod<&ClipModelHandle::getImageFeatures>("getImageFeatures"),
-                                        InstanceAccessor<&ClipModelHandle::logitScale>("logitScale"),
-                                        InstanceMethod<&ClipModelHandle::stateDict>("stateDict"),
-                                        InstanceAccessor<&ClipModelHandle::dtype>("dtype"),
-                                        InstanceAccessor<&ClipModelHandle::device>("device"),
-                                        InstanceAccessor<&ClipModelHandle::disposed>("disposed"),
-                                        InstanceMethod<&ClipModelHandle::dispose>("dispose"),
-                                    });
-  addonData(env).constructors[kName] = Napi::Persistent(ctor);
-  exports.Set(kName, ctor);
-}
-
-Napi::Object ClipModelHandle::wrap(Napi::Env env, std::shared_ptr<ClipModelHolder> holder) {
-  Napi::Object object = addonData(env).constructors[kName].New({});
-  Unwrap(object)->holder_ = std::move(holder);
-  return object;
-}
-
-std::shared_ptr<ClipModelHolder> ClipModelHandle::unwrap(const Napi::Value& value, const std::string& what) {
-  Napi::Env env = value.Env();
-  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(addonData(env).constructors[kName].Value())) {
-    throw Napi::TypeError::New(env, what + " must be a ClipModel");
-  }
-  auto holder = Unwrap(value.As<Napi::Object>())->holder_;
-  if (!holder) throw Napi::Error::New(env, what + " is a disposed ClipModel");
-  return holder;
-}
-
-ClipModelHandle::ClipModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ClipModelHandle>(info) {}
-
-std::shared_ptr<ClipModelHolder> ClipModelHandle::live(Napi::Env env) const {
-  if (!holder_) throw Napi::Error::New(env, "ClipModel is disposed");
-  return holder_;
+  define(env, exports,
+         {
+             StaticMethod<&ClipModelHandle::load>("load"),
+             InstanceMethod<&ClipModelHandle::getTextFeatures>("getTextFeatures"),
+             InstanceMethod<&ClipModelHandle::getImageFeatures>("getImageFeatures"),
+             InstanceAccessor<&ClipModelHandle::logitScale>("logitScale"),
+         });
 }
 
 // load({config, files, dtype?, device?}) -> Promise<ClipModel>
@@ -114,31 +80,6 @@ Napi::Value ClipModelHandle::getImageFeatures(const Napi::CallbackInfo& info) {
 
 Napi::Value ClipModelHandle::logitScale(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), live(info.Env())->logitScale);
-}
-
-// stateDict() -> Promise<[name, Tensor][]>: every weight by checkpoint key (views, no copy).
-Napi::Value ClipModelHandle::stateDict(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guard(env, [&]() -> Napi::Value {
-    auto holder = live(env);
-    return stateDictToJs(env, holder, holder->model.ptr().get(), &holder->mutex);
-  });
-}
-
-Napi::Value ClipModelHandle::dtype(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), dtypeName(live(info.Env())->dtype));
-}
-
-Napi::Value ClipModelHandle::device(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), deviceName(live(info.Env())->device));
-}
-
-Napi::Value ClipModelHandle::disposed(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), !holder_);
-}
-
-void ClipModelHandle::dispose(const Napi::CallbackInfo&) {
-  holder_.reset();
 }
 
 SDTUNE_REGISTER_BINDING(clip_model, ClipModelHandle::init);

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "bindings/model_handle.h"
 #include "models/clip.h"
 
 namespace sdtune {
@@ -20,31 +21,23 @@ struct ClipModelHolder {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
   double logitScale = 0;  // the stored logit_scale (logits use exp of it)
+  torch::nn::Module& base() { return *model; }
 };
 
-class ClipModelHandle : public Napi::ObjectWrap<ClipModelHandle> {
+// wrap / unwrap (throws naming `what` unless a live ClipModel) come from ModelHandle.
+class ClipModelHandle : public ModelHandle<ClipModelHandle, ClipModelHolder> {
  public:
+  static constexpr const char* kName = "ClipModel";
+  static constexpr bool kDisposedIsTypeError = false;
   static void init(Napi::Env env, Napi::Object exports);
-  static Napi::Object wrap(Napi::Env env, std::shared_ptr<ClipModelHolder> holder);
-  // The model behind a JS value; throws a TypeError naming `what` unless it is a live ClipModel.
-  static std::shared_ptr<ClipModelHolder> unwrap(const Napi::Value& value, const std::string& what);
 
-  explicit ClipModelHandle(const Napi::CallbackInfo& info);
+  explicit ClipModelHandle(const Napi::CallbackInfo& info) : ModelHandle(info) {}
 
  private:
   static Napi::Value load(const Napi::CallbackInfo& info);
   Napi::Value getTextFeatures(const Napi::CallbackInfo& info);
   Napi::Value getImageFeatures(const Napi::CallbackInfo& info);
   Napi::Value logitScale(const Napi::CallbackInfo& info);
-  Napi::Value stateDict(const Napi::CallbackInfo& info);
-  Napi::Value dtype(const Napi::CallbackInfo& info);
-  Napi::Value device(const Napi::CallbackInfo& info);
-  Napi::Value disposed(const Napi::CallbackInfo& info);
-  void dispose(const Napi::CallbackInfo& info);
-
-  std::shared_ptr<ClipModelHolder> live(Napi::Env env) const;
-
-  std::shared_ptr<ClipModelHolder> holder_;
 };
 
 }  // namespace sdtune

@@ -8,6 +8,7 @@
 
 #include <exception>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -24,11 +25,12 @@ struct BindingRegistrar {
 std::vector<std::pair<const char*, BindingInit>>& registeredBindings();
 #define SDTUNE_REGISTER_BINDING(name, init) static ::sdtune::BindingRegistrar sdtune_binding_##name(#name, init)
 
-// ---- per-environment state (constructors, the JS thread id).
+// ---- per-environment state (constructors, the JS thread id, the executor's return path).
 struct AddonData {
   std::thread::id jsThread;
   std::map<std::string, Napi::FunctionReference> constructors;
   bool shuttingDown = false;
+  std::shared_ptr<void> jobs;  // this environment's side of the executor (bindings/executor.cc)
 };
 AddonData& addonData(Napi::Env env);
 

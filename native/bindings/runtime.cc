@@ -1,4 +1,5 @@
 // Process-wide runtime settings made at load (threads, malloc) and `info()`.
+#include <dlfcn.h>
 #include <link.h>
 #include <malloc.h>
 #include <sched.h>
@@ -8,10 +9,12 @@
 #include <torch/version.h>
 
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "bindings/common.h"
+#include "bindings/executor.h"
 
 #ifdef SDTUNE_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -39,7 +42,8 @@ void tuneMalloc() {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
-// libtorch starts with one intra-op thread here; use the cores we may run on.
+// libtorch starts with one intra-op thread here; use the cores we may run on. The
+// executor thread applies the same count to itself (OpenMP keeps it per thread).
 void configureThreads() {
   int threads = availableCores();
   if (const char* env = std::getenv("SDTUNE_NUM_THREADS")) {
@@ -47,6 +51,64 @@ void configureThreads() {
     if (requested > 0) threads = requested;
   }
   at::set_num_threads(threads);
+  setExecutorThreads(threads);
+}
+
+// What was done to OpenBLAS's own thread pool at load, for info().
+struct BlasThreads {
+  bool found = false;  // openblas_set_num_threads resolved in this process
+  int set = 0;         // the count sdtune set (0: left alone)
+  std::string reason;  // why (or why not)
+};
+BlasThreads blasThreads;
+
+// OpenBLAS (pthread build) keeps its own pool beside libtorch's OpenMP team; its idle
+// workers spin in sched_yield while OpenMP computes, and both fight over the same cores.
+// One BLAS thread per call leaves the parallelism to OpenMP. Looked up with dlsym, so
+// a libtorch on MKL or another BLAS is left untouched. OPENBLAS_NUM_THREADS wins if set.
+void limitOpenBlasOnce() {
+  using SetThreads = void (*)(int);
+  auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  blasThreads.found = set != nullptr;
+  if (!set) {
+    blasThreads.reason = "OpenBLAS not loaded";
+    return;
+  }
+  if (const char* env = std::getenv("OPENBLAS_NUM_THREADS"); env && *env) {
+    blasThreads.reason = std::string("OPENBLAS_NUM_THREADS=") + env + " (left as set)";
+    return;
+  }
+  set(1);
+  blasThreads.set = 1;
+  blasThreads.reason = "set to 1 at load (OpenMP does the parallel work)";
+}
+
+void limitOpenBlas() {
+  static std::once_flag once;  // every worker_threads environment runs initRuntime
+  std::call_once(once, limitOpenBlasOnce);
+}
+
+// Current OpenBLAS thread count, or 0 when OpenBLAS is not loaded.
+int openBlasThreads() {
+  using GetThreads = int (*)();
+  auto get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return get ? get() : 0;
+}
+
+Napi::Object blasAndExecutorInfo(Napi::Env env, Napi::Object out) {
+  Napi::Object blas = Napi::Object::New(env);
+  blas.Set("openblas", blasThreads.found);
+  blas.Set("threads", openBlasThreads());
+  blas.Set("setBySdtune", blasThreads.set);
+  blas.Set("note", blasThreads.reason);
+  out.Set("blasThreads", blas);
+  ExecutorStats stats = executorStats();
+  Napi::Object executor = Napi::Object::New(env);
+  executor.Set("started", stats.started);
+  executor.Set("jobsRun", Napi::Number::New(env, static_cast<double>(stats.jobsRun)));
+  executor.Set("threadId", Napi::Number::New(env, static_cast<double>(stats.threadId)));
+  out.Set("executor", executor);
+  return out;
 }
 
 // The shared libraries loaded into this process whose names mention a BLAS.
@@ -79,6 +141,7 @@ Napi::Value infoUnguarded(const Napi::CallbackInfo& call) {
   auto libs = loadedBlasLibraries();
   for (size_t i = 0; i < libs.size(); ++i) blas.Set(static_cast<uint32_t>(i), libs[i]);
   out.Set("blasLibraries", blas);
+  blasAndExecutorInfo(env, out);
   out.Set("parallelInfo", at::get_parallel_info());
   out.Set("buildConfig", at::show_config());
   Napi::Object cuda = Napi::Object::New(env);
@@ -120,6 +183,7 @@ Napi::Value setNumThreads(const Napi::CallbackInfo& call) {
   }
   return guard(env, [&] {
     at::set_num_threads(call[0].As<Napi::Number>().Int32Value());
+    setExecutorThreads(call[0].As<Napi::Number>().Int32Value());
     return Napi::Number::New(env, at::get_num_threads());
   });
 }
@@ -136,6 +200,7 @@ Napi::Value manualSeed(const Napi::CallbackInfo& call) {
 void initRuntime(Napi::Env env, Napi::Object exports) {
   tuneMalloc();
   configureThreads();
+  limitOpenBlas();
   exports.Set("info", Napi::Function::New(env, info));
   exports.Set("setNumThreads", Napi::Function::New(env, setNumThreads));
   exports.Set("manualSeed", Napi::Function::New(env, manualSeed));

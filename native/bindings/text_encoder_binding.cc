@@ -14,8 +14,6 @@ namespace sdtune {
 
 namespace {
 
-const char* kName = "TextEncoder";
-
 // forward()'s options, copied off the JS object before the worker runs.
 models::CLIPTextForwardOptions readForwardOptions(const Napi::Value& value) {
   models::CLIPTextForwardOptions o;
@@ -36,47 +34,14 @@ struct Gradients {
 }  // namespace
 
 void TextEncoderHandle::init(Napi::Env env, Napi::Object exports) {
-  Napi::Function ctor =
-      DefineClass(env, kName,
-                  {
-                      StaticMethod<&TextEncoderHandle::load>("load"),
-                      InstanceMethod<&TextEncoderHandle::forward>("forward"),
-                      InstanceMethod<&TextEncoderHandle::lossAndGradients>("lossAndGradients"),
-                      InstanceMethod<&TextEncoderHandle::setGradientCheckpointing>("setGradientCheckpointing"),
-                      InstanceAccessor<&TextEncoderHandle::gradientCheckpointing>("gradientCheckpointing"),
-                      InstanceMethod<&TextEncoderHandle::stateDict>("stateDict"),
-                      InstanceAccessor<&TextEncoderHandle::dtype>("dtype"),
-                      InstanceAccessor<&TextEncoderHandle::device>("device"),
-                      InstanceAccessor<&TextEncoderHandle::disposed>("disposed"),
-                      InstanceMethod<&TextEncoderHandle::dispose>("dispose"),
-                  });
-  addonData(env).constructors[kName] = Napi::Persistent(ctor);
-  exports.Set(kName, ctor);
-}
-
-Napi::Object TextEncoderHandle::wrap(Napi::Env env, std::shared_ptr<TextEncoderHolder> holder) {
-  Napi::Object object = addonData(env).constructors[kName].New({});
-  Unwrap(object)->holder_ = std::move(holder);
-  return object;
-}
-
-bool TextEncoderHandle::isTextEncoder(Napi::Env env, const Napi::Value& value) {
-  return value.IsObject() && value.As<Napi::Object>().InstanceOf(addonData(env).constructors[kName].Value());
-}
-
-std::shared_ptr<TextEncoderHolder> TextEncoderHandle::unwrap(const Napi::Value& value, const std::string& what) {
-  Napi::Env env = value.Env();
-  if (!isTextEncoder(env, value)) throw Napi::TypeError::New(env, what + " must be a TextEncoder");
-  auto holder = Unwrap(value.As<Napi::Object>())->holder_;
-  if (!holder) throw Napi::Error::New(env, what + " is a disposed TextEncoder");
-  return holder;
-}
-
-TextEncoderHandle::TextEncoderHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TextEncoderHandle>(info) {}
-
-std::shared_ptr<TextEncoderHolder> TextEncoderHandle::live(Napi::Env env) const {
-  if (!holder_) throw Napi::Error::New(env, "TextEncoder is disposed");
-  return holder_;
+  define(env, exports,
+         {
+             StaticMethod<&TextEncoderHandle::load>("load"),
+             InstanceMethod<&TextEncoderHandle::forward>("forward"),
+             InstanceMethod<&TextEncoderHandle::lossAndGradients>("lossAndGradients"),
+             InstanceMethod<&TextEncoderHandle::setGradientCheckpointing>("setGradientCheckpointing"),
+             InstanceAccessor<&TextEncoderHandle::gradientCheckpointing>("gradientCheckpointing"),
+         });
 }
 
 // load({config, files, dtype?, device?, ignorePrefixes?}) -> Promise<TextEncoder>;
@@ -220,32 +185,6 @@ void TextEncoderHandle::setGradientCheckpointing(const Napi::CallbackInfo& info)
 
 Napi::Value TextEncoderHandle::gradientCheckpointing(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), live(info.Env())->gradientCheckpointing.load());
-}
-
-// stateDict() -> Promise<[name, Tensor][]>: every weight by checkpoint key (views, no copy).
-Napi::Value TextEncoderHandle::stateDict(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guard(env, [&]() -> Napi::Value {
-    auto holder = live(env);
-    return stateDictToJs(env, holder, holder->model.ptr().get(), &holder->mutex);
-  });
-}
-
-Napi::Value TextEncoderHandle::dtype(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), dtypeName(live(info.Env())->dtype));
-}
-
-Napi::Value TextEncoderHandle::device(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), deviceName(live(info.Env())->device));
-}
-
-Napi::Value TextEncoderHandle::disposed(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), !holder_);
-}
-
-// Drops this handle's share; work already queued keeps the model until it ends.
-void TextEncoderHandle::dispose(const Napi::CallbackInfo&) {
-  holder_.reset();
 }
 
 SDTUNE_REGISTER_BINDING(text_encoder, TextEncoderHandle::init);

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 
+#include "bindings/model_handle.h"
 #include "models/clip_text.h"
 
 namespace sdtune {
@@ -31,17 +32,17 @@ struct TextEncoderHolder {
 
   // Call with `mutex` held, before running the model: applies settings made from JS.
   void sync() { model->setGradientCheckpointing(gradientCheckpointing.load()); }
+  torch::nn::Module& base() { return *model; }
 };
 
-class TextEncoderHandle : public Napi::ObjectWrap<TextEncoderHandle> {
+// wrap / isHandle / unwrap (throws naming `what` unless a live TextEncoder) come from ModelHandle.
+class TextEncoderHandle : public ModelHandle<TextEncoderHandle, TextEncoderHolder> {
  public:
+  static constexpr const char* kName = "TextEncoder";
+  static constexpr bool kDisposedIsTypeError = false;
   static void init(Napi::Env env, Napi::Object exports);
-  static Napi::Object wrap(Napi::Env env, std::shared_ptr<TextEncoderHolder> holder);
-  static bool isTextEncoder(Napi::Env env, const Napi::Value& value);
-  // The model behind a JS value; throws a TypeError naming `what` unless it is a live TextEncoder.
-  static std::shared_ptr<TextEncoderHolder> unwrap(const Napi::Value& value, const std::string& what);
 
-  explicit TextEncoderHandle(const Napi::CallbackInfo& info);
+  explicit TextEncoderHandle(const Napi::CallbackInfo& info) : ModelHandle(info) {}
 
  private:
   static Napi::Value load(const Napi::CallbackInfo& info);
@@ -49,15 +50,6 @@ class TextEncoderHandle : public Napi::ObjectWrap<TextEncoderHandle> {
   Napi::Value lossAndGradients(const Napi::CallbackInfo& info);
   void setGradientCheckpointing(const Napi::CallbackInfo& info);
   Napi::Value gradientCheckpointing(const Napi::CallbackInfo& info);
-  Napi::Value stateDict(const Napi::CallbackInfo& info);
-  Napi::Value dtype(const Napi::CallbackInfo& info);
-  Napi::Value device(const Napi::CallbackInfo& info);
-  Napi::Value disposed(const Napi::CallbackInfo& info);
-  void dispose(const Napi::CallbackInfo& info);
-
-  std::shared_ptr<TextEncoderHolder> live(Napi::Env env) const;
-
-  std::shared_ptr<TextEncoderHolder> holder_;
 };
 
 }  // namespace sdtune

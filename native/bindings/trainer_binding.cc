@@ -220,6 +220,12 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
             o.Set("lossScale", r.lossScale);
             o.Set("microStep", static_cast<double>(r.microStep));
             o.Set("optimizerStep", static_cast<double>(r.optimizerStep));
+            Napi::Object phases = Napi::Object::New(env);
+            phases.Set("forward", r.phaseMs.forward);
+            phases.Set("backward", r.phaseMs.backward);
+            phases.Set("clip", r.phaseMs.clip);
+            phases.Set("optimizer", r.phaseMs.optimizer);
+            o.Set("phaseMs", phases);
             if (r.modelPred.defined()) o.Set("modelPred", TensorHandle::wrap(env, r.modelPred));
             return o;
           });

@@ -119,47 +119,16 @@ Napi::Value load(const Napi::CallbackInfo& info) {
 // ---- the handle
 
 void UNetHandle::init(Napi::Env env, Napi::Object exports) {
-  Napi::Function ctor =
-      DefineClass(env, "UNet",
-                  {
-                      StaticMethod("load", &load),
-                      InstanceMethod<&UNetHandle::forward>("forward"),
-                      InstanceMethod<&UNetHandle::forwardWithIntermediates>("forwardWithIntermediates"),
-                      InstanceMethod<&UNetHandle::lossAndGradients>("lossAndGradients"),
-                      InstanceMethod<&UNetHandle::setGradientCheckpointing>("setGradientCheckpointing"),
-                      InstanceAccessor<&UNetHandle::gradientCheckpointing>("gradientCheckpointing"),
-                      InstanceMethod<&UNetHandle::parameterInfo>("parameterInfo"),
-                      InstanceMethod<&UNetHandle::stateDict>("stateDict"),
-                      InstanceAccessor<&UNetHandle::dtype>("dtype"),
-                      InstanceAccessor<&UNetHandle::device>("device"),
-                      InstanceAccessor<&UNetHandle::disposed>("disposed"),
-                      InstanceMethod<&UNetHandle::dispose>("dispose"),
-                  });
-  addonData(env).constructors["UNet"] = Napi::Persistent(ctor);
-  exports.Set("UNet", ctor);
-}
-
-Napi::Object UNetHandle::wrap(Napi::Env env, std::shared_ptr<UNetHolder> holder) {
-  Napi::Object object = addonData(env).constructors["UNet"].New({});
-  Unwrap(object)->holder_ = std::move(holder);
-  return object;
-}
-
-std::shared_ptr<UNetHolder> UNetHandle::unwrap(const Napi::Value& value, const std::string& what) {
-  Napi::Env env = value.Env();
-  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(addonData(env).constructors["UNet"].Value())) {
-    throw Napi::TypeError::New(env, what + " must be a UNet");
-  }
-  auto holder = Unwrap(value.As<Napi::Object>())->holder_;
-  if (!holder) throw Napi::TypeError::New(env, what + " is a disposed UNet");
-  return holder;
-}
-
-UNetHandle::UNetHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UNetHandle>(info) {}
-
-std::shared_ptr<UNetHolder> UNetHandle::live(Napi::Env env) const {
-  if (!holder_) throw Napi::Error::New(env, "UNet is disposed");
-  return holder_;
+  define(env, exports,
+         {
+             StaticMethod("load", &load),
+             InstanceMethod<&UNetHandle::forward>("forward"),
+             InstanceMethod<&UNetHandle::forwardWithIntermediates>("forwardWithIntermediates"),
+             InstanceMethod<&UNetHandle::lossAndGradients>("lossAndGradients"),
+             InstanceMethod<&UNetHandle::setGradientCheckpointing>("setGradientCheckpointing"),
+             InstanceAccessor<&UNetHandle::gradientCheckpointing>("gradientCheckpointing"),
+             InstanceMethod<&UNetHandle::parameterInfo>("parameterInfo"),
+         });
 }
 
 // forward(sample, timestep, encoderHiddenStates) -> Promise<Tensor> (in the model's dtype)
@@ -275,32 +244,6 @@ Napi::Value UNetHandle::gradientCheckpointing(const Napi::CallbackInfo& info) {
 
 Napi::Value UNetHandle::parameterInfo(const Napi::CallbackInfo& info) {
   return parameterInfoToJs(info.Env(), *live(info.Env())->module);
-}
-
-// stateDict() -> Promise<[name, Tensor][]>: every weight by checkpoint key (views, no copy).
-Napi::Value UNetHandle::stateDict(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guard(env, [&]() -> Napi::Value {
-    auto holder = live(env);
-    return stateDictToJs(env, holder, holder->module.ptr().get(), &holder->mutex);
-  });
-}
-
-Napi::Value UNetHandle::dtype(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), dtypeName(live(info.Env())->dtype));
-}
-
-Napi::Value UNetHandle::device(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), deviceName(live(info.Env())->device));
-}
-
-Napi::Value UNetHandle::disposed(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), !holder_);
-}
-
-// Drops this handle's share; the model is freed when no handle or running call holds it.
-void UNetHandle::dispose(const Napi::CallbackInfo&) {
-  holder_.reset();
 }
 
 SDTUNE_REGISTER_BINDING(unet, UNetHandle::init);

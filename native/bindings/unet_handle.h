@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 
+#include "bindings/model_handle.h"
 #include "models/unet.h"
 
 namespace sdtune {
@@ -22,32 +23,25 @@ struct UNetHolder {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
   std::mutex mutex;
+  torch::nn::Module& base() { return *module; }
 };
 
-class UNetHandle : public Napi::ObjectWrap<UNetHandle> {
+// wrap / unwrap (a TypeError naming `what` unless a live UNet) come from ModelHandle.
+class UNetHandle : public ModelHandle<UNetHandle, UNetHolder> {
  public:
+  static constexpr const char* kName = "UNet";
+  static constexpr bool kDisposedIsTypeError = true;
   static void init(Napi::Env env, Napi::Object exports);
-  static Napi::Object wrap(Napi::Env env, std::shared_ptr<UNetHolder> holder);
-  // The model behind a JS UNet handle; throws a TypeError naming `what` if it is not a live one.
-  static std::shared_ptr<UNetHolder> unwrap(const Napi::Value& value, const std::string& what);
 
-  explicit UNetHandle(const Napi::CallbackInfo& info);
+  explicit UNetHandle(const Napi::CallbackInfo& info) : ModelHandle(info) {}
 
  private:
-  std::shared_ptr<UNetHolder> live(Napi::Env env) const;
   Napi::Value forward(const Napi::CallbackInfo& info);
   Napi::Value forwardWithIntermediates(const Napi::CallbackInfo& info);
   Napi::Value lossAndGradients(const Napi::CallbackInfo& info);
   void setGradientCheckpointing(const Napi::CallbackInfo& info);
   Napi::Value gradientCheckpointing(const Napi::CallbackInfo& info);
   Napi::Value parameterInfo(const Napi::CallbackInfo& info);
-  Napi::Value stateDict(const Napi::CallbackInfo& info);
-  Napi::Value dtype(const Napi::CallbackInfo& info);
-  Napi::Value device(const Napi::CallbackInfo& info);
-  Napi::Value disposed(const Napi::CallbackInfo& info);
-  void dispose(const Napi::CallbackInfo& info);
-
-  std::shared_ptr<UNetHolder> holder_;
 };
 
 }  // namespace sdtune

@@ -106,45 +106,15 @@ Napi::Object distributionToJs(Napi::Env env, const models::LatentDistribution& d
 }  // namespace
 
 void VAEHandle::init(Napi::Env env, Napi::Object exports) {
-  Napi::Function ctor = DefineClass(env, "VAE",
-                                    {
-                                        StaticMethod("load", &load),
-                                        InstanceMethod<&VAEHandle::encode>("encode"),
-                                        InstanceMethod<&VAEHandle::sample>("sample"),
-                                        InstanceMethod<&VAEHandle::decode>("decode"),
-                                        InstanceAccessor<&VAEHandle::scalingFactor>("scalingFactor"),
-                                        InstanceAccessor<&VAEHandle::scaleFactor>("scaleFactor"),
-                                        InstanceMethod<&VAEHandle::stateDict>("stateDict"),
-                                        InstanceAccessor<&VAEHandle::dtype>("dtype"),
-                                        InstanceAccessor<&VAEHandle::device>("device"),
-                                        InstanceAccessor<&VAEHandle::disposed>("disposed"),
-                                        InstanceMethod<&VAEHandle::dispose>("dispose"),
-                                    });
-  addonData(env).constructors["VAE"] = Napi::Persistent(ctor);
-  exports.Set("VAE", ctor);
-}
-
-Napi::Object VAEHandle::wrap(Napi::Env env, std::shared_ptr<VAEHolder> holder) {
-  Napi::Object object = addonData(env).constructors["VAE"].New({});
-  Unwrap(object)->holder_ = std::move(holder);
-  return object;
-}
-
-std::shared_ptr<VAEHolder> VAEHandle::unwrap(const Napi::Value& value, const std::string& what) {
-  Napi::Env env = value.Env();
-  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(addonData(env).constructors["VAE"].Value())) {
-    throw Napi::TypeError::New(env, what + " must be a VAE");
-  }
-  auto holder = Unwrap(value.As<Napi::Object>())->holder_;
-  if (!holder) throw Napi::TypeError::New(env, what + " is a disposed VAE");
-  return holder;
-}
-
-VAEHandle::VAEHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<VAEHandle>(info) {}
-
-std::shared_ptr<VAEHolder> VAEHandle::live(Napi::Env env) const {
-  if (!holder_) throw Napi::Error::New(env, "VAE is disposed");
-  return holder_;
+  define(env, exports,
+         {
+             StaticMethod("load", &load),
+             InstanceMethod<&VAEHandle::encode>("encode"),
+             InstanceMethod<&VAEHandle::sample>("sample"),
+             InstanceMethod<&VAEHandle::decode>("decode"),
+             InstanceAccessor<&VAEHandle::scalingFactor>("scalingFactor"),
+             InstanceAccessor<&VAEHandle::scaleFactor>("scaleFactor"),
+         });
 }
 
 // encode(images, {onProgress, cancel}) -> Promise<{moments, mean, logvar, std}>
@@ -252,31 +222,6 @@ Napi::Value VAEHandle::scalingFactor(const Napi::CallbackInfo& info) {
 
 Napi::Value VAEHandle::scaleFactor(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env())->module->scaleFactor()));
-}
-
-// stateDict() -> Promise<[name, Tensor][]>: every weight by checkpoint key (views, no copy).
-Napi::Value VAEHandle::stateDict(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guard(env, [&]() -> Napi::Value {
-    auto holder = live(env);
-    return stateDictToJs(env, holder, holder->module.ptr().get(), &holder->mutex);
-  });
-}
-
-Napi::Value VAEHandle::dtype(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), dtypeName(live(info.Env())->dtype));
-}
-
-Napi::Value VAEHandle::device(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), deviceName(live(info.Env())->device));
-}
-
-Napi::Value VAEHandle::disposed(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), !holder_);
-}
-
-void VAEHandle::dispose(const Napi::CallbackInfo&) {
-  holder_.reset();
 }
 
 SDTUNE_REGISTER_BINDING(vae, VAEHandle::init);

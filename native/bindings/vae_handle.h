@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 
+#include "bindings/model_handle.h"
 #include "models/vae.h"
 
 namespace sdtune {
@@ -20,30 +21,24 @@ struct VAEHolder {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
   std::mutex mutex;
+  torch::nn::Module& base() { return *module; }
 };
 
-class VAEHandle : public Napi::ObjectWrap<VAEHandle> {
+// wrap / unwrap (a TypeError naming `what` unless a live VAE) come from ModelHandle.
+class VAEHandle : public ModelHandle<VAEHandle, VAEHolder> {
  public:
+  static constexpr const char* kName = "VAE";
+  static constexpr bool kDisposedIsTypeError = true;
   static void init(Napi::Env env, Napi::Object exports);
-  static Napi::Object wrap(Napi::Env env, std::shared_ptr<VAEHolder> holder);
-  static std::shared_ptr<VAEHolder> unwrap(const Napi::Value& value, const std::string& what);
 
-  explicit VAEHandle(const Napi::CallbackInfo& info);
+  explicit VAEHandle(const Napi::CallbackInfo& info) : ModelHandle(info) {}
 
  private:
-  std::shared_ptr<VAEHolder> live(Napi::Env env) const;
   Napi::Value encode(const Napi::CallbackInfo& info);
   Napi::Value sample(const Napi::CallbackInfo& info);
   Napi::Value decode(const Napi::CallbackInfo& info);
   Napi::Value scalingFactor(const Napi::CallbackInfo& info);
   Napi::Value scaleFactor(const Napi::CallbackInfo& info);
-  Napi::Value stateDict(const Napi::CallbackInfo& info);
-  Napi::Value dtype(const Napi::CallbackInfo& info);
-  Napi::Value device(const Napi::CallbackInfo& info);
-  Napi::Value disposed(const Napi::CallbackInfo& info);
-  void dispose(const Napi::CallbackInfo& info);
-
-  std::shared_ptr<VAEHolder> holder_;
 };
 
 }  // namespace sdtune

@@ -22,16 +22,35 @@ const char* attentionBackend() {
 
 namespace {
 
+// The additive mask as a 3-D tensor broadcastable to [B*H, Lq, Lk] (baddbmm's input):
+// a view when it is shared by every batch row and head (causal masks), else a copy.
+torch::Tensor flatMask(torch::Tensor mask, int64_t B, int64_t H, int64_t Lq, int64_t Lk, torch::ScalarType dtype) {
+  mask = mask.to(dtype);
+  while (mask.dim() < 4) mask = mask.unsqueeze(0);
+  if (mask.size(0) == 1 && mask.size(1) == 1) return mask[0];
+  return mask.expand({B, H, Lq, Lk}).reshape({B * H, Lq, Lk});
+}
+
+// softmax(q k^T * scale + mask) v with the scale folded into the score product
+// (baddbmm's alpha): no separate pass over the Lq x Lk scores, forward or backward
+// (autograd scales the [L, D] gradients of q and k instead of the [Lq, Lk] one).
 torch::Tensor manual(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& mask,
                      double scale, bool upcast) {
   auto dtype = q.scalar_type();
   bool promote = upcast || dtype == torch::kHalf || dtype == torch::kBFloat16;
-  torch::Tensor qq = promote ? q.to(torch::kFloat) : q;
-  torch::Tensor kk = promote ? k.to(torch::kFloat) : k;
-  torch::Tensor scores = torch::matmul(qq, kk.transpose(-1, -2)) * scale;  // [b, h, Lq, Lk]
-  if (mask.defined()) scores = scores + mask.to(scores.scalar_type());
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2);
+  torch::Tensor q3 = (promote ? q.to(torch::kFloat) : q).reshape({B * H, Lq, q.size(3)});
+  torch::Tensor k3 = (promote ? k.to(torch::kFloat) : k).reshape({B * H, Lk, k.size(3)});
+  torch::Tensor scores;  // [B*H, Lq, Lk]
+  if (mask.defined()) {
+    scores = at::baddbmm(flatMask(mask, B, H, Lq, Lk, q3.scalar_type()), q3, k3.transpose(1, 2), 1.0, scale);
+  } else {
+    // beta = 0: the (one-element, broadcast) input is ignored, so nothing is allocated for it.
+    torch::Tensor none = at::zeros({1, 1, 1}, q3.options()).expand({B * H, Lq, Lk});
+    scores = at::baddbmm(none, q3, k3.transpose(1, 2), 0.0, scale);
+  }
   torch::Tensor probs = torch::softmax(scores, -1).to(v.scalar_type());
-  return torch::matmul(probs, v);  // [b, h, Lq, D]
+  return at::bmm(probs, v.reshape({B * H, Lk, v.size(3)})).view({B, H, Lq, v.size(3)});  // [b, h, Lq, D]
 }
 
 }  // namespace

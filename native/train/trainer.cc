@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include <chrono>
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
@@ -143,8 +145,19 @@ StepResult Trainer::step(const TrainBatch& batch, const std::vector<double>& lrs
   }
 }
 
+namespace {
+using Clock = std::chrono::steady_clock;
+double msSince(Clock::time_point& start) {
+  auto now = Clock::now();
+  double ms = std::chrono::duration<double, std::milli>(now - start).count();
+  start = now;
+  return ms;
+}
+}  // namespace
+
 StepResult Trainer::stepInTrainMode(const TrainBatch& batch, const std::vector<double>& lrs, bool keepPrediction) {
   auto [dtype, device] = placement(*unet_);
+  auto clock = Clock::now();
 
   // Random draws in diffusers' order: posterior sample, noise, offset noise, timesteps.
   torch::Tensor latents = drawLatents(batch).to(device, dtype);  // [B, 4, h, w]
@@ -194,8 +207,10 @@ StepResult Trainer::stepInTrainMode(const TrainBatch& batch, const std::vector<d
   result.instanceLoss = instanceLoss.item<double>();
   result.priorLoss = priorLoss.defined() ? priorLoss.item<double>() : 0.0;
   if (keepPrediction) result.modelPred = pred.detach();
+  result.phaseMs.forward = msSince(clock);
   // accelerate divides by the accumulation count so accumulated gradients average.
   scaler_.scaleLoss(loss / static_cast<double>(options_.gradientAccumulationSteps)).backward();
+  result.phaseMs.backward = msSince(clock);
   ++microStep_;
   if (microStep_ % options_.gradientAccumulationSteps == 0) optimizerBoundary(lrs, result);
   result.lossScale = scaler_.scale();
@@ -205,6 +220,7 @@ StepResult Trainer::stepInTrainMode(const TrainBatch& batch, const std::vector<d
 }
 
 void Trainer::optimizerBoundary(const std::vector<double>& lrs, StepResult& result) {
+  auto clock = Clock::now();
   // Unscaled, clipped and applied in float32: unscaling half gradients in place would flush the
   // small ones to zero, which is what the scaling was for (GradScaler refuses fp16 grads too).
   std::vector<torch::Tensor> all;
@@ -217,6 +233,7 @@ void Trainer::optimizerBoundary(const std::vector<double>& lrs, StepResult& resu
     result.gradNorm = std::nan("");
   } else {
     result.gradNorm = clipGradNorm(all, options_.maxGradNorm);
+    result.phaseMs.clip = msSince(clock);
     size_t offset = 0;
     for (size_t g = 0; g < groups_.size(); ++g) {
       const size_t n = groups_[g].params.size();
@@ -229,6 +246,7 @@ void Trainer::optimizerBoundary(const std::vector<double>& lrs, StepResult& resu
   }
   scaler_.update(!finite);
   for (auto& optimizer : optimizers_) optimizer->zeroGrad();
+  result.phaseMs.optimizer = msSince(clock);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::stateDict() const {

@@ -75,6 +75,11 @@ struct StepResult {
   int64_t microStep = 0;      // micro-batches done
   int64_t optimizerStep = 0;  // optimizer steps done
   torch::Tensor modelPred;    // kept only when asked (tests)
+  // Wall time of this step's phases in ms, as the peer benchmark splits diffusers' step:
+  // forward (noise, UNet, loss, its value read), backward, clip (unscale + norm), optimizer (+ zero grad).
+  struct {
+    double forward = 0, backward = 0, clip = 0, optimizer = 0;
+  } phaseMs;
 };
 
 class Trainer {

@@ -31,6 +31,7 @@ export const command: Command = {
         `libtorch  ${report.libtorch} (${report.libtorchFrom})`,
         `threads   ${report.threads} of ${report.cores} cores (set SDTUNE_NUM_THREADS to change)`,
         `BLAS      ${report.blas.length ? report.blas.join(", ") : "none loaded yet"}`,
+        `BLAS pool ${report.blasThreads.openblas ? `${report.blasThreads.threads} thread(s): ${report.blasThreads.note}` : report.blasThreads.note}`,
         `CUDA      ${cuda}`,
         `node      ${report.node}`,
       ].join("\n"),

@@ -7,6 +7,10 @@ export interface RuntimeInfo {
   interopThreads: number;
   cores: number;
   blasLibraries: string[];
+  /** OpenBLAS's own pool: sdtune sets it to 1 at load unless OPENBLAS_NUM_THREADS is set. */
+  blasThreads: { openblas: boolean; threads: number; setBySdtune: number; note: string };
+  /** The one native thread that runs every model, trainer and pipeline job. */
+  executor: { started: boolean; jobsRun: number; threadId: number };
   parallelInfo: string;
   buildConfig: string;
   cuda: {

@@ -50,6 +50,8 @@ export interface NativeStepResult {
   lossScale: number;
   microStep: number;
   optimizerStep: number;
+  /** Wall time of the step's phases (benchmarks): forward (with the loss read), backward, clip, optimizer. */
+  phaseMs: { forward: number; backward: number; clip: number; optimizer: number };
   modelPred?: Tensor;
 }
 
