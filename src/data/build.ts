@@ -1,10 +1,12 @@
 // `sdtune dataset build`: a folder of images plus captions (sidecar files or one
 // captions file) -> an HF imagefolder with metadata.jsonl that `datasets`,
-// diffusers' scripts and sdtune all read. Every file is written atomically.
+// diffusers' scripts and sdtune all read. kohya "<repeats>_<caption>" folders keep their
+// caption (for images without one) and their repeats (a `repeats` column). Every file is
+// written atomically.
 import { readFile } from "node:fs/promises";
 import { basename, extname, join, relative, resolve, sep } from "node:path";
 
-import { normaliseExt } from "./captions.js";
+import { kohyaFolder, normaliseExt } from "./captions.js";
 import { parseCsv } from "./csv.js";
 import {
   compareStrings,
@@ -59,13 +61,25 @@ export async function buildImageFolder(dir: string, options: BuildOptions = {}):
         normaliseExt(options.captionExt ?? DATA_DEFAULTS.captionExt),
         issues,
       );
-  const candidates: Candidate[] = images.map((rel) => ({
-    name: rel,
-    source: { kind: "file", path: join(source, rel) },
-    caption: captions.get(rel) ?? "",
-    role: "train",
-    repeats: 1,
-  }));
+  // kohya "<repeats>_<caption>" folders: their caption where an image has none, their repeats
+  // as a `repeats` column (which sdtune's imagefolder reader honours; HF datasets keeps it).
+  const candidates: Candidate[] = [];
+  for (const rel of images) {
+    const folder = kohyaFolder(rel);
+    if (folder && folder.repeats < 1) {
+      const reason = `folder "${folder.folder}" repeats its images 0 times (kohya skips it); rename it to 1_...`;
+      issues.push({ file: rel, code: "zero-repeats", reason, skipped: true });
+      continue;
+    }
+    if (folder && !captions.has(rel) && !options.captionsFile) captions.set(rel, folder.caption);
+    candidates.push({
+      name: rel,
+      source: { kind: "file", path: join(source, rel) },
+      caption: captions.get(rel) ?? "",
+      role: "train",
+      repeats: folder?.repeats ?? 1,
+    });
+  }
   const items = await probeCandidates(
     candidates,
     { path: source, verify: "decode", maxPixels: options.maxPixels },
@@ -95,7 +109,13 @@ export async function buildImageFolder(dir: string, options: BuildOptions = {}):
   }
   const lines = [...items]
     .sort((a, b) => compareStrings(a.name, b.name))
-    .map((item) => JSON.stringify({ file_name: item.name, [column]: item.caption }));
+    .map((item) =>
+      JSON.stringify({
+        file_name: item.name,
+        [column]: item.caption,
+        ...(kohyaFolder(item.name) ? { repeats: item.repeats } : {}),
+      }),
+    );
   const metadataPath = join(out, "metadata.jsonl");
   await writeFileAtomic(metadataPath, lines.join("\n") + "\n");
   return { out, metadataPath, images: items.length, copied, issues };

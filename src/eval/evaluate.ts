@@ -18,7 +18,7 @@ import { parseEvalConfig, folderName, type EvalConfig, type EvalConfigInput } fr
 import { generateVariants, type EvalPipeline } from "./generate.js";
 import { writeGrids } from "./grids.js";
 import { readEvalImages, readPromptsFile, type EvalImage } from "./images.js";
-import { renderReport } from "./report.js";
+import { renderReport, type ReportCharts } from "./report.js";
 import {
   METRIC_DEFINITIONS,
   summarizeVariant,
@@ -267,16 +267,18 @@ function metricsImage(metrics: VariantMetrics[], variant: string, k: number) {
   return { promptIndex: image.promptIndex, seed: image.seed, sample: image.sample };
 }
 
-async function metricCharts(r: EvalResult): Promise<{ title: string; svg: string }[]> {
-  const charts = [
-    {
-      title: "CLIP score",
-      svg: await metricChart(
-        "CLIP score by variant (mean ± std over seeds)",
-        "CLIP score",
-        r.variants.map((v) => ({ variant: v.name, stat: v.summary.clipScore })),
-      ),
-    },
+async function metricCharts(r: EvalResult): Promise<ReportCharts["metrics"]> {
+  const charts: ReportCharts["metrics"] = [
+    allClamped(r)
+      ? { title: "CLIP score", note: CLAMPED_NOTE }
+      : {
+          title: "CLIP score",
+          svg: await metricChart(
+            "CLIP score by variant (mean ± std over seeds)",
+            "CLIP score",
+            r.variants.map((v) => ({ variant: v.name, stat: v.summary.clipScore })),
+          ),
+        },
   ];
   if (r.variants.some((v) => v.summary.clipI)) {
     charts.push({
@@ -290,6 +292,16 @@ async function metricCharts(r: EvalResult): Promise<{ title: string; svg: string
   }
   return charts;
 }
+
+/** Every variant's CLIP score is 0: torchmetrics clamps a negative mean to 0, and a chart of zeros looks broken. */
+function allClamped(r: EvalResult): boolean {
+  return r.variants.length > 0 && r.variants.every((v) => v.summary.clipScore.mean === 0);
+}
+
+export const CLAMPED_NOTE =
+  "No CLIP score chart: every variant scores 0. CLIP score is max(100 · mean cosine, 0) (torchmetrics), so a " +
+  "negative mean similarity, images that do not match their prompts at all (typical of an untrained or tiny " +
+  "model), is clamped to 0. CLIP-T and the raw per-prompt scores below keep the unclamped values.";
 
 function versions(): EvalResult["versions"] {
   const pkg = createRequire(import.meta.url)("../../package.json") as { version: string };
