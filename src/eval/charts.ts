@@ -195,3 +195,20 @@ export async function metricChart(
   } as vega.Spec;
   return renderSvg(spec);
 }
+
+export const CLAMPED_NOTE =
+  "No CLIP score chart: every variant scores 0. CLIP score is max(100 · mean cosine, 0) (torchmetrics), so a " +
+  "negative mean similarity, images that do not match their prompts at all (typical of an untrained or tiny " +
+  "model), is clamped to 0. CLIP-T and the raw per-prompt scores keep the unclamped values.";
+
+/**
+ * The CLIP score chart, or, when every variant's score is 0 (all clamped), a note saying so:
+ * a chart of zero-height bars looks broken.
+ */
+export async function clipScoreChart(
+  rows: { variant: string; stat: Stat }[],
+): Promise<{ title: string; svg?: string; note?: string }> {
+  const title = "CLIP score";
+  if (rows.length > 0 && rows.every((r) => r.stat.mean === 0)) return { title, note: CLAMPED_NOTE };
+  return { title, svg: await metricChart("CLIP score by variant (mean ± std over seeds)", "CLIP score", rows) };
+}

@@ -12,7 +12,7 @@ import { existsSync } from "node:fs";
 import { isImageFile, walkFiles } from "../data/files.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { native, type ProgressEvent, type Tensor } from "../native/index.js";
-import { metricChart, trainingCharts } from "./charts.js";
+import { clipScoreChart, metricChart, trainingCharts } from "./charts.js";
 import { clipImageSimilarity, ClipScorer } from "./clip_score.js";
 import { parseEvalConfig, folderName, type EvalConfig, type EvalConfigInput } from "./config.js";
 import { generateVariants, type EvalPipeline } from "./generate.js";
@@ -269,16 +269,7 @@ function metricsImage(metrics: VariantMetrics[], variant: string, k: number) {
 
 async function metricCharts(r: EvalResult): Promise<ReportCharts["metrics"]> {
   const charts: ReportCharts["metrics"] = [
-    allClamped(r)
-      ? { title: "CLIP score", note: CLAMPED_NOTE }
-      : {
-          title: "CLIP score",
-          svg: await metricChart(
-            "CLIP score by variant (mean ± std over seeds)",
-            "CLIP score",
-            r.variants.map((v) => ({ variant: v.name, stat: v.summary.clipScore })),
-          ),
-        },
+    await clipScoreChart(r.variants.map((v) => ({ variant: v.name, stat: v.summary.clipScore }))),
   ];
   if (r.variants.some((v) => v.summary.clipI)) {
     charts.push({
@@ -292,16 +283,6 @@ async function metricCharts(r: EvalResult): Promise<ReportCharts["metrics"]> {
   }
   return charts;
 }
-
-/** Every variant's CLIP score is 0: torchmetrics clamps a negative mean to 0, and a chart of zeros looks broken. */
-function allClamped(r: EvalResult): boolean {
-  return r.variants.length > 0 && r.variants.every((v) => v.summary.clipScore.mean === 0);
-}
-
-export const CLAMPED_NOTE =
-  "No CLIP score chart: every variant scores 0. CLIP score is max(100 · mean cosine, 0) (torchmetrics), so a " +
-  "negative mean similarity, images that do not match their prompts at all (typical of an untrained or tiny " +
-  "model), is clamped to 0. CLIP-T and the raw per-prompt scores below keep the unclamped values.";
 
 function versions(): EvalResult["versions"] {
   const pkg = createRequire(import.meta.url)("../../package.json") as { version: string };
