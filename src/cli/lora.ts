@@ -1,7 +1,7 @@
 // `sdtune lora convert|inspect|merge`: LoRA files between kohya, diffusers and PEFT formats,
 // and LoRAs merged into a full model folder.
 import { existsSync, statSync } from "node:fs";
-import { basename, extname, join } from "node:path";
+import { basename, extname } from "node:path";
 
 import {
   baseModuleNamesFromModel,

@@ -113,7 +113,9 @@ export async function generateVariants(
     try {
       resolveSamplerName(config.sampler);
     } catch (error) {
-      throw new ConfigError(`generate.sampler: ${(error as Error).message} (leave it out for the model's own scheduler)`);
+      throw new ConfigError(
+        `generate.sampler: ${(error as Error).message} (leave it out for the model's own scheduler)`,
+      );
     }
   }
   const prompts = [...new Set(config.prompts)];

@@ -161,7 +161,9 @@ ${r.trainingReport ? `<p><a id="training-report" href="${escapeHtml(r.trainingRe
 <section id="summary"><h2>Metrics</h2>
 ${metricsTable(r)}
 <div class="charts">${charts.metrics
-    .map((c) => (c.svg ? `<div class="chart">${c.svg}</div>` : `<p class="meta chart-note">${escapeHtml(c.note ?? "")}</p>`))
+    .map((c) =>
+      c.svg ? `<div class="chart">${c.svg}</div>` : `<p class="meta chart-note">${escapeHtml(c.note ?? "")}</p>`,
+    )
     .join("")}</div>
 </section>
 <section id="prompts"><h2>Per prompt: CLIP score (raw, mean ± std over seeds)</h2>

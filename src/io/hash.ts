@@ -6,7 +6,10 @@ import { createReadStream } from "node:fs";
 import { open, realpath } from "node:fs/promises";
 
 /** sha256 (hex) of a file's bytes from `start` (default 0) to its end. */
-export async function sha256File(path: string, options: { start?: number; signal?: AbortSignal } = {}): Promise<string> {
+export async function sha256File(
+  path: string,
+  options: { start?: number; signal?: AbortSignal } = {},
+): Promise<string> {
   const h = createHash("sha256");
   const stream = createReadStream(path, { start: options.start ?? 0, highWaterMark: 4 << 20, signal: options.signal });
   for await (const chunk of stream) h.update(chunk as Buffer);

@@ -199,7 +199,9 @@ function resolveSampler(
     throw new RangeError(`generate: ${(error as Error).message}`);
   }
   if (!facts.samplers.includes(resolved.sampler)) {
-    throw new RangeError(`generate: sampler "${resolved.sampler}" is not built in; valid: ${facts.samplers.join(", ")}`);
+    throw new RangeError(
+      `generate: sampler "${resolved.sampler}" is not built in; valid: ${facts.samplers.join(", ")}`,
+    );
   }
   return resolved;
 }

@@ -60,8 +60,10 @@ function setFlag(spec: PromptSpec, flag: Flag, value: string, where: string): vo
     return;
   }
   const n = Number(value);
-  const ok = value !== "" && Number.isFinite(n) && (flag.kind === "number" ? n >= 0 : Number.isSafeInteger(n) && n >= 0);
-  if (!ok) throw new Error(`${where} expects a non-negative ${flag.kind === "int" ? "integer" : "number"} (got "${value}")`);
+  const ok =
+    value !== "" && Number.isFinite(n) && (flag.kind === "number" ? n >= 0 : Number.isSafeInteger(n) && n >= 0);
+  if (!ok)
+    throw new Error(`${where} expects a non-negative ${flag.kind === "int" ? "integer" : "number"} (got "${value}")`);
   if ((flag.key === "steps" || flag.key === "width" || flag.key === "height") && n < 1) {
     throw new Error(`${where} must be at least 1 (got ${n})`);
   }
@@ -107,7 +109,9 @@ function promptsFromJson(text: string, path: string): PromptSpec[] {
     throw new Error(`prompts file ${path}: not valid JSON (${(error as Error).message})`);
   }
   if (!Array.isArray(value) || value.length === 0) {
-    throw new Error(`prompts file ${path}: expected a non-empty JSON list of prompts (strings or kohya prompt objects)`);
+    throw new Error(
+      `prompts file ${path}: expected a non-empty JSON list of prompts (strings or kohya prompt objects)`,
+    );
   }
   return value.map((item: unknown, i) => {
     const where = `${path}[${i}]`;
@@ -116,7 +120,8 @@ function promptsFromJson(text: string, path: string): PromptSpec[] {
       throw new Error(`${where}: expected a string or an object with "prompt"`);
     }
     const entries = Object.entries(item as Record<string, unknown>);
-    if (typeof (item as { prompt?: unknown }).prompt !== "string") throw new Error(`${where}: "prompt" must be a string`);
+    if (typeof (item as { prompt?: unknown }).prompt !== "string")
+      throw new Error(`${where}: "prompt" must be a string`);
     const spec: PromptSpec = { prompt: "" };
     for (const [key, v] of entries) {
       const ours = JSON_KEYS[key];

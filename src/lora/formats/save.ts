@@ -121,8 +121,7 @@ export async function saveLora(path: string, weights: LoraWeights, options: Save
  * so no save leaves an extensionless file a loader would not recognise.
  */
 export function targetFile(path: string, options: Pick<SaveLoraOptions, "format" | "name">): string {
-  const folder =
-    /[/\\]$/.test(path) || (existsSync(path) && statSync(path).isDirectory()) || extname(path) === "";
+  const folder = /[/\\]$/.test(path) || (existsSync(path) && statSync(path).isDirectory()) || extname(path) === "";
   if (!folder) return path;
   if (options.format !== "kohya") return join(path, "pytorch_lora_weights.safetensors");
   return join(path, `${options.name ?? "lora"}.safetensors`);
