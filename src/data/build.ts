@@ -61,25 +61,7 @@ export async function buildImageFolder(dir: string, options: BuildOptions = {}):
         normaliseExt(options.captionExt ?? DATA_DEFAULTS.captionExt),
         issues,
       );
-  // kohya "<repeats>_<caption>" folders: their caption where an image has none, their repeats
-  // as a `repeats` column (which sdtune's imagefolder reader honours; HF datasets keeps it).
-  const candidates: Candidate[] = [];
-  for (const rel of images) {
-    const folder = kohyaFolder(rel);
-    if (folder && folder.repeats < 1) {
-      const reason = `folder "${folder.folder}" repeats its images 0 times (kohya skips it); rename it to 1_...`;
-      issues.push({ file: rel, code: "zero-repeats", reason, skipped: true });
-      continue;
-    }
-    if (folder && !captions.has(rel) && !options.captionsFile) captions.set(rel, folder.caption);
-    candidates.push({
-      name: rel,
-      source: { kind: "file", path: join(source, rel) },
-      caption: captions.get(rel) ?? "",
-      role: "train",
-      repeats: folder?.repeats ?? 1,
-    });
-  }
+  const candidates = buildCandidates(source, images, captions, options.captionsFile === undefined, issues);
   const items = await probeCandidates(
     candidates,
     { path: source, verify: "decode", maxPixels: options.maxPixels },
@@ -119,6 +101,38 @@ export async function buildImageFolder(dir: string, options: BuildOptions = {}):
   const metadataPath = join(out, "metadata.jsonl");
   await writeFileAtomic(metadataPath, lines.join("\n") + "\n");
   return { out, metadataPath, images: items.length, copied, issues };
+}
+
+/**
+ * One candidate per image. kohya "<repeats>_<caption>" folders lend their caption where an
+ * image has none (unless a captions file is the source) and their repeats, which the metadata
+ * keeps as a `repeats` column (sdtune's imagefolder reader honours it; HF datasets keeps it).
+ */
+function buildCandidates(
+  source: string,
+  images: string[],
+  captions: Map<string, string>,
+  folderCaptions: boolean,
+  issues: DatasetIssue[],
+): Candidate[] {
+  const candidates: Candidate[] = [];
+  for (const rel of images) {
+    const folder = kohyaFolder(rel);
+    if (folder && folder.repeats < 1) {
+      const reason = `folder "${folder.folder}" repeats its images 0 times (kohya skips it); rename it to 1_...`;
+      issues.push({ file: rel, code: "zero-repeats", reason, skipped: true });
+      continue;
+    }
+    if (folder && folderCaptions && !captions.has(rel)) captions.set(rel, folder.caption);
+    candidates.push({
+      name: rel,
+      source: { kind: "file", path: join(source, rel) },
+      caption: captions.get(rel) ?? "",
+      role: "train",
+      repeats: folder?.repeats ?? 1,
+    });
+  }
+  return candidates;
 }
 
 async function captionsFromSidecars(
