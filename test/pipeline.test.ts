@@ -173,7 +173,7 @@ describe("outputs", () => {
       "a tiny red robot",
       "Negative prompt: blurry",
       expect.stringMatching(
-        /^Steps: 3, Sampler: DDIM, CFG scale: 6, Seed: 5, Size: 24x16, Model: tiny-sd, Clip skip: 2, Version: sdtune /,
+        /^Steps: 3, Sampler: DDIM, CFG scale: 6, Seed: 5, Size: 24x16, Model hash: [0-9a-f]{10}, Model: tiny-sd, Clip skip: 2, Version: sdtune /,
       ),
     ]);
     // Re-tagging replaces the chunk (sdtune eval writes its own parameters over these).
