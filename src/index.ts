@@ -1,6 +1,6 @@
 // The public API of sdtune: the only module users and the CLI import. The addon itself
 // (src/native/) is internal; what crosses it is typed here as plain data and handles.
-export { runtimeInfo, setNumThreads } from "./runtime.js";
+export { resolveDevice, runtimeInfo, setNumThreads } from "./runtime.js";
 export type { RuntimeReport } from "./runtime.js";
 export type {
   AnyTypedArray,
@@ -69,11 +69,13 @@ export {
   createScheduler,
   defaultSamplerName,
   readSchedulerConfig,
+  resolveSamplerName,
   samplerNames,
   schedulerConfigSchema,
 } from "./sched/index.js";
 export type {
   Generator,
+  ResolvedSampler,
   SamplerName,
   Scheduler,
   SchedulerConfig,

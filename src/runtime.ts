@@ -40,3 +40,12 @@ export function setNumThreads(threads: number): number {
   }
   return native().setNumThreads(threads);
 }
+
+/**
+ * A device name with "auto" resolved as training resolves it: "cuda:0" when the addon sees a
+ * CUDA GPU, else "cpu". Other names are returned as they are.
+ */
+export function resolveDevice(device: string): string {
+  if (device !== "auto") return device;
+  return native().info().cuda.available ? "cuda:0" : "cpu";
+}

@@ -159,7 +159,10 @@ describe("evaluate, mode B (generate, then score)", () => {
     const png = await readFile(image(full.outputDir, "both", "p001-s1.png"));
     const text = readPngText(png);
     expect(text.parameters).toMatch(/^a photo of sks dog <lora:k:0\.5> <lora:p:1>\n/);
-    expect(text.parameters).toMatch(/Steps: 2, Sampler: Euler a, CFG scale: 5, Seed: 1, Size: 24x16, Model: tiny-sd/);
+    expect(text.parameters).toMatch(
+      /Steps: 2, Sampler: Euler a, CFG scale: 5, Seed: 1, Size: 24x16, Model hash: [0-9a-f]{10}, Model: tiny-sd/,
+    );
+    expect(text.parameters).toMatch(/Lora hashes: "k: [0-9a-f]{12}, p: [0-9a-f]{12}"/);
     expect(readPngText(await readFile(image(full.outputDir, "base", "p000-s0.png"))).parameters).not.toMatch(/lora/i);
     const key = JSON.parse(text[EVAL_KEY_CHUNK]!) as { loras: { name: string; scale: number; sha256: string }[] };
     expect(key).toMatchObject({ prompt: PROMPTS[1], seed: 1, steps: 2, dtype: "float32", device: "cpu" });

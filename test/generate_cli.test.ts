@@ -61,7 +61,7 @@ describe("sdtune generate", () => {
         "Negative prompt: blurry",
         expect.stringMatching(
           new RegExp(
-            `^Steps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: ${seed}, Size: ${W}x${H}, Model: tiny-sd, Clip skip: 2, `,
+            `^Steps: 2, Sampler: DDIM, CFG scale: 7.5, Seed: ${seed}, Size: ${W}x${H}, Model hash: [0-9a-f]{10}, Model: tiny-sd, Clip skip: 2, `,
           ),
         ),
       ]);

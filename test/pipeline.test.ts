@@ -205,7 +205,7 @@ describe("outputs", () => {
       "Negative prompt: blurry",
       expect.stringMatching(
         new RegExp(
-          `^Steps: 3, Sampler: DDIM, CFG scale: 6, Seed: 5, Size: ${W}x${H}, Model: tiny-sd, Clip skip: 2, Version: sdtune `,
+          `^Steps: 3, Sampler: DDIM, CFG scale: 6, Seed: 5, Size: ${W}x${H}, Model hash: [0-9a-f]{10}, Model: tiny-sd, Clip skip: 2, Version: sdtune `,
         ),
       ),
     ]);

@@ -1,7 +1,7 @@
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 
-import { makeGrid } from "../src/pipeline/grid.js";
+import { makeGrid, wrapLabel } from "../src/pipeline/grid.js";
 import { addPngText, formatInfotext, readPngText } from "../src/io/png.js";
 
 async function solid(width: number, height: number, r: number): Promise<Buffer> {
@@ -34,6 +34,26 @@ describe("PNG parameters", () => {
     expect([meta.width, meta.height]).toEqual([16, 8]);
     const { data } = await sharp(tagged).raw().toBuffer({ resolveWithObject: true });
     expect(data[0]).toBe(200);
+  });
+
+  it("writes Model hash and A1111's quoted Lora hashes", () => {
+    const text = formatInfotext({
+      prompt: "p",
+      steps: 2,
+      sampler: "Euler a",
+      guidanceScale: 7,
+      seed: 1,
+      width: 8,
+      height: 8,
+      model: "tiny-sd",
+      modelHash: "0123456789",
+      loras: { a: 1, b: 0.5 },
+      loraHashes: { a: "aaaaaaaaaaaa", b: "bbbbbbbbbbbb" },
+    });
+    expect(text.split("\n").at(-1)).toBe(
+      "Steps: 2, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 8x8, Model hash: 0123456789, Model: tiny-sd, " +
+        'Lora scales: "a: 1, b: 0.5", Lora hashes: "a: aaaaaaaaaaaa, b: bbbbbbbbbbbb"',
+    );
   });
 
   it("uses iTXt (UTF-8) for text outside Latin-1", async () => {
@@ -71,5 +91,29 @@ describe("grids", () => {
     const x = 30 + 2 + 20 + 2 + 5;
     const y = 20 + 2 + 10 + 2 + 5;
     expect(data[(y * info.width + x) * info.channels]).toBe(160);
+  });
+});
+
+describe("grid labels", () => {
+  it("wrap at word boundaries and keep every character", () => {
+    const prompt = "a photo of sks person giving a thumbs up on a beach at sunset";
+    const lines = wrapLabel(prompt, 100);
+    expect(lines.length).toBeGreaterThan(1);
+    expect(lines.every((l) => l.length <= Math.floor(100 / 7))).toBe(true);
+    expect(lines.join(" ")).toBe(prompt);
+    expect(wrapLabel("abcdefghij", 28)).toEqual(["abcd", "efgh", "ij"]);
+  });
+
+  it("grow the row instead of cutting a long prompt", async () => {
+    const images = await Promise.all([10, 60].map((r) => solid(20, 10, r)));
+    const prompt = "a photo of sks person giving a thumbs up on a beach";
+    const labelWidth = 80;
+    const grid = await makeGrid(images, { columns: 2, gap: 2, rowLabels: [prompt], labelWidth });
+    const lines = wrapLabel(prompt, labelWidth - 8).length;
+    expect(lines).toBeGreaterThan(1);
+    const meta = await sharp(grid).metadata();
+    expect(meta.height).toBe(lines * 16 + 8 + 2 * 2);
+    // The SVG text holds the whole prompt: no ellipsis anywhere.
+    expect(wrapLabel(prompt, labelWidth - 8).join(" ")).toBe(prompt);
   });
 });

@@ -5,11 +5,11 @@
 // a file that was not rewritten is not read again. Files in a Hugging Face cache
 // snapshot are symlinks to blobs named by their sha256, which is used as is.
 import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { readFile, realpath, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 
 import { writeFileAtomic } from "../io/atomic.js";
+import { sha256File } from "../io/hash.js";
 import { resolveWeightFiles } from "../models/files.js";
 
 export interface ModelFingerprint {
@@ -45,7 +45,7 @@ export async function fingerprintModel(dir: string, options: FingerprintOptions 
     const stamp = `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}`;
     let sha256 = blob?.[1] ?? (memo?.[real]?.stamp === stamp ? memo[real].sha256 : undefined);
     if (!sha256) {
-      sha256 = await hashFile(real, options.signal);
+      sha256 = await sha256File(real, options.signal ? { signal: options.signal } : {});
       if (memo) {
         memo[real] = { stamp, sha256 };
         memoChanged = true;
@@ -90,13 +90,6 @@ export async function fingerprintTokenizer(dir: string): Promise<string> {
 
 export function sha256Hex(data: string | Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
-}
-
-async function hashFile(path: string, signal?: AbortSignal): Promise<string> {
-  const h = createHash("sha256");
-  const stream = createReadStream(path, { highWaterMark: 4 << 20, signal });
-  for await (const chunk of stream) h.update(chunk as Buffer);
-  return h.digest("hex");
 }
 
 type Memo = Record<string, { stamp: string; sha256: string }>;

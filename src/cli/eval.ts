@@ -25,14 +25,15 @@ const help = [
   "score existing images (each folder is one variant):",
   "  --images DIR[=NAME]   images with prompts from metadata.jsonl (file_name + prompt|text|caption,",
   "                        optional seed), <name>.txt sidecars or PNG parameters; repeatable",
-  "  --prompts FILE        prompts for images that carry none (one per line or a JSON list), name order",
+  "  --prompts-file FILE   prompts for images that carry none (one per line or a JSON list), name order;",
+  "                        kohya's per-prompt flags (--n, --w, --d, ...) are parsed off ( --prompts: same)",
   "generate first, then score (images go to DIR/images/<variant>/; a rerun keeps those already made):",
   "  --model M             base model folder or hub id; a 'base' variant is generated unless --no-base",
   "  --lora FILE[:SCALE]   one variant per --lora (scale default 1); A:0.8+B:0.5 applies both together",
   "  --prompt P            repeatable;  --negative-prompt P",
   "  --seeds 0,1,2         the same seeds for every variant;  --steps 25",
-  "  --sampler NAME        ddim, pndm, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras, ddpm",
-  "                        (default: the model's scheduler)",
+  "  --sampler NAME        ddim, pndm, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras, ddpm, or as",
+  "                        A1111 / ComfyUI / kohya name them (default: the model's scheduler)",
   "  --guidance-scale 7.5  --width W --height H (default: the model's size)  --no-base",
   "common:",
   "  --out DIR             output folder (required unless the config has output_dir)",
@@ -75,6 +76,7 @@ function parseEvalArgs(argv: string[]): { values: Record<string, unknown>; posit
     config: string,
     images: strings,
     prompts: string,
+    "prompts-file": string,
     model: string,
     lora: strings,
     prompt: strings,
@@ -203,7 +205,7 @@ export function buildConfig(
   set("batch_size", number(values["batch-size"], "batch-size"));
   set("grid_cell", number(values["grid-cell"], "grid-cell"));
   set("instance_images", values.instance);
-  set("prompts_file", values.prompts);
+  set("prompts_file", values["prompts-file"] ?? values.prompts);
   if (values.runs) c.runs = values.runs;
   if (values.images) {
     c.images = (values.images as string[]).map((spec) => {

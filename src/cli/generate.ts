@@ -1,16 +1,16 @@
 // `sdtune generate`: text to image from a diffusers folder or hub id. PNGs carry their
 // parameters (AUTOMATIC1111 infotext); files are numbered like AUTOMATIC1111's
 // (<5-digit index>-<seed>.png) and written atomically; Ctrl-C cancels cleanly.
-import { readFile } from "node:fs/promises";
-
 import {
   loadPipeline,
-  samplerNames,
+  promptBatches,
+  readPromptSpecs,
+  resolveSamplerName,
   writeImages,
   type GenerateOptions,
   type GenerateResult,
   type ModelDType,
-  type SamplerName,
+  type PromptSpec,
   type StableDiffusionPipeline,
   type WriteImagesResult,
 } from "../index.js";
@@ -23,13 +23,17 @@ export const command: Command = {
     "",
     "  --model ID|DIR            diffusers Stable Diffusion 1.x/2.x folder, or a hub id (org/name)",
     "  --prompt TEXT             a prompt (repeatable)",
-    "  --prompts-file FILE       one prompt per line (empty lines and lines starting with # are skipped)",
+    "  --prompts-file FILE       one prompt per line (empty lines and lines starting with # are skipped),",
+    "                            with kohya's per-prompt flags: --n NEGATIVE --w W --h H --s STEPS --d SEED",
+    "                            --l GUIDANCE --ss SAMPLER",
     "  --negative-prompt TEXT    for every prompt (default none)",
     "  --width N, --height N     pixels, multiples of 8 (default: the model's native size)",
     "  --steps N                 inference steps (default 50)",
     "  --guidance-scale X        classifier-free guidance (default 7.5; <= 1 turns it off)",
     "  --sampler NAME            ddim, pndm, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras, ddpm,",
-    "                            dpm_multistep (default: the model's scheduler)",
+    '                            dpm_multistep, or as A1111 / ComfyUI / kohya name them ("DPM++ 2M Karras",',
+    '                            "Euler a", euler_a); default: the model\'s scheduler',
+    "  --schedule-type NAME      with --sampler: karras or normal (A1111's Schedule type, ComfyUI's scheduler)",
     "  --seed N                  image i uses seed N + i (default: random; printed per image)",
     "  --num-images N            images per prompt (default 1)",
     "  --batch-size N            images denoised together (default 1)",
@@ -38,7 +42,7 @@ export const command: Command = {
     "                            repeatable; named after the file in the PNG parameters",
     "  --out DIR                 output folder (default ./outputs); files <index>-<seed>.png",
     "  --grid                    also write a contact sheet of all images (grid-<index>.png)",
-    "  --device cpu|cuda[:N]     (default cpu)",
+    "  --device auto|cpu|cuda[:N]  (default auto: cuda when a GPU is visible, else cpu, as train)",
     "  --dtype float32|float16|bfloat16   (default float32)",
     "  --variant NAME            weight variant, e.g. fp16 (components without it use plain weights)",
     "  --revision REV            hub branch, tag or commit",
@@ -55,7 +59,7 @@ export const command: Command = {
     let pipe: StableDiffusionPipeline | undefined;
     try {
       pipe = await loadWithLoras(values, request.loras, signal);
-      const result = await generateWithProgress(pipe, request.options, signal);
+      const result = await generateAll(pipe, request.batches, signal);
       signal.throwIfAborted();
       const written = await writeImages(result.images, (values.out as string | undefined) ?? "outputs", {
         grid: values.grid === true,
@@ -86,6 +90,7 @@ function parseGenerateArgs(argv: string[]): Values {
       steps: string,
       "guidance-scale": string,
       sampler: string,
+      "schedule-type": string,
       seed: string,
       "num-images": string,
       "batch-size": string,
@@ -109,10 +114,16 @@ function parseGenerateArgs(argv: string[]): Values {
 /** Everything that needs no model, checked before anything loads or downloads. */
 async function generateRequest(
   values: Values,
-): Promise<{ loras: { path: string; scale: number }[]; options: GenerateOptions }> {
-  const prompts = [...((values.prompt as string[] | undefined) ?? [])];
-  if (typeof values["prompts-file"] === "string") prompts.push(...(await readPrompts(values["prompts-file"])));
-  if (prompts.length === 0) throw new UsageError("give at least one --prompt (or --prompts-file)");
+): Promise<{ loras: { path: string; scale: number }[]; batches: GenerateOptions[] }> {
+  const specs: PromptSpec[] = ((values.prompt as string[] | undefined) ?? []).map((prompt) => ({ prompt }));
+  if (typeof values["prompts-file"] === "string") {
+    try {
+      specs.push(...(await readPromptSpecs(values["prompts-file"])));
+    } catch (error) {
+      throw new UsageError(`--prompts-file: ${(error as Error).message}`);
+    }
+  }
+  if (specs.length === 0) throw new UsageError("give at least one --prompt (or --prompts-file)");
   const loras = ((values.lora as string[] | undefined) ?? []).map((spec) => {
     const { path, scale } = parseLoraSpec(spec);
     return { path, scale: scale ?? 1 };
@@ -129,24 +140,32 @@ async function generateRequest(
   }
   const steps = int(values.steps, "--steps");
   if (steps !== undefined && steps < 1) throw new UsageError(`--steps must be at least 1 (got ${steps})`);
-  if (typeof values.sampler === "string" && !(samplerNames() as readonly string[]).includes(values.sampler)) {
-    throw new UsageError(`unknown sampler "${values.sampler}"; valid samplers: ${samplerNames().join(", ")}`);
+  const sampler = values.sampler as string | undefined;
+  const scheduleType = values["schedule-type"] as string | undefined;
+  if (scheduleType !== undefined && sampler === undefined) throw new UsageError("--schedule-type needs --sampler");
+  if (sampler !== undefined) {
+    try {
+      resolveSamplerName(sampler, scheduleType);
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
   }
   const options: GenerateOptions = {
-    prompt: prompts,
+    prompt: [],
     negativePrompt: values["negative-prompt"] as string | undefined,
     width: int(values.width, "--width"),
     height: int(values.height, "--height"),
     steps,
     guidanceScale: num(values["guidance-scale"], "--guidance-scale"),
-    scheduler: values.sampler as SamplerName | undefined,
+    scheduler: sampler,
+    scheduleType,
     seed: int(values.seed, "--seed"),
     numImages,
     batchSize: int(values["batch-size"], "--batch-size"),
     clipSkip: int(values["clip-skip"], "--clip-skip"),
     onWarning: (m) => console.error(`warning: ${m}`),
   };
-  return { loras, options };
+  return { loras, batches: promptBatches(specs, options) };
 }
 
 async function loadWithLoras(
@@ -156,7 +175,7 @@ async function loadWithLoras(
 ): Promise<StableDiffusionPipeline> {
   let download: ProgressBar | undefined;
   const pipe = await loadPipeline(values.model as string, {
-    device: values.device as string | undefined,
+    device: (values.device as string | undefined) ?? "auto",
     dtype: values.dtype as ModelDType | undefined,
     variant: values.variant as string | undefined,
     revision: values.revision as string | undefined,
@@ -180,6 +199,27 @@ async function loadWithLoras(
     throw error;
   }
   return pipe;
+}
+
+/** Every batch in order (one per run of prompts with the same settings), as one result. */
+async function generateAll(
+  pipe: StableDiffusionPipeline,
+  batches: GenerateOptions[],
+  signal: AbortSignal,
+): Promise<GenerateResult> {
+  const results: GenerateResult[] = [];
+  for (const options of batches) results.push(await generateWithProgress(pipe, options, signal));
+  if (results.length === 1) return results[0]!;
+  const timings = { ...results[0]!.timings };
+  for (const r of results.slice(1)) {
+    for (const k of Object.keys(timings) as (keyof typeof timings)[]) timings[k] += r.timings[k];
+  }
+  return {
+    ...results[0]!,
+    images: results.flatMap((r) => r.images),
+    warnings: results.flatMap((r) => r.warnings),
+    timings,
+  };
 }
 
 async function generateWithProgress(
@@ -220,21 +260,6 @@ function printResult(result: GenerateResult, written: WriteImagesResult, json: b
   console.error(
     `${n} image(s) in ${t.total.toFixed(2)} s (${(t.total / n).toFixed(2)} s/image; UNet ${t.unet.toFixed(2)} s)`,
   );
-}
-
-async function readPrompts(file: string): Promise<string[]> {
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (error) {
-    throw new UsageError(`--prompts-file ${file}: ${(error as Error).message}`);
-  }
-  const prompts = text
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter((l) => l !== "" && !l.startsWith("#"));
-  if (prompts.length === 0) throw new UsageError(`--prompts-file ${file} holds no prompts`);
-  return prompts;
 }
 
 function int(value: unknown, flag: string): number | undefined {

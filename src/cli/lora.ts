@@ -1,7 +1,7 @@
 // `sdtune lora convert|inspect|merge`: LoRA files between kohya, diffusers and PEFT formats,
 // and LoRAs merged into a full model folder.
 import { existsSync, statSync } from "node:fs";
-import { basename, extname, join } from "node:path";
+import { basename, extname } from "node:path";
 
 import {
   baseModuleNamesFromModel,
@@ -31,8 +31,9 @@ export const command: Command = {
     "keys, or a folder holding one (pytorch_lora_weights.safetensors, or a PEFT adapter with",
     "adapter_config.json). The format is detected.",
     "",
-    "convert  writes OUT in the chosen format (a folder OUT gets pytorch_lora_weights.safetensors for",
-    "         diffusers/peft, <IN name>.safetensors for kohya). kohya files load in diffusers,",
+    "convert  writes OUT in the chosen format (a folder OUT, or a name without extension, gets",
+    "         pytorch_lora_weights.safetensors for diffusers/peft, <IN name>.safetensors for kohya).",
+    "         kohya files load in diffusers,",
     "         AUTOMATIC1111 and ComfyUI; diffusers/peft files carry no alpha, so alpha/rank is",
     "         folded into the up weights (and recorded, so converting back restores it).",
     "inspect  prints the format, ranks, alphas, targeted layers per block and the metadata.",
@@ -69,11 +70,9 @@ async function convert(argv: string[]): Promise<number> {
   if (!format || !FORMATS.includes(format)) throw new UsageError(`--to must be one of ${FORMATS.join(", ")}`);
   if (typeof values.out !== "string") throw new UsageError("--out is required");
   const input = positionals[0]!;
-  let out = values.out;
-  if (format === "kohya" && (out.endsWith("/") || (existsSync(out) && statSync(out).isDirectory()))) {
-    const stem = statSync(input).isDirectory() ? basename(input) : basename(input, extname(input));
-    out = join(out, `${stem}.safetensors`);
-  }
+  const out = values.out;
+  // A folder OUT (or a name without extension) gets <IN name>.safetensors for kohya (saveLora).
+  const name = existsSync(input) && statSync(input).isDirectory() ? basename(input) : basename(input, extname(input));
   const interrupt = interruptSignal();
   try {
     const weights = await loadLoraFile(input, {
@@ -82,7 +81,7 @@ async function convert(argv: string[]): Promise<number> {
     });
     try {
       for (const w of weights.warnings) console.error(`warning: ${w}`);
-      const result = await saveLora(out, weights, { format, signal: interrupt.signal });
+      const result = await saveLora(out, weights, { format, name, signal: interrupt.signal });
       const notes: string[] = [];
       if (result.folded) notes.push(`alpha/rank folded into up for ${result.folded} modules`);
       if (result.unfolded) notes.push(`recorded alpha restored for ${result.unfolded} modules`);

@@ -1,11 +1,13 @@
 // `sdtune dataset build`: a folder of images plus captions (sidecar files or one
 // captions file) -> an HF imagefolder with metadata.jsonl that `datasets`,
-// diffusers' scripts and sdtune all read. Every file is written atomically.
+// diffusers' scripts and sdtune all read. kohya "<repeats>_<caption>" folders keep their
+// caption (for images without one) and their repeats (a `repeats` column). Every file is
+// written atomically.
 import { readFile } from "node:fs/promises";
 import { basename, extname, join, relative, resolve, sep } from "node:path";
 
 import { copyFileAtomic, writeFileAtomic } from "../io/atomic.js";
-import { normaliseExt } from "./captions.js";
+import { kohyaFolder, normaliseExt } from "./captions.js";
 import { parseCsv } from "./csv.js";
 import { compareStrings, decodeCaption, firstLine, isImageFile, walkFiles } from "./files.js";
 import { probeCandidates, type Candidate } from "./probe.js";
@@ -52,13 +54,7 @@ export async function buildImageFolder(dir: string, options: BuildOptions = {}):
         normaliseExt(options.captionExt ?? DATA_DEFAULTS.captionExt),
         issues,
       );
-  const candidates: Candidate[] = images.map((rel) => ({
-    name: rel,
-    source: { kind: "file", path: join(source, rel) },
-    caption: captions.get(rel) ?? "",
-    role: "train",
-    repeats: 1,
-  }));
+  const candidates = buildCandidates(source, images, captions, options.captionsFile === undefined, issues);
   const items = await probeCandidates(
     candidates,
     { path: source, verify: "decode", maxPixels: options.maxPixels },
@@ -88,10 +84,48 @@ export async function buildImageFolder(dir: string, options: BuildOptions = {}):
   }
   const lines = [...items]
     .sort((a, b) => compareStrings(a.name, b.name))
-    .map((item) => JSON.stringify({ file_name: item.name, [column]: item.caption }));
+    .map((item) =>
+      JSON.stringify({
+        file_name: item.name,
+        [column]: item.caption,
+        ...(kohyaFolder(item.name) ? { repeats: item.repeats } : {}),
+      }),
+    );
   const metadataPath = join(out, "metadata.jsonl");
   await writeFileAtomic(metadataPath, lines.join("\n") + "\n");
   return { out, metadataPath, images: items.length, copied, issues };
+}
+
+/**
+ * One candidate per image. kohya "<repeats>_<caption>" folders lend their caption where an
+ * image has none (unless a captions file is the source) and their repeats, which the metadata
+ * keeps as a `repeats` column (sdtune's imagefolder reader honours it; HF datasets keeps it).
+ */
+function buildCandidates(
+  source: string,
+  images: string[],
+  captions: Map<string, string>,
+  folderCaptions: boolean,
+  issues: DatasetIssue[],
+): Candidate[] {
+  const candidates: Candidate[] = [];
+  for (const rel of images) {
+    const folder = kohyaFolder(rel);
+    if (folder && folder.repeats < 1) {
+      const reason = `folder "${folder.folder}" repeats its images 0 times (kohya skips it); rename it to 1_...`;
+      issues.push({ file: rel, code: "zero-repeats", reason, skipped: true });
+      continue;
+    }
+    if (folder && folderCaptions && !captions.has(rel)) captions.set(rel, folder.caption);
+    candidates.push({
+      name: rel,
+      source: { kind: "file", path: join(source, rel) },
+      caption: captions.get(rel) ?? "",
+      role: "train",
+      repeats: folder?.repeats ?? 1,
+    });
+  }
+  return candidates;
 }
 
 async function captionsFromSidecars(

@@ -11,6 +11,18 @@ import { DATA_DEFAULTS, type DatasetIssue, type DatasetSpec, type ItemRole, type
 
 const KOHYA_FOLDER = /^(\d+)_(.*)$/;
 
+/**
+ * kohya's folder rule (sd-scripts config_util, extract_dreambooth_params): a first-level
+ * folder "<repeats>_<caption or class>" repeats its images that many times per epoch and
+ * lends its caption to images without a caption file ("10_sks dog" -> 10, "sks dog").
+ */
+export function kohyaFolder(rel: string): { folder: string; repeats: number; caption: string } | undefined {
+  if (!rel.includes("/")) return undefined;
+  const folder = rel.slice(0, rel.indexOf("/"));
+  const m = KOHYA_FOLDER.exec(folder);
+  return m ? { folder, repeats: Number(m[1]), caption: m[2]!.trim() } : undefined;
+}
+
 export async function readCaptionFolder(
   root: string,
   spec: DatasetSpec,
@@ -41,8 +53,13 @@ export async function captionCandidates(
     images,
     options.concurrency ?? DATA_DEFAULTS.concurrency,
     async (rel) => {
-      const folder = rel.includes("/") ? KOHYA_FOLDER.exec(rel.slice(0, rel.indexOf("/"))) : null;
-      const repeats = folder ? Math.max(1, Number(folder[1])) : 1;
+      const folder = kohyaFolder(rel);
+      if (folder && folder.repeats < 1) {
+        const reason = `folder "${folder.folder}" repeats its images 0 times (kohya skips it); rename it to 1_...`;
+        report.push({ file: rel, code: "zero-repeats", reason, skipped: true });
+        return undefined;
+      }
+      const repeats = folder?.repeats ?? 1;
       const captionRel = rel.slice(0, rel.length - extOf(rel).length) + ext;
       const candidate = (caption: string): Candidate => ({
         name: rel,
@@ -52,7 +69,7 @@ export async function captionCandidates(
         repeats,
       });
       if (!existing.has(captionRel)) {
-        const fallback = fallbackCaption ?? folder?.[2]?.trim();
+        const fallback = fallbackCaption ?? folder?.caption;
         if (fallback !== undefined) return candidate(fallback);
         if (spec.missingCaption === "skip") {
           report.push({ file: rel, code: "missing-caption", reason: `no caption file ${captionRel}`, skipped: true });

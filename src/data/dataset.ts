@@ -4,8 +4,7 @@ import { stat } from "node:fs/promises";
 import { extname, resolve } from "node:path";
 
 import { checkInstanceToken } from "./caption-text.js";
-import { normaliseExt } from "./captions.js";
-import { readCaptionFolder } from "./captions.js";
+import { kohyaFolder, normaliseExt, readCaptionFolder } from "./captions.js";
 import { readDreamBooth } from "./dreambooth.js";
 import { isImageFile, walkFiles } from "./files.js";
 import { readImageFolder, type ReaderResult } from "./imagefolder.js";
@@ -96,8 +95,8 @@ export async function openDataset(spec: DatasetSpec, options: OpenOptions = {}):
 
 /**
  * Picks a reader from the folder: parquet shards -> parquet; metadata.jsonl/csv
- * -> imagefolder; an instance prompt -> dreambooth; caption sidecars -> captions;
- * otherwise an imagefolder without captions.
+ * -> imagefolder; an instance prompt -> dreambooth; caption sidecars or kohya
+ * "<repeats>_<caption>" folders -> captions; otherwise an imagefolder without captions.
  */
 export async function detectType(root: string, spec: DatasetSpec): Promise<DatasetType> {
   if (spec.instancePrompt !== undefined) return "dreambooth";
@@ -114,6 +113,8 @@ export async function detectType(root: string, spec: DatasetSpec): Promise<Datas
   const ext = normaliseExt(spec.captionExt ?? DATA_DEFAULTS.captionExt);
   const fileSet = new Set(files);
   if (images.some((f) => fileSet.has(f.slice(0, f.length - extname(f).length) + ext))) return "captions";
+  // kohya's layout (img/10_sks dog/*.jpg): repeats and caption from the folder name.
+  if (images.some((f) => kohyaFolder(f) !== undefined)) return "captions";
   return "imagefolder";
 }
 

@@ -5,7 +5,7 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 
-import { captionCandidates, normaliseExt } from "./captions.js";
+import { captionCandidates, kohyaFolder, normaliseExt } from "./captions.js";
 import { isImageFile, walkFiles } from "./files.js";
 import type { ReaderResult } from "./imagefolder.js";
 import type { Candidate } from "./probe.js";
@@ -51,7 +51,12 @@ export async function readDreamBooth(
       repeats: 1,
     }));
   }
-  candidates = candidates.map((c) => ({ ...c, repeats }));
+  // Without an explicit repeats, a kohya "<N>_<class>" folder gives its images N (captionCandidates did).
+  candidates = candidates.map((c) => ({
+    ...c,
+    repeats: spec.repeats ?? (spec.captionExt !== undefined ? c.repeats : (kohyaFolder(c.name)?.repeats ?? 1)),
+  }));
+  candidates = candidates.filter((c) => c.repeats >= 1);
 
   const classCandidates: Candidate[] = [];
   if (spec.classDir !== undefined) {

@@ -121,7 +121,13 @@ export async function readImageFolder(
           skipped: false,
         });
       }
-      candidates.push(fileCandidate(root, joined.rel, caption ?? ""));
+      const repeats = repeatsOf(row.values.repeats);
+      if (repeats === undefined) {
+        const reason = `"repeats" must be an integer >= 1 (got ${JSON.stringify(row.values.repeats)})`;
+        report.push({ file: where, code: "bad-metadata-row", reason, skipped: true });
+        continue;
+      }
+      candidates.push({ ...fileCandidate(root, joined.rel, caption ?? ""), repeats });
     }
   }
   if (candidates.length > 0 && !sawCaptionColumn) {
@@ -151,6 +157,13 @@ const fileCandidate = (root: string, rel: string, caption: string): Candidate =>
   role: "train",
   repeats: 1,
 });
+
+/** A row's optional `repeats` column (what `dataset build` writes for kohya folders): 1 when absent. */
+function repeatsOf(value: unknown): number | undefined {
+  if (value === undefined || value === null) return 1;
+  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+  return typeof n === "number" && Number.isSafeInteger(n) && n >= 1 ? n : undefined;
+}
 
 /** A caption value as HF datasets would hand it: strings as they are, lists by their first entry. */
 function captionOf(value: unknown): string | undefined {

@@ -99,7 +99,8 @@ export type IssueCode =
   | "bad-metadata-row"
   | "invalid-utf8"
   | "missing-caption"
-  | "instance-token";
+  | "instance-token"
+  | "zero-repeats";
 
 /** Something wrong with one input. skipped: the item is not used; otherwise a warning. */
 export interface DatasetIssue {

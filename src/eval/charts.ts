@@ -35,10 +35,19 @@ const base = (title: string): Partial<vega.Spec> => ({
   config: { axis: { labelFont: "sans-serif", titleFont: "sans-serif" }, legend: { labelFont: "sans-serif" } },
 });
 
-/** Lines per run over step: the raw values faint, a trailing moving average on top. */
+/**
+ * Lines per run over step: the raw values faint, a trailing moving average on top. The
+ * learning rate is drawn on a log axis (1e-4 beside 1e-3 is not a flat line there); zeros,
+ * which a log axis cannot show (warmup from 0), are left out.
+ */
 function curveSpec(curves: readonly RunCurve[], field: "loss" | "lr", title: string, smooth: number): vega.Spec {
+  const log = field === "lr";
   const values = curves.flatMap((c) =>
-    thin(c.points.filter((p) => p[field] !== null)).map((p) => ({ run: c.name, step: p.step, value: p[field] })),
+    thin(c.points.filter((p) => p[field] !== null && (!log || p[field]! > 0))).map((p) => ({
+      run: c.name,
+      step: p.step,
+      value: p[field],
+    })),
   );
   const line = (data: string, y: string, opacity: number, width: number): vega.Mark => ({
     type: "group",
@@ -83,7 +92,7 @@ function curveSpec(curves: readonly RunCurve[], field: "loss" | "lr", title: str
       { name: "x", type: "linear", domain: { data: "points", field: "step" }, range: "width", nice: true },
       {
         name: "y",
-        type: "linear",
+        type: log ? "log" : "linear",
         domain: { data: "points", field: "value" },
         range: "height",
         zero: false,
@@ -119,8 +128,8 @@ export async function trainingCharts(curves: readonly RunCurve[]): Promise<{ los
       curveSpec(withPoints, "loss", `Training loss${smooth > 1 ? ` (moving average of ${smooth})` : ""}`, smooth),
     ),
   };
-  const withLr = withPoints.filter((c) => c.points.some((p) => p.lr !== null));
-  if (withLr.length > 0) out.lr = await renderSvg(curveSpec(withLr, "lr", "Learning rate", 1));
+  const withLr = withPoints.filter((c) => c.points.some((p) => p.lr !== null && p.lr > 0));
+  if (withLr.length > 0) out.lr = await renderSvg(curveSpec(withLr, "lr", "Learning rate (log scale)", 1));
   return out;
 }
 
@@ -185,4 +194,21 @@ export async function metricChart(
     ],
   } as vega.Spec;
   return renderSvg(spec);
+}
+
+export const CLAMPED_NOTE =
+  "No CLIP score chart: every variant scores 0. CLIP score is max(100 · mean cosine, 0) (torchmetrics), so a " +
+  "negative mean similarity, images that do not match their prompts at all (typical of an untrained or tiny " +
+  "model), is clamped to 0. CLIP-T and the raw per-prompt scores keep the unclamped values.";
+
+/**
+ * The CLIP score chart, or, when every variant's score is 0 (all clamped), a note saying so:
+ * a chart of zero-height bars looks broken.
+ */
+export async function clipScoreChart(
+  rows: { variant: string; stat: Stat }[],
+): Promise<{ title: string; svg?: string; note?: string }> {
+  const title = "CLIP score";
+  if (rows.length > 0 && rows.every((r) => r.stat.mean === 0)) return { title, note: CLAMPED_NOTE };
+  return { title, svg: await metricChart("CLIP score by variant (mean ± std over seeds)", "CLIP score", rows) };
 }

@@ -33,7 +33,9 @@ export const GenerateSchema = z.strictObject({
     .string()
     .min(1)
     .optional()
-    .describe("ddim, pndm, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras, ddpm (default: the model's scheduler)"),
+    .describe(
+      'ddim, pndm, euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras, ddpm, or as A1111/ComfyUI/kohya name them ("DPM++ 2M Karras", "Euler a"); default: the model\'s scheduler',
+    ),
   steps: z.int().min(1).default(25),
   guidance_scale: z.number().min(0).default(7.5),
   width: z.int().min(8).multipleOf(8).optional(),

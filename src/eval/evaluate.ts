@@ -12,13 +12,13 @@ import { existsSync } from "node:fs";
 import { isImageFile, walkFiles } from "../data/files.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { native, type ProgressEvent, type Tensor } from "../native/index.js";
-import { metricChart, trainingCharts } from "./charts.js";
+import { clipScoreChart, metricChart, trainingCharts } from "./charts.js";
 import { clipImageSimilarity, ClipScorer } from "./clip_score.js";
 import { parseEvalConfig, folderName, type EvalConfig, type EvalConfigInput } from "./config.js";
 import { generateVariants, type EvalPipeline } from "./generate.js";
 import { writeGrids } from "./grids.js";
 import { readEvalImages, readPromptsFile, type EvalImage } from "./images.js";
-import { renderReport } from "./report.js";
+import { renderReport, type ReportCharts } from "./report.js";
 import {
   METRIC_DEFINITIONS,
   summarizeVariant,
@@ -332,16 +332,9 @@ function metricsImage(metrics: VariantMetrics[], variant: string, k: number) {
   return { promptIndex: image.promptIndex, seed: image.seed, sample: image.sample };
 }
 
-async function metricCharts(r: EvalResult): Promise<{ title: string; svg: string }[]> {
-  const charts = [
-    {
-      title: "CLIP score",
-      svg: await metricChart(
-        "CLIP score by variant (mean ± std over seeds)",
-        "CLIP score",
-        r.variants.map((v) => ({ variant: v.name, stat: v.summary.clipScore })),
-      ),
-    },
+async function metricCharts(r: EvalResult): Promise<ReportCharts["metrics"]> {
+  const charts: ReportCharts["metrics"] = [
+    await clipScoreChart(r.variants.map((v) => ({ variant: v.name, stat: v.summary.clipScore }))),
   ];
   if (r.variants.some((v) => v.summary.clipI)) {
     charts.push({

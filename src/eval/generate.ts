@@ -12,18 +12,18 @@
 // content hashes). A rerun keeps every PNG whose chunk matches and generates the rest; the
 // pipeline is only loaded when some image is missing.
 import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { join, posix } from "node:path";
 
 import { ConfigError } from "../config/errors.js";
 import { compareStrings, walkFiles } from "../data/files.js";
 import { writeFileAtomic } from "../io/atomic.js";
+import { sha256File } from "../io/hash.js";
 import { addPngText, readPngText } from "../io/png.js";
 import type { ProgressEvent } from "../native/index.js";
 import { loadPipeline } from "../pipeline/load.js";
 import type { StableDiffusionPipeline } from "../pipeline/pipeline.js";
-import { samplerNames } from "../sched/scheduler.js";
+import { resolveSamplerName } from "../sched/aliases.js";
 import type { GenerateConfig } from "./config.js";
 import type { EvalImage } from "./images.js";
 
@@ -109,11 +109,14 @@ export async function generateVariants(
 ): Promise<GeneratedVariant[]> {
   const { signal, onProgress } = options;
   const plan = variantPlan(config);
-  if (config.sampler !== undefined && !samplerNames().includes(config.sampler as never)) {
-    throw new ConfigError(
-      `generate.sampler: unknown sampler "${config.sampler}"; valid samplers: ${samplerNames().join(", ")} ` +
-        "(leave it out for the model's own scheduler)",
-    );
+  if (config.sampler !== undefined) {
+    try {
+      resolveSamplerName(config.sampler);
+    } catch (error) {
+      throw new ConfigError(
+        `generate.sampler: ${(error as Error).message} (leave it out for the model's own scheduler)`,
+      );
+    }
   }
   const prompts = [...new Set(config.prompts)];
   // What the images will be made with: the given pipeline's, else what loadPipeline gets.
@@ -314,14 +317,4 @@ async function fingerprintLoras(plan: readonly VariantPlan[], signal?: AbortSign
     out.set(path, hash.digest("hex"));
   }
   return out;
-}
-
-function sha256File(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash("sha256");
-    createReadStream(path)
-      .on("data", (chunk) => hash.update(chunk))
-      .on("error", reject)
-      .on("end", () => resolve(hash.digest("hex")));
-  });
 }

@@ -8,6 +8,7 @@ import { extname, join } from "node:path";
 import { parseCsv } from "../data/csv.js";
 import { compareStrings, decodeCaption, firstLine, isImageFile, safeJoin, walkFiles } from "../data/files.js";
 import { readPngText } from "../io/png.js";
+import { readPromptSpecs } from "../pipeline/prompts.js";
 
 export type PromptSource = "metadata" | "sidecar" | "infotext" | "prompts_file";
 
@@ -22,32 +23,17 @@ export interface EvalImage {
   promptSource: PromptSource;
 }
 
+/** Contact sheets that `sdtune generate --grid` (and AUTOMATIC1111) write beside the images: not scored. */
+const CONTACT_SHEET = /(^|\/)grid-\d{4,}\.png$/i;
+
 const PROMPT_COLUMNS = ["prompt", "text", "caption"] as const;
 
-/** Reads a prompts file: a JSON list of strings, or one prompt per non-empty line. */
+/**
+ * The prompt texts of a prompts file (readPromptSpecs: one per line or a JSON list; kohya's
+ * per-prompt flags such as --n or --d are parsed off, not scored as prompt text).
+ */
 export async function readPromptsFile(path: string): Promise<string[]> {
-  let text: string;
-  try {
-    text = decodeCaption(await readFile(path)).text;
-  } catch (error) {
-    throw new Error(`prompts file ${path}: ${(error as Error).message}`);
-  }
-  if (path.endsWith(".json")) {
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch (error) {
-      throw new Error(`prompts file ${path}: not valid JSON (${(error as Error).message})`);
-    }
-    if (!Array.isArray(value) || !value.every((p) => typeof p === "string")) {
-      throw new Error(`prompts file ${path}: expected a JSON list of strings`);
-    }
-    return value as string[];
-  }
-  return text
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter((l) => l.length > 0);
+  return (await readPromptSpecs(path)).map((p) => p.prompt);
 }
 
 /**
@@ -126,7 +112,7 @@ export async function readEvalImages(
   } catch (error) {
     throw new Error(`image folder ${dir}: ${(error as Error).message}`);
   }
-  const imageFiles = files.filter(isImageFile);
+  const imageFiles = files.filter((f) => isImageFile(f) && !CONTACT_SHEET.test(f));
   if (imageFiles.length === 0) throw new Error(`image folder ${dir} holds no images`);
   const fileSet = new Set(files);
   const metadata = await readMetadata(dir, files);

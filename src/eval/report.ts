@@ -4,7 +4,8 @@
 import { formatStat, METRIC_DEFINITIONS, type EvalResult, type Stat } from "./results.js";
 
 export interface ReportCharts {
-  metrics: { title: string; svg: string }[];
+  /** A chart, or a note saying why there is none. */
+  metrics: { title: string; svg?: string; note?: string }[];
   loss?: string;
   lr?: string;
 }
@@ -91,6 +92,12 @@ function imageTables(r: EvalResult): string {
     .join("\n");
 }
 
+/** The prompts as a numbered list (numbers from 0, as grid captions and tables count them). */
+export function promptListHtml(prompts: readonly string[], id = "prompt-list"): string {
+  const items = prompts.map((p, i) => `<li value="${i}" data-prompt="${i}">${escapeHtml(p)}</li>`);
+  return `<ol class="prompt-list" id="${escapeHtml(id)}" start="0">${items.join("")}</ol>`;
+}
+
 function gridsSection(r: EvalResult): string {
   if (r.grids.length === 0) return "";
   const figures = r.grids.map(
@@ -98,7 +105,10 @@ function gridsSection(r: EvalResult): string {
       `<figure><img src="${escapeHtml(g.file)}" alt="${escapeHtml(`grid, ${g.key}: prompts by variants`)}" loading="eager">` +
       `<figcaption>${escapeHtml(g.key)} · prompts ${g.prompts.join(", ")}</figcaption></figure>`,
   );
-  return `<section id="grids"><h2>Images</h2><p>Rows are prompts, columns variants; every column of a grid uses the same seed.</p>${figures.join("")}</section>`;
+  return (
+    `<section id="grids"><h2>Images</h2><p>Rows are prompts, columns variants; every column of a grid uses the same seed. ` +
+    `The prompts:</p>${promptListHtml(r.prompts)}${figures.join("")}</section>`
+  );
 }
 
 function trainingSection(r: EvalResult, charts: ReportCharts): string {
@@ -150,7 +160,11 @@ ${r.trainingReport ? `<p><a id="training-report" href="${escapeHtml(r.trainingRe
 <p class="meta">${r.mode === "generate" ? "generated and scored" : "scored image folders"} · CLIP ${escapeHtml(r.clip.model)} (${escapeHtml(r.clip.dtype)}) · ${r.prompts.length} prompts · ${r.variants.length} variants${instance} · sdtune ${escapeHtml(r.versions.sdtune)}, libtorch ${escapeHtml(r.versions.libtorch)} · numbers in <a href="eval.json">eval.json</a></p>
 <section id="summary"><h2>Metrics</h2>
 ${metricsTable(r)}
-<div class="charts">${charts.metrics.map((c) => `<div class="chart">${c.svg}</div>`).join("")}</div>
+<div class="charts">${charts.metrics
+    .map((c) =>
+      c.svg ? `<div class="chart">${c.svg}</div>` : `<p class="meta chart-note">${escapeHtml(c.note ?? "")}</p>`,
+    )
+    .join("")}</div>
 </section>
 <section id="prompts"><h2>Per prompt: CLIP score (raw, mean ± std over seeds)</h2>
 ${promptTable(r)}

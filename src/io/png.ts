@@ -103,6 +103,8 @@ export interface GenerationParameters {
   modelHash?: string;
   /** name -> scale */
   loras?: Record<string, number>;
+  /** name -> A1111's AutoV3 short hash of the LoRA file (12 hex digits), as "Lora hashes". */
+  loraHashes?: Record<string, string>;
   clipSkip?: number;
   version?: string;
 }
@@ -124,6 +126,14 @@ export function formatInfotext(p: GenerationParameters): string {
       p.loras
         ? Object.entries(p.loras)
             .map(([n, s]) => `${n}: ${s}`)
+            .join(", ")
+        : undefined,
+    ],
+    [
+      "Lora hashes",
+      p.loraHashes && Object.keys(p.loraHashes).length
+        ? Object.entries(p.loraHashes)
+            .map(([n, h]) => `${n}: ${h}`)
             .join(", ")
         : undefined,
     ],

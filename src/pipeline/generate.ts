@@ -60,6 +60,10 @@ export interface GenerateContext {
   name?: string;
   /** Active LoRA adapters (name -> scale), written into PNG parameters. */
   loras?: Record<string, number>;
+  /** name -> AutoV3 short hash of its file ("Lora hashes"); adapters without a file have none. */
+  loraHashes?: Record<string, string>;
+  /** A1111's "Model hash" (10 hex digits); see StableDiffusionPipeline.modelHash(). */
+  modelHash?: string;
 }
 
 /** For parity tests: the native loop's per-step tensors (native/pipeline/generate.h). */
@@ -142,8 +146,10 @@ export async function generateImages(
         width: r.width,
         height: r.height,
         model: ctx.name,
+        modelHash: ctx.modelHash,
         clipSkip: r.clipSkip > 0 ? r.clipSkip + 1 : undefined, // AUTOMATIC1111 counts the last layer as 1
         loras: ctx.loras && Object.keys(ctx.loras).length ? ctx.loras : undefined,
+        loraHashes: activeHashes(ctx),
         version: `sdtune ${version}`,
       }),
     };
@@ -170,6 +176,15 @@ export async function generateImages(
     timings: { ...out.timings, png: (finished - pngStarted) / 1000, total: (finished - started) / 1000 },
     ...(out.captured ? { captured: out.captured } : {}),
   };
+}
+
+/** The hashes of the active adapters that came from files, in their order. */
+function activeHashes(ctx: GenerateContext): Record<string, string> | undefined {
+  const entries = Object.keys(ctx.loras ?? {}).flatMap((name): [string, string][] => {
+    const hash = ctx.loraHashes?.[name];
+    return hash ? [[name, hash]] : [];
+  });
+  return entries.length ? Object.fromEntries(entries) : undefined;
 }
 
 function modelFacts(ctx: GenerateContext): ModelFacts {

@@ -12,3 +12,5 @@ export { saveModel, savePipeline } from "./save.js";
 export type { SaveModelOptions, SavePipelineComponents } from "./save.js";
 export { writeImages } from "./write_images.js";
 export type { WriteImagesResult, WrittenImage } from "./write_images.js";
+export { parsePromptLine, promptBatches, readPromptSpecs } from "./prompts.js";
+export type { PromptSpec } from "./prompts.js";

@@ -8,11 +8,12 @@ import { basename, join } from "node:path";
 import { resolveModel, type HubProgressEvent } from "../hub/index.js";
 import { parseClipTextEncoderConfig } from "../models/clip_config.js";
 import { parseUNetConfig, parseVAEConfig } from "../models/config.js";
-import { readJsonFile } from "../models/files.js";
+import { readJsonFile, resolveWeightFiles } from "../models/files.js";
 import { checkModelOptions, warningSink, type ModelDType } from "../models/options.js";
 import { TextEncoder } from "../models/text_encoder.js";
 import { UNet } from "../models/unet.js";
 import { VAE } from "../models/vae.js";
+import { resolveDevice } from "../runtime.js";
 import { readSchedulerConfig } from "../sched/config.js";
 import { ClipTokenizer } from "../text/clip_tokenizer.js";
 import { PipelineLayoutError, readPipelineIndex } from "./layout.js";
@@ -26,7 +27,7 @@ export type PipelineLoadEvent =
 export interface LoadPipelineOptions {
   /** Weights are converted to this dtype (default float32). */
   dtype?: ModelDType;
-  /** "cpu" (default), "cuda", "cuda:N". */
+  /** "cpu" (default), "cuda", "cuda:N", or "auto" (cuda:0 when a GPU is visible, else cpu; resolveDevice). */
   device?: string;
   /** Weight variant, e.g. "fp16"; components without it use their plain weights (with a warning). */
   variant?: string;
@@ -54,6 +55,7 @@ export async function loadPipeline(
   pathOrId: string,
   options: LoadPipelineOptions = {},
 ): Promise<StableDiffusionPipeline> {
+  options = { ...options, ...(options.device !== undefined ? { device: resolveDevice(options.device) } : {}) };
   checkModelOptions(options, "loadPipeline");
   const local = typeof pathOrId === "string" && existsSync(pathOrId) && statSync(pathOrId).isDirectory();
   const dir = await resolveModel(pathOrId, {
@@ -106,6 +108,7 @@ export async function loadPipeline(
       config: index,
       name: local ? basename(dir) : pathOrId,
       path: dir,
+      modelFiles: resolveWeightFiles(join(dir, "unet"), { variant: options.variant }),
     });
   } catch (error) {
     for (const model of loaded) model.dispose();

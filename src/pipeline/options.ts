@@ -3,6 +3,7 @@
 import { randomInt } from "node:crypto";
 
 import type { ProgressEvent, SamplerName, Tensor } from "../native/index.js";
+import { resolveSamplerName } from "../sched/aliases.js";
 import type { SchedulerOverrides } from "../sched/config.js";
 
 export interface GenerateOptions {
@@ -19,8 +20,14 @@ export interface GenerateOptions {
   guidanceScale?: number;
   /** diffusers' guidance_rescale (0..1, default 0). */
   guidanceRescale?: number;
-  /** Sampler name (see samplerNames(); other strings are refused with the list); default: the model's scheduler class. */
+  /**
+   * Sampler: one of samplerNames(), or as AUTOMATIC1111, ComfyUI, kohya or diffusers spell it
+   * ("DPM++ 2M Karras", "Euler a", "euler_a", "EulerDiscreteScheduler"; src/sched/aliases.ts).
+   * Other strings are refused with the list. Default: the model's scheduler class.
+   */
   scheduler?: SamplerName | (string & {});
+  /** With `scheduler`: A1111's "Schedule type" / ComfyUI's scheduler, "karras" or "normal" (default). */
+  scheduleType?: string;
   /** Overrides of the scheduler config, e.g. { eta: 0.5 } for DDIM, { use_karras_sigmas: true }. */
   schedulerOptions?: SchedulerOverrides;
   /**
@@ -114,11 +121,7 @@ export function resolveGenerateOptions(options: GenerateOptions, facts: ModelFac
   if (guidanceRescale < 0 || guidanceRescale > 1) {
     throw new RangeError(`generate: guidanceRescale ${guidanceRescale} must be in [0, 1]`);
   }
-  if (options.scheduler !== undefined && !facts.samplers.includes(options.scheduler)) {
-    throw new RangeError(
-      `generate: unknown sampler "${String(options.scheduler)}"; valid samplers: ${facts.samplers.join(", ")}`,
-    );
-  }
+  const sampler = resolveSampler(options, facts);
   const numImages = integer(options.numImages ?? 1, "numImages", 1);
   const total = prompts.length * numImages;
   const imagePrompt = Array.from({ length: total }, (_, i) => Math.floor(i / numImages));
@@ -163,8 +166,9 @@ export function resolveGenerateOptions(options: GenerateOptions, facts: ModelFac
     steps,
     guidanceScale,
     guidanceRescale,
-    scheduler: options.scheduler as SamplerName | undefined,
-    schedulerOptions: options.schedulerOptions ?? {},
+    scheduler: sampler?.sampler,
+    // The name's implied settings first, so explicit schedulerOptions win.
+    schedulerOptions: { ...sampler?.overrides, ...options.schedulerOptions },
     numImages,
     imagePrompt,
     seeds,
@@ -173,6 +177,33 @@ export function resolveGenerateOptions(options: GenerateOptions, facts: ModelFac
     outputType,
     tileSize,
   };
+}
+
+function resolveSampler(
+  options: GenerateOptions,
+  facts: ModelFacts,
+): { sampler: SamplerName; overrides: SchedulerOverrides } | undefined {
+  if (options.scheduler === undefined) {
+    if (options.scheduleType !== undefined) {
+      throw new RangeError(`generate: scheduleType "${options.scheduleType}" needs a sampler (scheduler)`);
+    }
+    return undefined;
+  }
+  if (typeof options.scheduler !== "string") {
+    throw new TypeError(`generate: scheduler must be a sampler name (got ${typeof options.scheduler})`);
+  }
+  let resolved;
+  try {
+    resolved = resolveSamplerName(options.scheduler, options.scheduleType);
+  } catch (error) {
+    throw new RangeError(`generate: ${(error as Error).message}`);
+  }
+  if (!facts.samplers.includes(resolved.sampler)) {
+    throw new RangeError(
+      `generate: sampler "${resolved.sampler}" is not built in; valid: ${facts.samplers.join(", ")}`,
+    );
+  }
+  return resolved;
 }
 
 function toPrompts(prompt: unknown): string[] {

@@ -3,7 +3,9 @@
 // components already in memory (e.g. a trainer's models, for sample images).
 import { basename, extname } from "node:path";
 
+import { modelShortHash, safetensorsDataSha256 } from "../io/hash.js";
 import { applyLoraFile, fuseLora, removeLora, setLoraScales, unfuseLora } from "../lora/adapters/apply.js";
+import { locateLoraFile } from "../lora/formats/load.js";
 import type { TextEncoder } from "../models/text_encoder.js";
 import type { UNet } from "../models/unet.js";
 import type { VAE } from "../models/vae.js";
@@ -26,6 +28,12 @@ export interface PipelineComponents {
   name?: string;
   /** The folder the components came from. */
   path?: string;
+  /**
+   * The UNet's weight files (loadPipeline fills it): their sha256 is the "Model hash" in PNG
+   * parameters. A diffusers folder has no single checkpoint file for A1111's hash; the UNet's
+   * weights are what changes between fine-tunes of one base.
+   */
+  modelFiles?: string[];
 }
 
 export class StableDiffusionPipeline {
@@ -42,6 +50,10 @@ export class StableDiffusionPipeline {
    * "Lora scales"). Kept by loadLora / setAdapters (below).
    */
   readonly loras: Record<string, number> = {};
+  /** Adapter name -> A1111's AutoV3 short hash of the file it was loaded from ("Lora hashes"). */
+  readonly loraHashes: Record<string, string> = {};
+  private readonly modelFiles: string[] | undefined;
+  private modelHashPromise: Promise<string | undefined> | undefined;
   private isDisposed = false;
 
   constructor(components: PipelineComponents) {
@@ -53,6 +65,18 @@ export class StableDiffusionPipeline {
     this.config = components.config ?? { _class_name: "StableDiffusionPipeline" };
     this.name = components.name;
     this.path = components.path;
+    this.modelFiles = components.modelFiles;
+  }
+
+  /**
+   * A1111's "Model hash": the first 10 hex digits of the sha256 of the UNet weights file
+   * (read from the name of a Hugging Face cache blob, else hashed once per pipeline).
+   * Undefined for a pipeline built from components without modelFiles.
+   */
+  async modelHash(): Promise<string | undefined> {
+    if (!this.modelFiles?.length) return undefined;
+    this.modelHashPromise ??= modelShortHash(this.modelFiles);
+    return this.modelHashPromise;
   }
 
   /** Image pixels per latent pixel (8 for Stable Diffusion). */
@@ -70,7 +94,7 @@ export class StableDiffusionPipeline {
    */
   async generate(options: GenerateOptions): Promise<GenerateResult> {
     this.checkLive("generate");
-    return generateImages(this.context(), options);
+    return generateImages({ ...this.context(), modelHash: await this.modelHash() }, options);
   }
 
   // ---- LoRA adapters (src/lora/adapters.ts): they live inside the models' layers, so
@@ -84,12 +108,14 @@ export class StableDiffusionPipeline {
   async loadLora(path: string, options: { name?: string; scale?: number; signal?: AbortSignal } = {}): Promise<string> {
     this.checkLive("loadLora");
     const scale = options.scale ?? 1;
+    const { file } = locateLoraFile(path);
     const name = await applyLoraFile(this.loraModels(), path, {
       name: options.name ?? loraNameOf(path, Object.keys(this.loras)),
       scale,
       ...(options.signal ? { signal: options.signal } : {}),
     });
     this.loras[name] = scale;
+    this.loraHashes[name] = (await safetensorsDataSha256(file, options.signal)).slice(0, 12);
     return name;
   }
 
@@ -110,6 +136,7 @@ export class StableDiffusionPipeline {
     this.checkLive("unloadLora");
     await removeLora(this.loraModels(), name);
     delete this.loras[name];
+    delete this.loraHashes[name];
   }
 
   /** Adds the active adapters into the weights (faster generation); unfuseLora restores them exactly. */
@@ -150,6 +177,7 @@ export class StableDiffusionPipeline {
       schedulerConfig: this.schedulerConfig,
       name: this.name,
       loras: this.loras,
+      loraHashes: this.loraHashes,
     };
   }
 }

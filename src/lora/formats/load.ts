@@ -33,7 +33,7 @@ export interface LoadLoraOptions {
 
 /** Reads a LoRA: a .safetensors file in any supported format, or a folder holding one (or a PEFT adapter). */
 export async function loadLoraFile(path: string, options: LoadLoraOptions = {}): Promise<LoraWeights> {
-  const { file, config } = locate(path);
+  const { file, config } = locateLoraFile(path);
   const peftConfig = config ? readPeftConfig(config) : undefined;
   const contents = await readSafetensors(file);
   const adapters = new Map<string, LoraAdapter>();
@@ -78,7 +78,8 @@ export async function loadLoraFile(path: string, options: LoadLoraOptions = {}):
 
 // ---------------------------------------------------------------- files and folders
 
-function locate(path: string): { file: string; config?: string } {
+/** The safetensors file a LoRA path names (a folder: the one it holds), and a PEFT adapter's config. */
+export function locateLoraFile(path: string): { file: string; config?: string } {
   if (!existsSync(path)) throw new Error(`${path}: no such file or folder`);
   if (statSync(path).isDirectory()) {
     const entries = readdirSync(path);

@@ -23,7 +23,7 @@
 //   since (fingerprint mismatch), alpha is still restored and up is unfolded to
 //   the nearest preimage (within one ulp), with a warning.
 import { existsSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { extname, join } from "node:path";
 
 import { assertFinite } from "../../io/finite.js";
 import { writeSafetensors } from "../../io/safetensors.js";
@@ -49,6 +49,11 @@ export interface SaveLoraOptions {
   kohyaNaming?: "diffusers" | "ldm";
   /** The UNet layout for "ldm" names (default: SDXL's with a text_encoder_2, else SD 1.x/2.x). */
   unetLayout?: UnetLayout;
+  /**
+   * kohya: the file stem when `path` is a folder (default "lora"). diffusers / peft write
+   * pytorch_lora_weights.safetensors into a folder, as diffusers does.
+   */
+  name?: string;
   signal?: AbortSignal;
   onProgress?: (event: ProgressEvent) => void;
 }
@@ -80,7 +85,7 @@ export async function saveLora(path: string, weights: LoraWeights, options: Save
     );
   }
   if (weights.adapters.size === 0) throw new Error("saveLora: the LoRA has no modules");
-  const target = options.format !== "kohya" && isFolder(path) ? join(path, "pytorch_lora_weights.safetensors") : path;
+  const target = targetFile(path, options);
   const metadata: Record<string, string> = { ...weights.metadata, ...options.metadata };
   for (const key of [...DERIVED_KEYS, ...KOHYA_DERIVED_KEYS]) delete metadata[key];
 
@@ -112,8 +117,16 @@ export async function saveLora(path: string, weights: LoraWeights, options: Save
   return result;
 }
 
-function isFolder(path: string): boolean {
-  return path.endsWith("/") || (existsSync(path) && statSync(path).isDirectory());
+/**
+ * The file a save writes: `path` itself when it names a .safetensors file; otherwise `path` is a
+ * folder (existing, ending in a slash, or a name without extension) and the file goes inside it,
+ * so no save leaves an extensionless file a loader would not recognise.
+ */
+export function targetFile(path: string, options: Pick<SaveLoraOptions, "format" | "name">): string {
+  const folder = /[/\\]$/.test(path) || (existsSync(path) && statSync(path).isDirectory()) || extname(path) === "";
+  if (!folder) return path;
+  if (options.format !== "kohya") return join(path, "pytorch_lora_weights.safetensors");
+  return join(path, `${options.name ?? "lora"}.safetensors`);
 }
 
 function progress(options: SaveLoraOptions, step: number, total: number): void {
