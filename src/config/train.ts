@@ -6,7 +6,16 @@
 import { z } from "zod";
 
 import { ConfigError, parseConfig } from "./errors.js";
-import { samplerNameSchema as Sampler } from "./scheduler.js";
+import { resolveSamplerName } from "../sched/aliases.js";
+
+/** A sampler as diffusers, AUTOMATIC1111, ComfyUI or kohya spell it (resolved again where it is used). */
+const Sampler = z.string().superRefine((name, ctx) => {
+  try {
+    resolveSamplerName(name);
+  } catch (error) {
+    ctx.addIssue({ code: "custom", message: (error as Error).message });
+  }
+});
 
 /** Learning-rate schedules (diffusers' get_scheduler names); src/train/lr_schedule.ts computes them. */
 export const LR_SCHEDULES = [
