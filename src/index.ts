@@ -13,6 +13,7 @@ export type {
 } from "./native/index.js";
 export { tensorFrom, disposeAll, cancelTokenFor } from "./tensor.js";
 export { inspectSafetensors, readSafetensors, writeSafetensors } from "./io/safetensors.js";
+export { formatBytes } from "./io/bytes.js";
 export type { SafetensorsContents, TensorEntries } from "./io/safetensors.js";
 export { ClipTokenizer } from "./text/clip_tokenizer.js";
 export type { DecodeOptions, EncodedBatch, EncodeOptions } from "./text/clip_tokenizer.js";

@@ -1,4 +1,5 @@
 // `sdtune dataset build|check`: make an HF imagefolder from pictures and captions; inspect any dataset.
+import { formatBytes } from "../index.js";
 import { buildImageFolder } from "../data/build.js";
 import { checkDataset, type CheckReport } from "../data/check.js";
 import { DatasetError, type DatasetIssue, type DatasetSpec } from "../data/types.js";
@@ -171,7 +172,6 @@ function printIssues(issues: DatasetIssue[], print: (line: string) => void = con
 }
 
 function printCheck(r: CheckReport): void {
-  const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
   const fmt = (x: number): string => (Number.isInteger(x) ? String(x) : x.toFixed(2));
   const range = (x: { min: number; median: number; max: number }): string =>
     `${fmt(x.min)}..${fmt(x.max)} (median ${fmt(x.median)})`;
@@ -179,7 +179,7 @@ function printCheck(r: CheckReport): void {
   console.log(`dataset     ${r.path} (${where.filter(Boolean).join("; ")})`);
   console.log(
     `images      ${r.images} (${r.examples} examples per epoch${r.classImages ? `, ${r.classImages} class images` : ""}), ` +
-      `${mb(r.totalBytes)}, ${Object.entries(r.formats)
+      `${formatBytes(r.totalBytes)}, ${Object.entries(r.formats)
         .map(([f, n]) => `${f} ${n}`)
         .join(", ")}`,
   );

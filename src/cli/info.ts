@@ -1,4 +1,5 @@
 // `sdtune info`: what the addon was built against and what it runs on.
+import { formatBytes } from "../index.js";
 import { addonPath, native } from "../native/index.js";
 import { parseCommandArgs, type Command } from "./command.js";
 
@@ -27,9 +28,7 @@ export const command: Command = {
       return 0;
     }
     const cuda = info.cuda.available
-      ? info.cuda.devices
-          .map((d) => `${d.name} (sm ${d.capability}, ${(d.memoryBytes / 2 ** 30).toFixed(1)} GiB)`)
-          .join(", ")
+      ? info.cuda.devices.map((d) => `${d.name} (sm ${d.capability}, ${formatBytes(d.memoryBytes)})`).join(", ")
       : info.cuda.built
         ? "built with CUDA, but no GPU is visible"
         : "not built with CUDA (CPU only)";
