@@ -1,7 +1,6 @@
 // `sdtune generate`: text to image from a diffusers folder or hub id. PNGs carry their
 // parameters (AUTOMATIC1111 infotext); files are numbered like AUTOMATIC1111's
 // (<5-digit index>-<seed>.png) and written atomically; Ctrl-C cancels cleanly.
-import { samplerNames } from "../sched/index.js";
 import { readdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 
@@ -10,7 +9,7 @@ import { writeFileAtomic } from "../io/atomic.js";
 import { makeGrid } from "../eval/grid.js";
 import type { ModelDType } from "../models/options.js";
 import type { SamplerName } from "../native/index.js";
-import { loadPipeline, type StableDiffusionPipeline } from "../pipeline/index.js";
+import { checkGenerateOptions, loadPipeline, type StableDiffusionPipeline } from "../pipeline/index.js";
 import { interruptSignal, parseCommandArgs, UsageError, type Command, parseLoraSpec } from "./command.js";
 import { ProgressBar } from "./progress.js";
 
@@ -84,19 +83,18 @@ export const command: Command = {
 
     // What needs no model is checked before anything loads or downloads.
     const numImages = int(values["num-images"], "--num-images") ?? 1;
-    if (numImages < 1) throw new UsageError(`--num-images must be at least 1 (got ${numImages})`);
-    for (const key of ["width", "height"] as const) {
-      const v = int(values[key], `--${key}`);
-      if (v !== undefined && (v < 8 || v % 8 !== 0)) {
-        throw new UsageError(
-          `${key} ${v} is not a multiple of 8; use ${Math.max(8, Math.floor(v / 8) * 8)} or ${Math.ceil(Math.max(v, 1) / 8) * 8}`,
-        );
-      }
-    }
     const steps = int(values.steps, "--steps");
-    if (steps !== undefined && steps < 1) throw new UsageError(`--steps must be at least 1 (got ${steps})`);
-    if (typeof values.sampler === "string" && !(samplerNames() as readonly string[]).includes(values.sampler)) {
-      throw new UsageError(`unknown sampler "${values.sampler}"; valid samplers: ${samplerNames().join(", ")}`);
+    try {
+      checkGenerateOptions({
+        width: int(values.width, "--width"),
+        height: int(values.height, "--height"),
+        steps,
+        numImages,
+        batchSize: int(values["batch-size"], "--batch-size"),
+        scheduler: values.sampler as SamplerName | undefined,
+      });
+    } catch (error) {
+      throw new UsageError((error as Error).message.replace(/^generate: /, ""));
     }
 
     const interrupt = interruptSignal();
