@@ -28,8 +28,8 @@ export {
   clipVisionConfigSchema,
   parseClipConfig,
   parseClipTextEncoderConfig,
-} from "./models/clip_config.js";
-export type { ClipConfig, ClipTextConfig, ClipVisionConfig } from "./models/clip_config.js";
+} from "./config/clip.js";
+export type { ClipConfig, ClipTextConfig, ClipVisionConfig } from "./config/clip.js";
 export type { TextEncoderOutput } from "./native/index.js";
 
 // Datasets and the training image pipeline (src/data).
@@ -99,16 +99,9 @@ export type {
 export { UNet, loadUNet } from "./models/unet.js";
 export { VAE, loadVAE } from "./models/vae.js";
 export type { VAECallOptions, VAEDecodeOptions, VAELoadOptions } from "./models/vae.js";
-export {
-  ConfigError,
-  nativeUNetConfig,
-  nativeVAEConfig,
-  parseUNetConfig,
-  parseVAEConfig,
-  unetConfigSchema,
-  vaeConfigSchema,
-} from "./models/config.js";
-export type { UNetConfig, VAEConfig } from "./models/config.js";
+export { nativeUNetConfig, nativeVAEConfig } from "./models/config.js";
+export { ConfigError, parseUNetConfig, parseVAEConfig, unetConfigSchema, vaeConfigSchema } from "./config/models.js";
+export type { UNetConfig, VAEConfig } from "./config/models.js";
 export type {
   LatentDistribution,
   NativeUNet,
