@@ -14,6 +14,7 @@ export type {
 } from "./native/index.js";
 export { tensorFrom, disposeAll, cancelTokenFor } from "./tensor.js";
 export { inspectSafetensors, readSafetensors, writeSafetensors } from "./io/safetensors.js";
+export { formatBytes } from "./io/bytes.js";
 export type { SafetensorsContents, TensorEntries } from "./io/safetensors.js";
 export { ClipTokenizer } from "./text/clip_tokenizer.js";
 export type { DecodeOptions, EncodedBatch, EncodeOptions } from "./text/clip_tokenizer.js";
@@ -28,8 +29,8 @@ export {
   clipVisionConfigSchema,
   parseClipConfig,
   parseClipTextEncoderConfig,
-} from "./models/clip_config.js";
-export type { ClipConfig, ClipTextConfig, ClipVisionConfig } from "./models/clip_config.js";
+} from "./config/clip.js";
+export type { ClipConfig, ClipTextConfig, ClipVisionConfig } from "./config/clip.js";
 export type { TextEncoderOutput } from "./native/index.js";
 
 // Datasets and the training image pipeline (src/data).
@@ -101,8 +102,8 @@ export type {
 export { UNet, loadUNet } from "./models/unet.js";
 export { VAE, loadVAE } from "./models/vae.js";
 export type { VAECallOptions, VAEDecodeOptions, VAELoadOptions } from "./models/vae.js";
-export { ConfigError, parseUNetConfig, parseVAEConfig, unetConfigSchema, vaeConfigSchema } from "./models/config.js";
-export type { UNetConfig, VAEConfig } from "./models/config.js";
+export { ConfigError, parseUNetConfig, parseVAEConfig, unetConfigSchema, vaeConfigSchema } from "./config/models.js";
+export type { UNetConfig, VAEConfig } from "./config/models.js";
 export type { LatentDistribution, ParameterInfo, UNetLossAndGradients } from "./native/index.js";
 
 // Evaluation: CLIP score (torchmetrics semantics), CLIP-I / CLIP-T, grids, report (src/eval).

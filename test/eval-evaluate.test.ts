@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { main } from "../src/cli/main.js";
 import { aggregateClipScore, clipImageSimilarity, ClipScorer } from "../src/eval/clip_score.js";
-import { parseEvalConfig } from "../src/eval/config.js";
+import { parseEvalConfig } from "../src/config/eval.js";
 import { evaluate, type EvaluateOutput } from "../src/eval/evaluate.js";
 import { variantPlan } from "../src/eval/generate.js";
 import { evalReportHref } from "../src/eval/hooks.js";

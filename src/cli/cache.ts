@@ -1,5 +1,5 @@
 // `sdtune cache info|prune`: what the latent / text-embedding cache holds, and removing stale parts.
-import { cacheInfo, pruneCache, resolveCacheDir, type CacheNamespaceInfo } from "../index.js";
+import { cacheInfo, formatBytes, pruneCache, resolveCacheDir, type CacheNamespaceInfo } from "../index.js";
 import { parseCommandArgs, UsageError, type Command } from "./command.js";
 
 export const command: Command = {
@@ -77,15 +77,4 @@ function describe(ns: CacheNamespaceInfo): string {
     `${ns.kind} ${ns.namespace}: ${ns.entries} entries in ${ns.shards} shard(s), ${formatBytes(ns.bytes)}, ` +
     `${String(d.dtype ?? "?")}${extra}, from ${source}, last used ${used}${bad}`
   );
-}
-
-function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
 }

@@ -2,6 +2,7 @@
 import {
   buildImageFolder,
   checkDataset,
+  formatBytes,
   DatasetError,
   type CheckReport,
   type DatasetIssue,
@@ -176,7 +177,6 @@ function printIssues(issues: DatasetIssue[], print: (line: string) => void = con
 }
 
 function printCheck(r: CheckReport): void {
-  const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
   const fmt = (x: number): string => (Number.isInteger(x) ? String(x) : x.toFixed(2));
   const range = (x: { min: number; median: number; max: number }): string =>
     `${fmt(x.min)}..${fmt(x.max)} (median ${fmt(x.median)})`;
@@ -184,7 +184,7 @@ function printCheck(r: CheckReport): void {
   console.log(`dataset     ${r.path} (${where.filter(Boolean).join("; ")})`);
   console.log(
     `images      ${r.images} (${r.examples} examples per epoch${r.classImages ? `, ${r.classImages} class images` : ""}), ` +
-      `${mb(r.totalBytes)}, ${Object.entries(r.formats)
+      `${formatBytes(r.totalBytes)}, ${Object.entries(r.formats)
         .map(([f, n]) => `${f} ${n}`)
         .join(", ")}`,
   );

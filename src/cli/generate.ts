@@ -5,7 +5,7 @@ import {
   loadPipeline,
   promptBatches,
   readPromptSpecs,
-  resolveSamplerName,
+  checkGenerateOptions,
   writeImages,
   type GenerateOptions,
   type GenerateResult,
@@ -128,40 +128,28 @@ async function generateRequest(
     const { path, scale } = parseLoraSpec(spec);
     return { path, scale: scale ?? 1 };
   });
-  const numImages = int(values["num-images"], "--num-images") ?? 1;
-  if (numImages < 1) throw new UsageError(`--num-images must be at least 1 (got ${numImages})`);
-  for (const key of ["width", "height"] as const) {
-    const v = int(values[key], `--${key}`);
-    if (v !== undefined && (v < 8 || v % 8 !== 0)) {
-      throw new UsageError(
-        `${key} ${v} is not a multiple of 8; use ${Math.max(8, Math.floor(v / 8) * 8)} or ${Math.ceil(Math.max(v, 1) / 8) * 8}`,
-      );
-    }
-  }
-  const steps = int(values.steps, "--steps");
-  if (steps !== undefined && steps < 1) throw new UsageError(`--steps must be at least 1 (got ${steps})`);
   const sampler = values.sampler as string | undefined;
   const scheduleType = values["schedule-type"] as string | undefined;
-  if (scheduleType !== undefined && sampler === undefined) throw new UsageError("--schedule-type needs --sampler");
-  if (sampler !== undefined) {
-    try {
-      resolveSamplerName(sampler, scheduleType);
-    } catch (error) {
-      throw new UsageError((error as Error).message);
-    }
+  const checked = {
+    width: int(values.width, "--width"),
+    height: int(values.height, "--height"),
+    steps: int(values.steps, "--steps"),
+    numImages: int(values["num-images"], "--num-images") ?? 1,
+    batchSize: int(values["batch-size"], "--batch-size"),
+    scheduler: sampler,
+    scheduleType,
+  };
+  try {
+    checkGenerateOptions(checked);
+  } catch (error) {
+    throw new UsageError((error as Error).message.replace(/^generate: /, ""));
   }
   const options: GenerateOptions = {
     prompt: [],
     negativePrompt: values["negative-prompt"] as string | undefined,
-    width: int(values.width, "--width"),
-    height: int(values.height, "--height"),
-    steps,
+    ...checked,
     guidanceScale: num(values["guidance-scale"], "--guidance-scale"),
-    scheduler: sampler,
-    scheduleType,
     seed: int(values.seed, "--seed"),
-    numImages,
-    batchSize: int(values["batch-size"], "--batch-size"),
     clipSkip: int(values["clip-skip"], "--clip-skip"),
     onWarning: (m) => console.error(`warning: ${m}`),
   };

@@ -1,5 +1,5 @@
 // `sdtune info`: what the addon was built against and what it runs on.
-import { runtimeInfo } from "../index.js";
+import { formatBytes, runtimeInfo } from "../index.js";
 import { parseCommandArgs, type Command } from "./command.js";
 
 export const command: Command = {
@@ -19,9 +19,7 @@ export const command: Command = {
       return 0;
     }
     const cuda = report.cuda.available
-      ? report.cuda.devices
-          .map((d) => `${d.name} (sm ${d.capability}, ${(d.memoryBytes / 2 ** 30).toFixed(1)} GiB)`)
-          .join(", ")
+      ? report.cuda.devices.map((d) => `${d.name} (sm ${d.capability}, ${formatBytes(d.memoryBytes)})`).join(", ")
       : report.cuda.built
         ? "built with CUDA, but no GPU is visible"
         : "not built with CUDA (CPU only)";

@@ -2,6 +2,10 @@
 // on a TTY (stderr); elsewhere it stays quiet apart from an optional final line.
 import { clearLine, cursorTo } from "node:readline";
 
+import { formatBytes } from "../index.js";
+
+export { formatBytes };
+
 export interface ProgressBarOptions {
   label: string;
   total: number;
@@ -76,17 +80,6 @@ export function formatDuration(seconds: number): string {
   return h > 0
     ? `${h}:${String(m).padStart(2, "0")}:${String(sec).padStart(2, "0")}`
     : `${m}:${String(sec).padStart(2, "0")}`;
-}
-
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let value = bytes;
-  let i = 0;
-  while (value >= 1024 && i < units.length - 1) {
-    value /= 1024;
-    i++;
-  }
-  return `${value.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
 function formatNumber(v: number): string {

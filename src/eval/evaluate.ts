@@ -14,7 +14,7 @@ import { writeFileAtomic } from "../io/atomic.js";
 import { native, type ProgressEvent, type Tensor } from "../native/index.js";
 import { clipScoreChart, metricChart, trainingCharts } from "./charts.js";
 import { clipImageSimilarity, ClipScorer } from "./clip_score.js";
-import { parseEvalConfig, folderName, type EvalConfig, type EvalConfigInput } from "./config.js";
+import { parseEvalConfig, folderName, type EvalConfig, type EvalConfigInput } from "../config/eval.js";
 import { generateVariants, type EvalPipeline } from "./generate.js";
 import { writeGrids } from "./grids.js";
 import { readEvalImages, readPromptsFile, type EvalImage } from "./images.js";

@@ -24,7 +24,7 @@ import type { ProgressEvent } from "../native/index.js";
 import { loadPipeline } from "../pipeline/load.js";
 import type { StableDiffusionPipeline } from "../pipeline/pipeline.js";
 import { resolveSamplerName } from "../sched/aliases.js";
-import type { GenerateConfig } from "./config.js";
+import type { GenerateConfig } from "../config/eval.js";
 import type { EvalImage } from "./images.js";
 
 /** What mode B uses of a pipeline (a StableDiffusionPipeline; any object with these members works). */

@@ -7,7 +7,7 @@ import { dirname, join, relative, resolve } from "node:path";
 
 import type { ProgressEvent } from "../native/index.js";
 import type { ClipScorer } from "./clip_score.js";
-import type { EvalConfigInput } from "./config.js";
+import type { EvalConfigInput } from "../config/eval.js";
 import { evaluate, type EvaluateOutput } from "./evaluate.js";
 import type { EvalPipeline } from "./generate.js";
 import { findRunMetrics } from "./runs.js";

@@ -18,8 +18,8 @@ export {
   DEFAULT_CLIP_MODEL,
 } from "./clip_score.js";
 export type { ClipModelResolver, EmbedOptions, ImageSimilarity, PairScores, TextEmbeddings } from "./clip_score.js";
-export { EvalConfigSchema, parseEvalConfig } from "./config.js";
-export type { EvalConfig, EvalConfigInput, GenerateConfig } from "./config.js";
+export { EvalConfigSchema, parseEvalConfig } from "../config/eval.js";
+export type { EvalConfig, EvalConfigInput, GenerateConfig } from "../config/eval.js";
 export { evaluate } from "./evaluate.js";
 export type { EvaluateOptions, EvaluateOutput } from "./evaluate.js";
 export { evaluateRun, evalReportHref, runEvalDir } from "./hooks.js";

@@ -132,4 +132,3 @@ export function globToRegExp(pattern: string): RegExp {
 export function matchesAny(path: string, patterns: RegExp[]): boolean {
   return patterns.some((re) => re.test(path));
 }
-

@@ -9,6 +9,7 @@
 //    the snapshot lacks (resumable, verified, a few at a time); write refs/<revision>.
 import { mkdir, readFile, statfs } from "node:fs/promises";
 
+import { formatBytes } from "../io/bytes.js";
 import { HubClient, type RemoteFile } from "./api.js";
 import {
   cachedCommit,
@@ -272,10 +273,9 @@ async function checkFreeSpace(storage: string, bytes: number): Promise<void> {
     return; // no statfs here: the writes will tell
   }
   if (free < bytes) {
-    const gb = (n: number): string => `${(n / 1e9).toFixed(2)} GB`;
     throw new HubError(
       "disk",
-      `not enough free space in ${storage}: the download needs ${gb(bytes)}, ${gb(free)} are free; free space or set HF_HUB_CACHE`,
+      `not enough free space in ${storage}: the download needs ${formatBytes(bytes)}, ${formatBytes(free)} are free; free space or set HF_HUB_CACHE`,
       { where: storage },
     );
   }

@@ -5,6 +5,7 @@ export { StableDiffusionPipeline } from "./pipeline.js";
 export type { PipelineComponents } from "./pipeline.js";
 export { a1111SamplerName } from "./generate.js";
 export type { PipelineImage, GenerateResult, GenerateTimings } from "./generate.js";
+export { checkGenerateOptions } from "./options.js";
 export type { GenerateOptions } from "./options.js";
 export { checkPipelineIndex, readPipelineIndex, PipelineLayoutError } from "./layout.js";
 export type { PipelineIndex } from "./layout.js";

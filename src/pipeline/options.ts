@@ -108,8 +108,40 @@ export function sizeMultiple(scaleFactor: number): number {
   return (8 * scaleFactor) / gcd(8, scaleFactor);
 }
 
-export function resolveGenerateOptions(options: GenerateOptions, facts: ModelFacts): ResolvedGenerate {
+/** Every side must be a multiple of this whatever the model (diffusers checks 8). */
+export const SIZE_MULTIPLE = 8;
+
+/**
+ * The checks that need no model: sizes, steps, counts and the sampler name. The one set
+ * of these rules: `sdtune generate` runs it before anything loads or downloads, and
+ * generate() runs it first (then the checks that need the model's facts).
+ */
+export function checkGenerateOptions(
+  options: Pick<
+    GenerateOptions,
+    "width" | "height" | "steps" | "numImages" | "batchSize" | "scheduler" | "scheduleType"
+  >,
+): void {
   if (!options || typeof options !== "object") throw new TypeError("generate: expected an options object");
+  if (options.width !== undefined) size(options.width, "width", SIZE_MULTIPLE);
+  if (options.height !== undefined) size(options.height, "height", SIZE_MULTIPLE);
+  if (options.steps !== undefined) integer(options.steps, "steps", 1);
+  if (options.numImages !== undefined) integer(options.numImages, "numImages", 1);
+  if (options.batchSize !== undefined) integer(options.batchSize, "batchSize", 1);
+  if (options.scheduleType !== undefined && options.scheduler === undefined) {
+    throw new RangeError(`generate: scheduleType "${options.scheduleType}" needs a sampler (scheduler)`);
+  }
+  if (options.scheduler !== undefined) {
+    try {
+      resolveSamplerName(options.scheduler, options.scheduleType);
+    } catch (error) {
+      throw new RangeError(`generate: ${(error as Error).message}`);
+    }
+  }
+}
+
+export function resolveGenerateOptions(options: GenerateOptions, facts: ModelFacts): ResolvedGenerate {
+  checkGenerateOptions(options);
   const prompts = toPrompts(options.prompt);
   const negativePrompts = toNegatives(options.negativePrompt, prompts.length);
   const multiple = sizeMultiple(facts.scaleFactor);

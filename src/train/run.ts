@@ -4,8 +4,7 @@
 // done and what they produced), so `resume: "latest"` picks up exactly where a
 // crash or Ctrl-C left off.
 import { existsSync } from "node:fs";
-import { mkdir, open, readdir, readFile, rm } from "node:fs/promises";
-import { hostname } from "node:os";
+import { mkdir, readdir, readFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 
 import { parse as parseYaml, stringify as toYaml } from "yaml";
@@ -14,6 +13,7 @@ import { applyOverrides, loadConfigFile } from "../config/load.js";
 import { resolveTrainConfig, type TrainConfig } from "../config/train.js";
 import { resolveModel } from "../hub/index.js";
 import { writeFileAtomic } from "../io/atomic.js";
+import { acquireFileLock } from "../io/lock.js";
 import { native } from "../native/index.js";
 import { CheckpointStore, type Checkpoint } from "./checkpoints.js";
 import { MetricsLog } from "./metrics.js";
@@ -333,39 +333,12 @@ function garbledConfig(path: string, why: string): Error {
   );
 }
 
-/**
- * One process trains in a run folder at a time: run.lock holds the owner's pid; a lock
- * left by a process that no longer exists is taken over.
- */
-async function lockRun(runDir: string): Promise<() => Promise<void>> {
-  const path = join(runDir, "run.lock");
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(path, "wx");
-      await handle.writeFile(JSON.stringify({ pid: process.pid, host: hostname() }));
-      await handle.close();
-      return () => rm(path, { force: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      const owner = await readFile(path, "utf8")
-        .then((t) => JSON.parse(t) as { pid?: number; host?: string })
-        .catch(() => ({}) as { pid?: number; host?: string });
-      if (owner.pid && owner.host === hostname() && isAlive(owner.pid)) {
-        throw new Error(`${runDir} is being trained by process ${owner.pid}; wait for it to finish or stop it first`);
-      }
-      await rm(path, { force: true }); // a stale lock
-    }
-  }
-  throw new Error(`${runDir}: cannot take run.lock`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
+/** One process trains in a run folder at a time (src/io/lock.ts); a lock its owner left behind is taken over. */
+function lockRun(runDir: string): Promise<() => Promise<void>> {
+  return acquireFileLock(join(runDir, "run.lock"), {
+    busy: (owner) =>
+      new Error(`${runDir} is being trained by process ${owner.pid ?? "?"}; wait for it to finish or stop it first`),
+  });
 }
 
 /** Checks that need the whole config: refused before anything runs, with the stage named. */

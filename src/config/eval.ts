@@ -3,7 +3,7 @@
 // (mode B, `generate`). snake_case keys, as in the training config.
 import { z } from "zod";
 
-import { ConfigError, parseConfig } from "../config/errors.js";
+import { ConfigError, parseConfig } from "./errors.js";
 
 export const ImageFolderSchema = z.strictObject({
   path: z.string().min(1).describe("folder of images (searched recursively)"),
