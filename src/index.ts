@@ -154,3 +154,24 @@ export type {
 // Stable Diffusion pipelines: loadPipeline, generate, savePipeline (src/pipeline).
 export * from "./pipeline/index.js";
 export { checkModelOptions, MODEL_DTYPES } from "./models/options.js";
+
+// Single-file checkpoints (A1111 / ComfyUI .safetensors in the LDM layout): read, convert, write (src/models/single_file).
+export {
+  convertDiffusersToSingleFile,
+  convertSingleFileToDiffusers,
+  inspectSingleFile,
+  isSingleFilePath,
+  planSingleFile,
+  resolveSingleFile,
+  textLayoutOf,
+  writeSingleFile,
+} from "./models/single_file/index.js";
+export type {
+  PredictionType,
+  ResolveSingleFileOptions,
+  SingleFileInfo,
+  SingleFileOptions,
+  TextLayout,
+  ToDiffusersOptions,
+  ToSingleFileOptions,
+} from "./models/single_file/index.js";
