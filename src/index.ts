@@ -162,6 +162,7 @@ export {
   inspectSingleFile,
   isSingleFilePath,
   planSingleFile,
+  resaveSingleFile,
   resolveSingleFile,
   textLayoutOf,
   writeSingleFile,

@@ -6,6 +6,7 @@ export { resolveSingleFile, type ResolveSingleFileOptions } from "./resolve.js";
 export { convertSingleFileToDiffusers, type ToDiffusersOptions } from "./to_diffusers.js";
 export {
   convertDiffusersToSingleFile,
+  resaveSingleFile,
   textLayoutOf,
   writeSingleFile,
   type ComponentTensors,

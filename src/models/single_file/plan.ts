@@ -44,6 +44,10 @@ export interface SingleFilePlan {
 
 /** The plan for reading `file` as a diffusers pipeline; throws naming the file and key on a partial file. */
 export async function planSingleFile(file: string, options: SingleFileOptions = {}): Promise<SingleFilePlan> {
+  const p = options.predictionType;
+  if (p !== undefined && p !== "epsilon" && p !== "v_prediction") {
+    throw new TypeError(`predictionType "${String(p)}" must be "epsilon" or "v_prediction"`);
+  }
   const info = await inspectSingleFile(file);
   const yaml = readYamlBeside(file);
   const given = options.config ? readSideFiles(options.config) : sideFilesFromMetadata(info.header.metadata, file);

@@ -11,6 +11,7 @@ import { readSafetensors, writeSafetensors } from "../../io/safetensors.js";
 import { unetLayoutFromModuleNames } from "../../lora/formats/ldm.js";
 import type { Tensor } from "../../native/index.js";
 import { readJsonFile, resolveWeightFiles } from "../files.js";
+import { inspectSingleFile } from "./detect.js";
 import { readSideFiles, SIDE_FILES_KEY } from "./side_files.js";
 import { castFloat, concatRows, type FloatDType } from "./tensors.js";
 import { TEXT_PREFIX, textToSingleFile, type TextLayout } from "./text_keys.js";
@@ -112,4 +113,30 @@ export async function writeSingleFile(
 export function textLayoutOf(folder: string): TextLayout {
   const config = readJsonFile(join(folder, "text_encoder", "config.json")) as { hidden_act?: unknown };
   return config.hidden_act === "gelu" ? "openclip" : "clip";
+}
+
+/**
+ * A single file -> another single file: the same keys and metadata, in `dtype`, with or without
+ * the EMA copy of the UNet (model_ema.*). Checked as a Stable Diffusion 1.x / 2.x file first.
+ */
+export async function resaveSingleFile(
+  file: string,
+  out: string,
+  options: { dtype?: FloatDType; ema?: boolean } = {},
+): Promise<void> {
+  await inspectSingleFile(file);
+  const { tensors, metadata } = await readSafetensors(file);
+  const made: Tensor[] = [];
+  try {
+    const entries: [string, Tensor][] = [];
+    for (const [name, t] of tensors) {
+      if (options.ema === false && name.startsWith("model_ema.")) continue;
+      const cast = await castFloat(t, options.dtype);
+      if (cast !== t) made.push(cast);
+      entries.push([name, cast]);
+    }
+    await writeSafetensors(out, entries, metadata);
+  } finally {
+    for (const t of [...made, ...tensors.values()]) t.dispose();
+  }
 }
