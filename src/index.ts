@@ -164,12 +164,14 @@ export {
   planSingleFile,
   resaveSingleFile,
   resolveSingleFile,
+  saveSingleFile,
   textLayoutOf,
   writeSingleFile,
 } from "./models/single_file/index.js";
 export type {
   PredictionType,
   ResolveSingleFileOptions,
+  SaveSingleFileOptions,
   SingleFileInfo,
   SingleFileOptions,
   TextLayout,

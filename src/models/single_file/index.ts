@@ -12,4 +12,5 @@ export {
   type ComponentTensors,
   type ToSingleFileOptions,
 } from "./to_single.js";
+export { saveSingleFile, type SaveSingleFileOptions } from "./save.js";
 export type { TextLayout } from "./text_keys.js";
