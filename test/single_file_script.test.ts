@@ -12,7 +12,8 @@ import type { Tensor } from "../src/native/index.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
 import { UNet } from "../src/models/unet.js";
 import { VAE } from "../src/models/vae.js";
-import { repoRoot, tempDir } from "./helpers/fixtures.js";
+import { inspectSafetensors } from "../src/io/safetensors.js";
+import { fixture, repoRoot, tempDir } from "./helpers/fixtures.js";
 
 const DIR = join(repoRoot, "test", "fixtures-single");
 const FILE = join(DIR, "sd1-script.safetensors");
@@ -92,5 +93,18 @@ describe("a single file written by diffusers' converter", () => {
       return u.dtype !== t.dtype || u.shape.join() !== t.shape.join() || !bytes(u).equals(bytes(t));
     });
     expect(differing.map(([k]) => k)).toEqual([]);
+  });
+
+  it("names and shapes an SD 2.x (open_clip) text encoder as the converter's v2.0 function does", async () => {
+    // sd2_text_keys.json: convert_text_enc_state_dict_v20 applied to the tiny-sd fixture's text encoder.
+    const expected = JSON.parse(await readFile(join(DIR, "sd2_text_keys.json"), "utf8")) as Record<string, number[]>;
+    const file = join(tmp.path, "tiny-sd.safetensors");
+    await convertDiffusersToSingleFile(fixture("tiny-sd"), file, { textEncoderLayout: "openclip" });
+    const written = Object.fromEntries(
+      (await inspectSafetensors(file)).tensors
+        .filter((t) => t.name.startsWith("cond_stage_model."))
+        .map((t) => [t.name, t.shape]),
+    );
+    expect(written).toEqual(expected);
   });
 });

@@ -60,5 +60,24 @@ def main():
         shutil.rmtree(work)
 
 
+def sd2_text_keys():
+    """The script's SD 2.x (open_clip) text encoder names and shapes for the tiny-sd fixture's text encoder.
+
+    The script picks that layout only for 23-layer encoders, so its conversion function is called directly.
+    """
+    from safetensors.torch import load_file
+
+    script = os.path.join(refenv.REF_SRC, "diffusers", "scripts", "convert_diffusers_to_original_stable_diffusion.py")
+    module = runpy.run_path(script, run_name="converter")
+    fixtures = os.environ.get("SDTUNE_FIXTURES", "/work/shared/fixtures")
+    text = load_file(os.path.join(fixtures, "tiny-sd", "text_encoder", "model.safetensors"))
+    converted = module["convert_text_enc_state_dict_v20"]({"transformer." + k: v for k, v in text.items()})
+    keys = {"cond_stage_model.model." + k: list(v.shape) for k, v in converted.items()}
+    with open(os.path.join(HERE, "sd2_text_keys.json"), "w") as f:
+        json.dump(keys, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
 if __name__ == "__main__":
     main()
+    sd2_text_keys()
