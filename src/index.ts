@@ -160,3 +160,26 @@ export type { DemoOptions } from "./demo/index.js";
 export { addPngText, readPngText, formatInfotext } from "./io/png.js";
 export type { GenerationParameters } from "./io/png.js";
 export { formatStat } from "./eval/results.js";
+// Single-file checkpoints (A1111 / ComfyUI .safetensors in the LDM layout): read, convert, write (src/models/single_file).
+export {
+  convertDiffusersToSingleFile,
+  convertSingleFileToDiffusers,
+  inspectSingleFile,
+  isSingleFilePath,
+  planSingleFile,
+  resaveSingleFile,
+  resolveSingleFile,
+  saveSingleFile,
+  textLayoutOf,
+  writeSingleFile,
+} from "./models/single_file/index.js";
+export type {
+  PredictionType,
+  ResolveSingleFileOptions,
+  SaveSingleFileOptions,
+  SingleFileInfo,
+  SingleFileOptions,
+  TextLayout,
+  ToDiffusersOptions,
+  ToSingleFileOptions,
+} from "./models/single_file/index.js";

@@ -21,7 +21,7 @@ export const command: Command = {
   help: [
     "usage: sdtune generate --model MODEL --prompt TEXT [--prompt TEXT ...] [options]",
     "",
-    "  --model ID|DIR            diffusers Stable Diffusion 1.x/2.x folder, or a hub id (org/name)",
+    "  --model ID|DIR|FILE       diffusers Stable Diffusion 1.x/2.x folder, hub id (org/name), or single-file .safetensors",
     "  --prompt TEXT             a prompt (repeatable)",
     "  --prompts-file FILE       one prompt per line (empty lines and lines starting with # are skipped),",
     "                            with kohya's per-prompt flags: --n NEGATIVE --w W --h H --s STEPS --d SEED",

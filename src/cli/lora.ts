@@ -42,6 +42,7 @@ export const command: Command = {
     "         components are hard-linked or copied). BASE is a diffusers folder or a hub id.",
     "         --dtype sets the dtype of the merged weights (default: as in the base); --variant",
     "         reads and writes <name>.<variant>.safetensors weights; --force replaces a non-empty DIR.",
+    "         --out NAME.safetensors writes one single-file checkpoint (AUTOMATIC1111 / ComfyUI) instead.",
     "",
     "--base MODEL_DIR  a diffusers model folder: kohya names are resolved against its module names",
     "                  (instead of the built-in SD vocabulary) and every target is checked to exist.",

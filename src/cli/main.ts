@@ -12,6 +12,7 @@ const commands: Record<string, () => Promise<Command>> = {
   train: async () => (await import("./train.js")).command,
   generate: async () => (await import("./generate.js")).command,
   demo: async () => (await import("./demo.js")).command,
+  convert: async () => (await import("./convert.js")).command,
 };
 
 /** Later commands add themselves here; kept separate so the table reads top to bottom. */

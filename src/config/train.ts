@@ -134,7 +134,12 @@ export const SaveSchema = z.strictObject({
     .array(z.enum(["diffusers", "kohya", "peft"]))
     .min(1)
     .default(["diffusers", "kohya"]),
-  full_model: z.boolean().default(false).describe("also write a full diffusers model (with any LoRA merged in)"),
+  full_model: z
+    .union([z.boolean(), z.enum(["diffusers", "single-file"])])
+    .default(false)
+    .describe(
+      "also write a full diffusers model (with any LoRA merged in); single-file: also as model.safetensors in the LDM layout AUTOMATIC1111 and ComfyUI load",
+    ),
 });
 
 export const BucketSchema = z.strictObject({

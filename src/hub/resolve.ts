@@ -4,6 +4,7 @@
 import { homedir } from "node:os";
 import { join, resolve as resolvePath } from "node:path";
 
+import { isSingleFilePath, resolveSingleFile, type ResolveSingleFileOptions } from "../models/single_file/index.js";
 import { isDirectory } from "./cache.js";
 import { HubError } from "./errors.js";
 import { DATASET_PATTERNS, planDataset, planPatterns, planPipeline, type PipelineOptions } from "./plan.js";
@@ -12,7 +13,10 @@ import { ensureSnapshot, type ResolveOptions } from "./snapshot.js";
 
 export type { HubProgressEvent, ResolveOptions } from "./snapshot.js";
 
-export interface ResolveModelOptions extends ResolveOptions, PipelineOptions {}
+export interface ResolveModelOptions extends ResolveOptions, PipelineOptions {
+  /** For a single-file checkpoint (.safetensors in the LDM layout): how to read it (see src/models/single_file). */
+  singleFile?: ResolveSingleFileOptions;
+}
 
 export interface ResolveFilesOptions extends ResolveOptions {
   /** Default "model". */
@@ -43,9 +47,12 @@ export const CLIP_FILES = {
  * A diffusers pipeline folder: `pathOrId` itself when it is a local folder;
  * for a hub id ("org/name") the cache snapshot, holding model_index.json and,
  * per component, its configs, tokenizer files and safetensors weights (of
- * `variant` where the component has them). Pickles are refused.
+ * `variant` where the component has them). Pickles are refused. A single-file checkpoint
+ * (model.safetensors, as AUTOMATIC1111 and ComfyUI keep them) resolves to its diffusers
+ * conversion in the sdtune cache.
  */
 export async function resolveModel(pathOrId: string, options: ResolveModelOptions = {}): Promise<string> {
+  if (isSingleFilePath(pathOrId)) return resolveSingleFile(expandHome(pathOrId), options.singleFile);
   const local = await localFolder(pathOrId);
   if (local) return local;
   const repo = parseRepoId(pathOrId, "model");
@@ -93,7 +100,7 @@ async function localFolder(pathOrId: string): Promise<string | undefined> {
       `expected a local folder or a hub id such as "org/name", got ${JSON.stringify(pathOrId)}`,
     );
   }
-  if (pathOrId === "~" || pathOrId.startsWith("~/")) pathOrId = join(homedir(), pathOrId.slice(1));
+  pathOrId = expandHome(pathOrId);
   if (await isDirectory(pathOrId)) return resolvePath(pathOrId);
   const pathLike =
     /^(\.{1,2}|~)?[/\\]/.test(pathOrId) ||
@@ -107,4 +114,8 @@ async function localFolder(pathOrId: string): Promise<string | undefined> {
     });
   }
   return undefined;
+}
+
+function expandHome(path: string): string {
+  return path === "~" || path.startsWith("~/") ? join(homedir(), path.slice(1)) : path;
 }

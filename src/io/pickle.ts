@@ -14,6 +14,12 @@ export function pickleFiles(names: Iterable<string>): string[] {
 export const CONVERT_FILE =
   "`import torch, safetensors.torch; safetensors.torch.save_file(torch.load(f), f.rsplit('.', 1)[0] + '.safetensors')`";
 
+/** Python that converts a single-file checkpoint (.ckpt: the weights sit under "state_dict"). */
+export const CONVERT_CHECKPOINT =
+  "`import torch, safetensors.torch; sd = torch.load(path, map_location='cpu'); sd = sd.get('state_dict', sd); " +
+  "safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items() if isinstance(v, torch.Tensor)}, " +
+  "path.rsplit('.', 1)[0] + '.safetensors')`, then use the .safetensors file";
+
 /** Python that converts a whole diffusers model folder or hub id. */
 export const CONVERT_MODEL =
   "`from diffusers import DiffusionPipeline; DiffusionPipeline.from_pretrained(path).save_pretrained(out, safe_serialization=True)`";

@@ -135,7 +135,7 @@ export async function linkTree(src: string, dst: string): Promise<void> {
 }
 
 /** Moves the finished temp folder to `out`, replacing what is there. */
-async function replaceFolder(temp: string, out: string): Promise<void> {
+export async function replaceFolder(temp: string, out: string): Promise<void> {
   if (existsSync(out)) {
     const old = join(dirname(out), `.${basename(out)}.old-${process.pid}-${randomBytes(4).toString("hex")}`);
     await rename(out, old);

@@ -10,6 +10,7 @@ import { parseClipTextEncoderConfig } from "../models/clip_config.js";
 import { parseUNetConfig, parseVAEConfig } from "../models/config.js";
 import { readJsonFile, resolveWeightFiles } from "../models/files.js";
 import { checkModelOptions, warningSink, type ModelDType } from "../models/options.js";
+import { isSingleFilePath } from "../models/single_file/index.js";
 import { TextEncoder } from "../models/text_encoder.js";
 import { UNet } from "../models/unet.js";
 import { VAE } from "../models/vae.js";
@@ -46,6 +47,11 @@ export interface LoadPipelineOptions {
   signal?: AbortSignal;
   /** Variant fallbacks and similar notices. Default: process.emitWarning. */
   onWarning?: (message: string) => void;
+  /**
+   * A single-file checkpoint's prediction type, over the .yaml beside it and the family default
+   * (SD 1.x epsilon, SD 2.x v_prediction).
+   */
+  predictionType?: "epsilon" | "v_prediction";
 }
 
 const COMPONENTS = ["text_encoder", "unet", "vae", "tokenizer", "scheduler"] as const;
@@ -58,6 +64,7 @@ export async function loadPipeline(
   options = { ...options, ...(options.device !== undefined ? { device: resolveDevice(options.device) } : {}) };
   checkModelOptions(options, "loadPipeline");
   const local = typeof pathOrId === "string" && existsSync(pathOrId) && statSync(pathOrId).isDirectory();
+  const singleFile = isSingleFilePath(pathOrId);
   const dir = await resolveModel(pathOrId, {
     revision: options.revision,
     variant: options.variant,
@@ -67,6 +74,7 @@ export async function loadPipeline(
     cacheDir: options.cacheDir,
     signal: options.signal,
     onProgress: options.onProgress,
+    ...(options.predictionType ? { singleFile: { predictionType: options.predictionType } } : {}),
   });
   const index = readPipelineIndex(dir);
   checkComponentsFit(dir);
@@ -106,7 +114,7 @@ export async function loadPipeline(
       tokenizer,
       schedulerConfig,
       config: index,
-      name: local ? basename(dir) : pathOrId,
+      name: local ? basename(dir) : singleFile ? basename(pathOrId) : pathOrId,
       path: dir,
       modelFiles: resolveWeightFiles(join(dir, "unet"), { variant: options.variant }),
     });

@@ -7,6 +7,7 @@ import { disposeLora, extractLora, fuseLora, kohyaTrainingMetadata, saveLora } f
 import { mergeLoraIntoModel } from "../lora/adapters/merge.js";
 import type { Tensor } from "../native/index.js";
 import { saveDiffusersModel } from "../models/save_model.js";
+import { convertDiffusersToSingleFile } from "../models/single_file/to_single.js";
 import type { StageContext, StageOutcome } from "./stage.js";
 import { stageDir } from "./stage.js";
 
@@ -18,6 +19,8 @@ export interface StageRecord {
   loraFiles: Partial<Record<"kohya" | "diffusers" | "peft", string>>;
   /** A complete diffusers folder (full fine-tunes, or save.full_model). */
   fullModel?: string;
+  /** The same model as one single-file checkpoint (save.full_model: single-file). */
+  singleFile?: string;
   /** metrics.jsonl line count when the stage ended (resume at a stage boundary). */
   metricsLines: number;
   /** Its end-of-stage evaluation finished (`evaluate` in the config). */
@@ -37,6 +40,11 @@ export async function saveStageOutputs(outcome: StageOutcome, ctx: StageContext)
   if (outcome.models.loraName) record.loraFiles = await saveLoraFiles(outcome, ctx, dir);
   const full = stage.train_unet === "full" || stage.train_text_encoder === "full" || stage.save.full_model;
   if (full) record.fullModel = await saveFullModel(outcome, ctx, join(dir, "model"), record.loraFiles);
+  if (full && stage.save.full_model === "single-file") {
+    // Beside the folder (later stages and evaluation load the folder), for AUTOMATIC1111 / ComfyUI.
+    record.singleFile = join(dir, "model.safetensors");
+    await convertDiffusersToSingleFile(record.fullModel!, record.singleFile);
+  }
   return record;
 }
 

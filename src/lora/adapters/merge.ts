@@ -12,6 +12,7 @@ import { TextEncoder } from "../../models/text_encoder.js";
 import { UNet } from "../../models/unet.js";
 import type { ProgressEvent } from "../../native/index.js";
 import { saveDiffusersModel } from "../../models/save_model.js";
+import { saveSingleFile } from "../../models/single_file/save.js";
 import { applyLoraFile, fuseLora, type LoraModels } from "./apply.js";
 
 export interface MergeLoraSpec {
@@ -25,7 +26,10 @@ export interface MergeLoraOptions {
   /** A diffusers model folder, or a hub id (resolved through the HF cache). */
   base: string;
   loras: MergeLoraSpec[];
-  /** The folder to write; must not exist or be empty (unless force). */
+  /**
+   * The folder to write; must not exist or be empty (unless force). A path ending in .safetensors
+   * writes one single-file checkpoint (the LDM layout AUTOMATIC1111 and ComfyUI load) instead.
+   */
   out: string;
   /** Write the UNet and text encoder weights in this dtype (default: each tensor's dtype in the base). */
   dtype?: ModelDType;
@@ -57,7 +61,9 @@ export async function mergeLoraIntoModel(options: MergeLoraOptions): Promise<Mer
   }
   const base = resolve(await resolveModel(options.base, { variant: options.variant, signal }));
   const out = resolve(options.out);
-  checkFolders(base, out, options.force ?? false);
+  const single = out.toLowerCase().endsWith(".safetensors");
+  if (single) checkSingleFileOut(base, out, options.force ?? false);
+  else checkFolders(base, out, options.force ?? false);
 
   const total = options.loras.length + 5;
   let step = 0;
@@ -83,19 +89,36 @@ export async function mergeLoraIntoModel(options: MergeLoraOptions): Promise<Mer
     const layers = await fuseLora(models, { permanent: true });
     progress("fused");
 
-    const weightFiles = await saveDiffusersModel({
-      base,
-      out,
-      models,
-      dtype: options.dtype,
-      variant: options.variant,
-      onFile: progress,
-    });
-    progress("copied the other components");
+    const weightFiles = single
+      ? [await saveSingleFile({ base, out, models, dtype: options.dtype, variant: options.variant })]
+      : await saveDiffusersModel({
+          base,
+          out,
+          models,
+          dtype: options.dtype,
+          variant: options.variant,
+          onFile: progress,
+        });
+    // Same step count either way: the single file is written in one go.
+    if (single) progress("merged the weights into the single file");
+    progress(single ? `wrote ${out}` : "copied the other components");
     return { out, layers: { unet: layers.unet, textEncoder: layers.textEncoder }, weightFiles };
   } finally {
     models.unet?.dispose();
     models.textEncoder?.dispose();
+  }
+}
+
+/** A single-file output: a new file (or, with force, a file to replace) outside the base folder. */
+function checkSingleFileOut(base: string, out: string, force: boolean): void {
+  if (!existsSync(join(base, "model_index.json"))) {
+    throw new Error(`${base}: not a diffusers model folder (no model_index.json)`);
+  }
+  if (out.startsWith(base + sep)) {
+    throw new Error(`mergeLoraIntoModel: the output file ${out} must be outside the base model folder ${base}`);
+  }
+  if (existsSync(out) && (statSync(out).isDirectory() || !force)) {
+    throw new Error(`${out}: exists; choose another output or pass --force (force: true) to replace the file`);
   }
 }
 

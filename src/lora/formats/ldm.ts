@@ -59,7 +59,8 @@ export function unetLayoutFromModuleNames(names: Iterable<string>): UnetLayout |
 }
 
 type Kind = "resnet" | "attention" | "leaf";
-interface BlockPair {
+/** One LDM block and its diffusers counterpart, as dotted module paths ("input_blocks.1.0" <-> "down_blocks.0.resnets.0"). */
+export interface LdmBlockPair {
   ldm: string;
   diffusers: string;
   kind: Kind;
@@ -67,43 +68,49 @@ interface BlockPair {
 
 // Inside a resnet block the two codebases name the layers differently; inside an
 // attention block (SpatialTransformer / Transformer2DModel) the names are the same.
-const RESNET_LDM_TO_DIFFUSERS: Record<string, string> = {
-  in_layers_0: "norm1",
-  in_layers_2: "conv1",
-  emb_layers_1: "time_emb_proj",
-  out_layers_0: "norm2",
-  out_layers_3: "conv2",
+/** Resnet sublayers, LDM dotted name -> diffusers name. */
+export const LDM_RESNET_LAYERS: Readonly<Record<string, string>> = {
+  "in_layers.0": "norm1",
+  "in_layers.2": "conv1",
+  "emb_layers.1": "time_emb_proj",
+  "out_layers.0": "norm2",
+  "out_layers.3": "conv2",
   skip_connection: "conv_shortcut",
 };
+const underscore = (name: string): string => name.replace(/\./g, "_");
+const RESNET_LDM_TO_DIFFUSERS: Record<string, string> = Object.fromEntries(
+  Object.entries(LDM_RESNET_LAYERS).map(([k, v]) => [underscore(k), v]),
+);
 const RESNET_DIFFUSERS_TO_LDM = Object.fromEntries(Object.entries(RESNET_LDM_TO_DIFFUSERS).map(([k, v]) => [v, k]));
 
-function blockTable(layout: UnetLayout): BlockPair[] {
+/** Every block of a UNet of `layout`, LDM and diffusers dotted module paths side by side. */
+export function ldmBlockPairs(layout: UnetLayout): LdmBlockPair[] {
   const L = layout.layersPerBlock;
-  const pairs: BlockPair[] = [
-    { ldm: "input_blocks_0_0", diffusers: "conv_in", kind: "leaf" },
-    { ldm: "time_embed_0", diffusers: "time_embedding_linear_1", kind: "leaf" },
-    { ldm: "time_embed_2", diffusers: "time_embedding_linear_2", kind: "leaf" },
-    { ldm: "label_emb_0_0", diffusers: "add_embedding_linear_1", kind: "leaf" },
-    { ldm: "label_emb_0_2", diffusers: "add_embedding_linear_2", kind: "leaf" },
-    { ldm: "middle_block_0", diffusers: "mid_block_resnets_0", kind: "resnet" },
-    { ldm: "middle_block_1", diffusers: "mid_block_attentions_0", kind: "attention" },
-    { ldm: "middle_block_2", diffusers: "mid_block_resnets_1", kind: "resnet" },
-    { ldm: "out_0", diffusers: "conv_norm_out", kind: "leaf" },
-    { ldm: "out_2", diffusers: "conv_out", kind: "leaf" },
+  const pairs: LdmBlockPair[] = [
+    { ldm: "input_blocks.0.0", diffusers: "conv_in", kind: "leaf" },
+    { ldm: "time_embed.0", diffusers: "time_embedding.linear_1", kind: "leaf" },
+    { ldm: "time_embed.2", diffusers: "time_embedding.linear_2", kind: "leaf" },
+    { ldm: "label_emb.0.0", diffusers: "add_embedding.linear_1", kind: "leaf" },
+    { ldm: "label_emb.0.2", diffusers: "add_embedding.linear_2", kind: "leaf" },
+    { ldm: "middle_block.0", diffusers: "mid_block.resnets.0", kind: "resnet" },
+    { ldm: "middle_block.1", diffusers: "mid_block.attentions.0", kind: "attention" },
+    { ldm: "middle_block.2", diffusers: "mid_block.resnets.1", kind: "resnet" },
+    { ldm: "out.0", diffusers: "conv_norm_out", kind: "leaf" },
+    { ldm: "out.2", diffusers: "conv_out", kind: "leaf" },
   ];
   // input_blocks: 1 + i*(L+1) + j holds down block i's resnet j (.0) and attention j (.1);
   // the last index of each block, (i+1)*(L+1), holds its downsampler (.0.op).
   layout.downAttention.forEach((attention, i) => {
     for (let j = 0; j < L; j++) {
       const k = 1 + i * (L + 1) + j;
-      pairs.push({ ldm: `input_blocks_${k}_0`, diffusers: `down_blocks_${i}_resnets_${j}`, kind: "resnet" });
+      pairs.push({ ldm: `input_blocks.${k}.0`, diffusers: `down_blocks.${i}.resnets.${j}`, kind: "resnet" });
       if (attention) {
-        pairs.push({ ldm: `input_blocks_${k}_1`, diffusers: `down_blocks_${i}_attentions_${j}`, kind: "attention" });
+        pairs.push({ ldm: `input_blocks.${k}.1`, diffusers: `down_blocks.${i}.attentions.${j}`, kind: "attention" });
       }
     }
     if (layout.downsample[i]) {
       const k = (i + 1) * (L + 1);
-      pairs.push({ ldm: `input_blocks_${k}_0_op`, diffusers: `down_blocks_${i}_downsamplers_0_conv`, kind: "leaf" });
+      pairs.push({ ldm: `input_blocks.${k}.0.op`, diffusers: `down_blocks.${i}.downsamplers.0.conv`, kind: "leaf" });
     }
   });
   // output_blocks: i*(L+1) + j holds up block i's resnet j (.0), attention j (.1), and
@@ -111,15 +118,15 @@ function blockTable(layout: UnetLayout): BlockPair[] {
   layout.upAttention.forEach((attention, i) => {
     for (let j = 0; j <= L; j++) {
       const k = i * (L + 1) + j;
-      pairs.push({ ldm: `output_blocks_${k}_0`, diffusers: `up_blocks_${i}_resnets_${j}`, kind: "resnet" });
+      pairs.push({ ldm: `output_blocks.${k}.0`, diffusers: `up_blocks.${i}.resnets.${j}`, kind: "resnet" });
       if (attention) {
-        pairs.push({ ldm: `output_blocks_${k}_1`, diffusers: `up_blocks_${i}_attentions_${j}`, kind: "attention" });
+        pairs.push({ ldm: `output_blocks.${k}.1`, diffusers: `up_blocks.${i}.attentions.${j}`, kind: "attention" });
       }
       if (j === L && layout.upsample[i]) {
         const slot = attention ? 2 : 1;
         pairs.push({
-          ldm: `output_blocks_${k}_${slot}_conv`,
-          diffusers: `up_blocks_${i}_upsamplers_0_conv`,
+          ldm: `output_blocks.${k}.${slot}.conv`,
+          diffusers: `up_blocks.${i}.upsamplers.0.conv`,
           kind: "leaf",
         });
       }
@@ -128,10 +135,14 @@ function blockTable(layout: UnetLayout): BlockPair[] {
   return pairs;
 }
 
-const tables = new WeakMap<UnetLayout, BlockPair[]>();
-function tableFor(layout: UnetLayout): BlockPair[] {
+const tables = new WeakMap<UnetLayout, LdmBlockPair[]>();
+/** The pairs in kohya's underscore form, which LoRA names use. */
+function tableFor(layout: UnetLayout): LdmBlockPair[] {
   let table = tables.get(layout);
-  if (!table) tables.set(layout, (table = blockTable(layout)));
+  if (!table) {
+    table = ldmBlockPairs(layout).map((p) => ({ ...p, ldm: underscore(p.ldm), diffusers: underscore(p.diffusers) }));
+    tables.set(layout, table);
+  }
   return table;
 }
 
@@ -158,7 +169,7 @@ function translate(
   resnetMap: Record<string, string>,
 ): string | undefined {
   // The longest block prefix that ends at an underscore boundary.
-  let best: BlockPair | undefined;
+  let best: LdmBlockPair | undefined;
   for (const pair of tableFor(layout)) {
     const prefix = pair[from];
     if ((name === prefix || name.startsWith(`${prefix}_`)) && (!best || prefix.length > best[from].length)) best = pair;
