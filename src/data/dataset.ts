@@ -1,7 +1,7 @@
 // openDataset: resolve the path, pick a reader, read every image's header and
 // content key once, and report what was skipped.
-import { stat } from "node:fs/promises";
-import { extname, resolve } from "node:path";
+import { realpath, stat } from "node:fs/promises";
+import { dirname, extname, resolve, sep } from "node:path";
 
 import { checkInstanceToken } from "./caption-text.js";
 import { normaliseExt } from "./captions.js";
@@ -61,7 +61,12 @@ export async function openDataset(spec: DatasetSpec, options: OpenOptions = {}):
     }
   }
   const probeIssues: DatasetIssue[] = [];
-  const items = await probeCandidates([...result.candidates, ...classCandidates], spec, options, probeIssues);
+  const inside = await linksInside(
+    [...result.candidates, ...classCandidates],
+    await allowedRoots(root, spec),
+    probeIssues,
+  );
+  const items = await probeCandidates(inside, spec, options, probeIssues);
   // A caption warning about an image that turned out unusable is noise: the skip says it all.
   const unusable = new Set(probeIssues.map((i) => i.file));
   report.splice(0, report.length, ...report.filter((i) => i.skipped || !unusable.has(i.file)), ...probeIssues);
@@ -115,6 +120,40 @@ export async function detectType(root: string, spec: DatasetSpec): Promise<Datas
   const fileSet = new Set(files);
   if (images.some((f) => fileSet.has(f.slice(0, f.length - extname(f).length) + ext))) return "captions";
   return "imagefolder";
+}
+
+/**
+ * The folders a dataset's files may live in (after following links): the dataset folder, the
+ * class folder, and for a hub dataset its cache storage (snapshot files link into its blobs/).
+ */
+async function allowedRoots(root: string, spec: DatasetSpec): Promise<string[]> {
+  const roots = [root];
+  if (spec.classDir !== undefined) roots.push(resolve(spec.classDir));
+  if (!(await exists(resolve(spec.path)))) roots.push(dirname(dirname(root)));
+  const real = await Promise.all(roots.map((r) => realpath(r).catch(() => resolve(r))));
+  return real.map((r) => (r.endsWith(sep) ? r : r + sep));
+}
+
+/** The candidates whose files (links followed) stay inside `roots`; the others are reported as skipped. */
+async function linksInside(candidates: Candidate[], roots: string[], report: DatasetIssue[]): Promise<Candidate[]> {
+  const kept: Candidate[] = [];
+  for (const c of candidates) {
+    if (c.source.kind !== "file") {
+      kept.push(c);
+      continue;
+    }
+    const target = await realpath(c.source.path).catch(() => undefined);
+    if (target === undefined || roots.some((r) => target.startsWith(r))) kept.push(c);
+    else {
+      report.push({
+        file: c.name,
+        code: "unsafe-path",
+        reason: `a link to ${target}, outside the dataset folder; links out of a dataset are not followed`,
+        skipped: true,
+      });
+    }
+  }
+  return kept;
 }
 
 async function folderOf(root: string): Promise<string> {

@@ -12,12 +12,14 @@ import { parse as parseYaml, stringify as toYaml } from "yaml";
 
 import { applyOverrides, loadConfigFile } from "../config/load.js";
 import { resolveTrainConfig, type TrainConfig } from "../config/train.js";
-import { resolveModel } from "../hub/index.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { native } from "../native/index.js";
 import { CheckpointStore, type Checkpoint } from "./checkpoints.js";
 import { MetricsLog } from "./metrics.js";
-import { choosePlacement, type Placement } from "./precision.js";
+import { formatDatasetSummary } from "./dataset_report.js";
+import { explainFsError } from "./paths.js";
+import { preflight, type Checked } from "./preflight.js";
+import type { Placement } from "./precision.js";
 import { saveStageOutputs, type StageRecord } from "./outputs.js";
 import { writeTrainingReport } from "./report.js";
 import { evaluateStage } from "./evaluate.js";
@@ -64,13 +66,21 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
   if (options.overrides?.length) raw = applyOverrides(raw as Record<string, unknown>, options.overrides);
   const resolved = resolveTrainConfig(raw, source);
   const runDir = resolve(resolved.output_dir);
-  preflight(resolved);
-  await mkdir(runDir, { recursive: true });
-  const release = await lockRun(runDir);
+  // Nothing is written before everything the run needs has been checked.
+  const checked = await preflight(resolved, runDir, options);
+  for (const [stage, summary] of checked.datasets) {
+    options.onProgress?.({ phase: "notice", stage, message: formatDatasetSummary(summary) });
+  }
   try {
-    return await trainLocked(resolved, runDir, options);
-  } finally {
-    await release();
+    await mkdir(runDir, { recursive: true });
+    const release = await lockRun(runDir);
+    try {
+      return await trainLocked(resolved, runDir, options, checked);
+    } finally {
+      await release();
+    }
+  } catch (error) {
+    throw explainFsError(error, runDir);
   }
 }
 
@@ -83,21 +93,24 @@ interface Run {
   progress: RunProgress;
   /** The stages' records so far, in order (finished ones from progress.json, then new ones). */
   records: StageRecord[];
+  checked: Checked;
 }
 
-async function trainLocked(resolved: TrainConfig, runDir: string, options: TrainOptions): Promise<TrainResult> {
+async function trainLocked(
+  resolved: TrainConfig,
+  runDir: string,
+  options: TrainOptions,
+  checked: Checked,
+): Promise<TrainResult> {
   const progress = await readProgress(join(runDir, PROGRESS));
   await checkResumable(resolved, runDir, options, progress);
+  const { placement, modelDir } = checked;
   await writeFileAtomic(join(runDir, "config.yaml"), toYaml(resolved));
-  const placement = choosePlacement(resolved.device, resolved.mixed_precision);
   await writeFileAtomic(join(runDir, "run.json"), JSON.stringify(runInfo(placement), null, 2));
-  const modelDir = await resolveModel(resolved.model, {
-    revision: resolved.revision,
-    variant: resolved.variant,
-    signal: options.signal,
-    onProgress: (e) => options.onProgress?.({ ...e, phase: "download" }),
-  });
-  const run: Run = { config: resolved, dir: runDir, options, placement, progress, records: [] };
+  for (const [stage, summary] of checked.datasets) {
+    await writeFileAtomic(join(stageDir(runDir, stage), "dataset_report.json"), JSON.stringify(summary, null, 2));
+  }
+  const run: Run = { config: resolved, dir: runDir, options, placement, progress, records: [], checked };
   const done = new Map(progress.stages.map((s) => [s.name, s]));
   // Where to pick up: the first unfinished stage, from its newest checkpoint (or a given one).
   const current = resolved.stages.find((s) => !done.has(s.name));
@@ -262,10 +275,22 @@ async function evaluateRecorded(
   record: StageRecord,
 ): Promise<void> {
   const { signal, onProgress } = run.options;
-  await evaluateStage(run.dir, stage, base, record, run.placement, {
-    signal,
-    onProgress: (e) => onProgress?.({ ...e, phase: "evaluate", what: e.phase, stage: stage.name }),
-  });
+  const clipModel = run.checked.clipModels.get(stage.evaluate!.clip_model);
+  try {
+    await evaluateStage(run.dir, stage, base, record, run.placement, {
+      clipModel,
+      signal,
+      onProgress: (e) => onProgress?.({ ...e, phase: "evaluate", what: e.phase, stage: stage.name }),
+    });
+  } catch (error) {
+    if ((error as Error).name === "AbortError") throw error;
+    const saved = [...Object.values(record.loraFiles), ...(record.fullModel ? [record.fullModel] : [])];
+    throw new Error(
+      `stage "${stage.name}": its evaluation failed (${(error as Error).message}). The stage's outputs are saved ` +
+        `(${saved.join(", ")}); fix the cause and run again with --resume latest to evaluate it.`,
+      { cause: error },
+    );
+  }
   record.evaluated = true;
   await writeFileAtomic(join(run.dir, PROGRESS), JSON.stringify(run.progress, null, 2));
   await writeTrainingReport(run.dir, run.config, run.records);
@@ -365,27 +390,6 @@ function isAlive(pid: number): boolean {
     return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-/** Checks that need the whole config: refused before anything runs, with the stage named. */
-function preflight(config: TrainConfig): void {
-  for (const [i, stage] of config.stages.entries()) {
-    if (stage.optimizer === "adamw8bit") {
-      throw new Error(
-        `stages[${i}] ("${stage.name}"): optimizer adamw8bit needs the CUDA build (its block-wise 8-bit state is a GPU kernel); use optimizer: adamw`,
-      );
-    }
-    if (
-      stage.cache_text_embeddings &&
-      i > 0 &&
-      config.stages.slice(0, i).some((s) => s.train_text_encoder !== "none")
-    ) {
-      throw new Error(
-        `stages[${i}] ("${stage.name}"): cache_text_embeddings cannot be used after a stage that trained the text encoder ` +
-          "(the cache keys on the text encoder's files, which that stage changed); turn it off for this stage",
-      );
-    }
   }
 }
 
