@@ -4,11 +4,11 @@
 // done and what they produced), so `resume: "latest"` picks up exactly where a
 // crash or Ctrl-C left off.
 import { existsSync } from "node:fs";
-import { mkdir, open, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, open, readFile, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, join, resolve } from "node:path";
 
-import { parse as parseYaml, stringify as toYaml } from "yaml";
+import { stringify as toYaml } from "yaml";
 
 import { applyOverrides, loadConfigFile } from "../config/load.js";
 import { resolveTrainConfig, type TrainConfig } from "../config/train.js";
@@ -18,6 +18,7 @@ import { CheckpointStore, type Checkpoint } from "./checkpoints.js";
 import { MetricsLog } from "./metrics.js";
 import { formatDatasetSummary } from "./dataset_report.js";
 import { explainFsError } from "./paths.js";
+import { checkResumable } from "./resume_check.js";
 import { preflight, type Checked } from "./preflight.js";
 import type { Placement } from "./precision.js";
 import { saveStageOutputs, type StageRecord } from "./outputs.js";
@@ -135,52 +136,6 @@ async function trainLocked(
   }
   const report = await writeTrainingReport(runDir, resolved, run.records);
   return { outputDir: runDir, config: resolved, stages: run.records, report };
-}
-
-/**
- * Refuses to start over an existing run, and to resume one with changed settings (or whose
- * settings cannot be compared). A folder whose run never saved anything (a start that failed
- * or was stopped before its first checkpoint) is started over, saying so.
- */
-async function checkResumable(
-  resolved: TrainConfig,
-  runDir: string,
-  options: TrainOptions,
-  progress: RunProgress,
-): Promise<void> {
-  const previous = await readPreviousConfig(runDir);
-  const saved = progress.stages.length > 0 || (await hasCheckpoints(runDir, resolved));
-  if (!options.resume && saved) {
-    throw new Error(
-      `${runDir} already holds a training run. Resume it with --resume latest (resume: "latest"), ` +
-        "or choose another output_dir; nothing there was changed.",
-    );
-  }
-  if (!options.resume) {
-    if (previous) {
-      options.onProgress?.({
-        phase: "notice",
-        message: `${runDir} holds a run that never saved a checkpoint; starting it over`,
-      });
-    }
-    return;
-  }
-  if (!previous) {
-    if (!saved) throw new Error(`${runDir}: nothing to resume (no config.yaml, no checkpoint); start without --resume`);
-    throw new Error(
-      `${join(runDir, "config.yaml")} is missing, so the settings of the run being resumed cannot be compared ` +
-        "with this config. Put back the config.yaml that started the run (an exact resume needs the same " +
-        "settings), or start a new run in another output_dir.",
-    );
-  }
-  const changed = changedKeys(previous, JSON.parse(JSON.stringify(resolved)) as Record<string, unknown>);
-  if (changed.length) {
-    throw new Error(
-      `${runDir}: the config differs from the run being resumed in ${changed.join(", ")}. An exact resume ` +
-        "needs the same settings: undo the change, or start a new run in another output_dir. " +
-        `(Only ${RESUME_SAFE_KEYS.join(", ")} may change between resumes.)`,
-    );
-  }
 }
 
 /** The checkpoint the first unfinished stage continues from (resume), if any. */
@@ -304,60 +259,6 @@ function nextBase(base: StageBase, record: StageRecord): StageBase {
   return { modelDir: base.modelDir, loras: [...base.loras, lora] };
 }
 
-/** Keys that may change between a run and its resume without breaking exactness. */
-const RESUME_SAFE_KEYS = [
-  "checkpointing_steps",
-  "checkpoints_total_limit",
-  "validation",
-  "evaluate",
-  "save",
-  "cache_dir",
-  "device",
-];
-
-/** "stages[1].learning_rate"-style paths of every difference that matters for an exact resume. */
-function changedKeys(before: Record<string, unknown>, after: Record<string, unknown>): string[] {
-  const out: string[] = [];
-  const walk = (a: unknown, b: unknown, path: string): void => {
-    const key = path.split(/[.[]/).at(-1)!.replace("]", "");
-    if (RESUME_SAFE_KEYS.includes(key)) return;
-    if (a && b && typeof a === "object" && typeof b === "object" && Array.isArray(a) === Array.isArray(b)) {
-      const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-      for (const k of keys) {
-        const next = Array.isArray(a) ? `${path}[${k}]` : path ? `${path}.${k}` : k;
-        walk((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], next);
-      }
-      return;
-    }
-    if (JSON.stringify(a) !== JSON.stringify(b)) out.push(path);
-  };
-  walk(before, after, "");
-  return out;
-}
-
-/** The run folder's config.yaml; a damaged one is an error (it guards exact resumes). */
-async function readPreviousConfig(runDir: string): Promise<Record<string, unknown> | undefined> {
-  const path = join(runDir, "config.yaml");
-  if (!existsSync(path)) return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(JSON.stringify(parseYaml(await readFile(path, "utf8")) ?? null));
-  } catch (error) {
-    throw garbledConfig(path, (error as Error).message.split("\n")[0]!);
-  }
-  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed) || !("stages" in parsed)) {
-    throw garbledConfig(path, "not a resolved training config");
-  }
-  return parsed as Record<string, unknown>;
-}
-
-function garbledConfig(path: string, why: string): Error {
-  return new Error(
-    `${path}: unreadable (${why}). It records the settings the run was started with, which a resume must ` +
-      "match: put back the original config.yaml, or start a new run in another output_dir.",
-  );
-}
-
 /**
  * One process trains in a run folder at a time: run.lock holds the owner's pid; a lock
  * left by a process that no longer exists is taken over.
@@ -400,14 +301,6 @@ async function readProgress(path: string): Promise<RunProgress> {
   } catch (error) {
     throw new Error(`${path}: unreadable (${(error as Error).message}); it records which stages are done`);
   }
-}
-
-async function hasCheckpoints(runDir: string, config: TrainConfig): Promise<boolean> {
-  for (const stage of config.stages) {
-    const dir = join(stageDir(runDir, stage.name), "checkpoints");
-    if (existsSync(dir) && (await readdir(dir)).some((n) => n.startsWith("checkpoint-"))) return true;
-  }
-  return false;
 }
 
 function runInfo(placement: Placement): Record<string, unknown> {
