@@ -126,24 +126,36 @@ export async function detectType(root: string, spec: DatasetSpec): Promise<Datas
  * The folders a dataset's files may live in (after following links): the dataset folder, the
  * class folder, and for a hub dataset its cache storage (snapshot files link into its blobs/).
  */
-async function allowedRoots(root: string, spec: DatasetSpec): Promise<string[]> {
+async function allowedRoots(root: string, spec: DatasetSpec): Promise<{ lexical: string[]; real: string[] }> {
   const roots = [root];
   if (spec.classDir !== undefined) roots.push(resolve(spec.classDir));
+  const lexical = roots.map((r) => withSep(resolve(r)));
   if (!(await exists(resolve(spec.path)))) roots.push(dirname(dirname(root)));
   const real = await Promise.all(roots.map((r) => realpath(r).catch(() => resolve(r))));
-  return real.map((r) => (r.endsWith(sep) ? r : r + sep));
+  return { lexical, real: real.map(withSep) };
 }
 
-/** The candidates whose files (links followed) stay inside `roots`; the others are reported as skipped. */
-async function linksInside(candidates: Candidate[], roots: string[], report: DatasetIssue[]): Promise<Candidate[]> {
+const withSep = (dir: string): string => (dir.endsWith(sep) ? dir : dir + sep);
+
+/**
+ * The candidates whose files (links followed) stay inside the dataset's folders; the others are
+ * reported as skipped. Files a reader wrote elsewhere itself (parquet images spilled to disk) are
+ * not dataset files and are kept.
+ */
+async function linksInside(
+  candidates: Candidate[],
+  roots: { lexical: string[]; real: string[] },
+  report: DatasetIssue[],
+): Promise<Candidate[]> {
   const kept: Candidate[] = [];
   for (const c of candidates) {
-    if (c.source.kind !== "file") {
+    const path = c.source.kind === "file" ? resolve(c.source.path) : undefined;
+    if (path === undefined || !roots.lexical.some((r) => path.startsWith(r))) {
       kept.push(c);
       continue;
     }
-    const target = await realpath(c.source.path).catch(() => undefined);
-    if (target === undefined || roots.some((r) => target.startsWith(r))) kept.push(c);
+    const target = await realpath(path).catch(() => undefined);
+    if (target === undefined || roots.real.some((r) => target.startsWith(r))) kept.push(c);
     else {
       report.push({
         file: c.name,
