@@ -72,7 +72,12 @@ export const DatasetSchema = z.strictObject({
     .string()
     .optional()
     .describe('caption sidecar extension (captions folders: default ".txt"; DreamBooth: only when given)'),
-  repeats: z.int().min(1).max(L.repeats).default(1).describe("how many times each image appears per epoch (kohya's repeats)"),
+  repeats: z
+    .int()
+    .min(1)
+    .max(L.repeats)
+    .default(1)
+    .describe("how many times each image appears per epoch (kohya's repeats)"),
 });
 
 export const PriorPreservationSchema = z.strictObject({
