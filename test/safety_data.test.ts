@@ -9,11 +9,13 @@ import { cp, mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { resolveTrainConfig } from "../src/config/train.js";
 import { openDataset } from "../src/data/index.js";
 import { readSafetensors } from "../src/io/safetensors.js";
 import { loadLoraFile } from "../src/lora/index.js";
 import { parseSchedulerConfig } from "../src/sched/config.js";
 import { ClipTokenizer } from "../src/text/clip_tokenizer.js";
+import { datasetSummary } from "../src/train/dataset_report.js";
 import { explainFsError } from "../src/train/paths.js";
 import { train, type TrainProgress } from "../src/train/run.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
@@ -75,6 +77,24 @@ describe("datasets", () => {
     expect(recorded.kept).toEqual({ train: 4 });
     expect(recorded.captionless).toBe(4);
     expect(recorded.skipped.map((s: { file: string }) => s.file)).toEqual(["escape.png"]);
+  });
+});
+
+describe("DreamBooth prompts", () => {
+  it("warns when the instance prompt equals the class prompt or adds no word to it", async () => {
+    const summarize = async (instance: string, cls: string): Promise<string[]> => {
+      const stage = resolveTrainConfig({
+        ...base("unused"),
+        method: "dreambooth",
+        instance_prompt: instance,
+        prior_preservation: { class_prompt: cls, class_data_dir: join(dir.path, "no-classes") },
+      }).stages[0]!;
+      const dataset = await openDataset({ type: "dreambooth", path: data, instancePrompt: instance });
+      return datasetSummary(dataset, stage).warnings;
+    };
+    expect((await summarize("a photo of a dog", "a photo of a dog")).join("\n")).toMatch(/equals the class prompt/);
+    expect((await summarize("a dog photo", "a photo of a dog")).join("\n")).toMatch(/add a rare identifier/);
+    expect(await summarize("a photo of sks dog", "a photo of a dog")).toEqual([]);
   });
 });
 
