@@ -365,7 +365,17 @@ describe("train()", () => {
         max_train_steps: 2,
         evaluate: { prompts: ["a picture number 1"], seeds: [0], num_inference_steps: 2, clip_model: clip },
       });
-    await expect(train(config(join(dir.path, "no-such-clip")))).rejects.toThrow();
+    // A CLIP model that does not exist is found before training (nothing written)...
+    await expect(train(config(join(dir.path, "no-such-clip")))).rejects.toThrow(/CLIP model folder .* does not exist/);
+    expect(existsSync(out)).toBe(false);
+    // ...and an evaluation stopped after its stage finished runs on resume.
+    const controller = new AbortController();
+    const stopped = await train(config(fixture("tiny-clip")), {
+      signal: controller.signal,
+      onProgress: (e) => e.phase === "evaluate" && controller.abort(),
+    }).catch((e: Error) => e);
+    expect((stopped as Error).name).toBe("AbortError");
+    expect(existsSync(join(out, "train", "lora", "train.safetensors"))).toBe(true);
     expect(existsSync(join(out, "eval", "train", "eval.json"))).toBe(false);
     await train(config(fixture("tiny-clip")), { resume: "latest" });
     expect(existsSync(join(out, "eval", "train", "eval.json"))).toBe(true);

@@ -96,7 +96,29 @@ export type SchedulerOverrides = z.input<typeof schedulerOverridesSchema>;
 export function parseSchedulerConfig(value: unknown, source = "scheduler config"): SchedulerConfig {
   const parsed = schedulerConfigSchema.safeParse(value);
   if (!parsed.success) throw new Error(`${source}: ${describeIssues(parsed.error)}`);
+  const problem = betaProblem(parsed.data);
+  if (problem) throw new Error(`${source}: ${problem}`);
   return parsed.data;
+}
+
+/** A noise schedule must be variances in [0, 1] that do not decrease; anything else gives NaN images. */
+function betaProblem(c: SchedulerConfig): string | undefined {
+  const inRange = (b: number): boolean => Number.isFinite(b) && b >= 0 && b <= 1;
+  if (c.trained_betas) {
+    const betas = c.trained_betas;
+    const bad = betas.findIndex((b) => !inRange(b));
+    if (bad >= 0) return `trained_betas[${bad}] = ${betas[bad]} is not a variance in [0, 1]`;
+    const down = betas.findIndex((b, i) => i > 0 && b < betas[i - 1]!);
+    if (down >= 0) {
+      return `trained_betas decrease at index ${down} (${betas[down - 1]} then ${betas[down]}); betas must not decrease`;
+    }
+    return undefined;
+  }
+  if (!inRange(c.beta_start)) return `beta_start = ${c.beta_start} is not a variance in [0, 1]`;
+  if (!inRange(c.beta_end)) return `beta_end = ${c.beta_end} is not a variance in [0, 1]`;
+  if (c.beta_start > c.beta_end)
+    return `beta_start ${c.beta_start} is above beta_end ${c.beta_end}; betas must not decrease`;
+  return undefined;
 }
 
 /** Validates the types of overrides. */

@@ -1,7 +1,7 @@
 // openDataset: resolve the path, pick a reader, read every image's header and
 // content key once, and report what was skipped.
-import { stat } from "node:fs/promises";
-import { extname, resolve } from "node:path";
+import { realpath, stat } from "node:fs/promises";
+import { dirname, extname, resolve, sep } from "node:path";
 
 import { checkInstanceToken } from "./caption-text.js";
 import { kohyaFolder, normaliseExt, readCaptionFolder } from "./captions.js";
@@ -60,7 +60,12 @@ export async function openDataset(spec: DatasetSpec, options: OpenOptions = {}):
     }
   }
   const probeIssues: DatasetIssue[] = [];
-  const items = await probeCandidates([...result.candidates, ...classCandidates], spec, options, probeIssues);
+  const inside = await linksInside(
+    [...result.candidates, ...classCandidates],
+    await allowedRoots(root, spec),
+    probeIssues,
+  );
+  const items = await probeCandidates(inside, spec, options, probeIssues);
   // A caption warning about an image that turned out unusable is noise: the skip says it all.
   const unusable = new Set(probeIssues.map((i) => i.file));
   report.splice(0, report.length, ...report.filter((i) => i.skipped || !unusable.has(i.file)), ...probeIssues);
@@ -116,6 +121,52 @@ export async function detectType(root: string, spec: DatasetSpec): Promise<Datas
   // kohya's layout (img/10_sks dog/*.jpg): repeats and caption from the folder name.
   if (images.some((f) => kohyaFolder(f) !== undefined)) return "captions";
   return "imagefolder";
+}
+
+/**
+ * The folders a dataset's files may live in (after following links): the dataset folder, the
+ * class folder, and for a hub dataset its cache storage (snapshot files link into its blobs/).
+ */
+async function allowedRoots(root: string, spec: DatasetSpec): Promise<{ lexical: string[]; real: string[] }> {
+  const roots = [root];
+  if (spec.classDir !== undefined) roots.push(resolve(spec.classDir));
+  const lexical = roots.map((r) => withSep(resolve(r)));
+  if (!(await exists(resolve(spec.path)))) roots.push(dirname(dirname(root)));
+  const real = await Promise.all(roots.map((r) => realpath(r).catch(() => resolve(r))));
+  return { lexical, real: real.map(withSep) };
+}
+
+const withSep = (dir: string): string => (dir.endsWith(sep) ? dir : dir + sep);
+
+/**
+ * The candidates whose files (links followed) stay inside the dataset's folders; the others are
+ * reported as skipped. Files a reader wrote elsewhere itself (parquet images spilled to disk) are
+ * not dataset files and are kept.
+ */
+async function linksInside(
+  candidates: Candidate[],
+  roots: { lexical: string[]; real: string[] },
+  report: DatasetIssue[],
+): Promise<Candidate[]> {
+  const kept: Candidate[] = [];
+  for (const c of candidates) {
+    const path = c.source.kind === "file" ? resolve(c.source.path) : undefined;
+    if (path === undefined || !roots.lexical.some((r) => path.startsWith(r))) {
+      kept.push(c);
+      continue;
+    }
+    const target = await realpath(path).catch(() => undefined);
+    if (target === undefined || roots.real.some((r) => target.startsWith(r))) kept.push(c);
+    else {
+      report.push({
+        file: c.name,
+        code: "unsafe-path",
+        reason: `a link to ${target}, outside the dataset folder; links out of a dataset are not followed`,
+        skipped: true,
+      });
+    }
+  }
+  return kept;
 }
 
 async function folderOf(root: string): Promise<string> {

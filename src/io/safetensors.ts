@@ -1,5 +1,5 @@
 // safetensors files: read (mmap, lazy), write (atomic), inspect (header only).
-import { mkdir } from "node:fs/promises";
+import { mkdir, stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 
 import { native, type SafetensorsHeader, type Tensor } from "../native/index.js";
@@ -18,6 +18,7 @@ export type TensorEntries = Map<string, Tensor> | Record<string, Tensor> | Itera
 /** Header only: names, dtypes, shapes, offsets and metadata. Validates the whole header. */
 export async function inspectSafetensors(path: string): Promise<SafetensorsHeader> {
   assertPath(path, "inspectSafetensors");
+  await assertRegularFile(path);
   return native().safetensors.inspect(resolve(path));
 }
 
@@ -27,6 +28,7 @@ export async function inspectSafetensors(path: string): Promise<SafetensorsHeade
  */
 export async function readSafetensors(path: string, options: { names?: string[] } = {}): Promise<SafetensorsContents> {
   assertPath(path, "readSafetensors");
+  await assertRegularFile(path);
   const file = await native().safetensors.open(resolve(path));
   try {
     const header = file.header;
@@ -69,6 +71,21 @@ function toEntries(tensors: TensorEntries): [string, Tensor][] {
   if (tensors instanceof Map) return [...tensors.entries()];
   if (Symbol.iterator in tensors) return [...(tensors as Iterable<[string, Tensor]>)];
   return Object.entries(tensors as Record<string, Tensor>);
+}
+
+/** A FIFO, socket or device named .safetensors would block or never end: refused before it is opened. */
+async function assertRegularFile(path: string): Promise<void> {
+  let info;
+  try {
+    info = await stat(path);
+  } catch {
+    return; // the native reader says what is missing
+  }
+  if (!info.isFile()) {
+    throw new Error(
+      `safetensors: ${path}: not a regular file (${info.isDirectory() ? "a folder" : "a pipe, socket or device"})`,
+    );
+  }
 }
 
 function assertPath(path: unknown, fn: string): asserts path is string {

@@ -104,9 +104,33 @@ export function readJsonFile(path: string): unknown {
     const code = (error as NodeJS.ErrnoException).code;
     throw new Error(code === "ENOENT" ? `${path}: file not found` : `${path}: ${(error as Error).message}`);
   }
+  // Config files nest a few levels; a deeper one would overflow the stack of whatever walks it.
+  if (jsonDepth(text) > MAX_JSON_DEPTH) {
+    throw new Error(`${path}: nested more than ${MAX_JSON_DEPTH} levels deep; not a model or adapter config`);
+  }
   try {
     return JSON.parse(text);
   } catch (error) {
     throw new Error(`${path}: not valid JSON (${(error as Error).message})`);
   }
+}
+
+const MAX_JSON_DEPTH = 64;
+
+/** The deepest nesting of [ and { in JSON text (outside strings), in one pass. */
+function jsonDepth(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) deepest = Math.max(deepest, ++depth);
+    else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return deepest;
 }

@@ -245,6 +245,7 @@ async function readVocab(path: string): Promise<Record<string, number>> {
 
 function checkVocab(vocab: unknown, where: string): Record<string, number> {
   if (!isObject(vocab)) throw new Error(`${where}: the vocabulary must be a JSON object of token -> id`);
+  if (Object.keys(vocab).length === 0) throw new Error(`${where}: the vocabulary is empty (no token -> id entries)`);
   const valid = (id: unknown): boolean => typeof id === "number" && Number.isInteger(id) && id >= 0;
   // Object.values is the fast scan; the slow one only runs to name the bad entry.
   if (!Object.values(vocab).every(valid)) {

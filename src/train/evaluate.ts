@@ -18,7 +18,12 @@ export async function evaluateStage(
   base: StageBase,
   record: StageRecord,
   placement: Placement,
-  options: { signal?: AbortSignal; onProgress?: (event: ProgressEvent) => void },
+  options: {
+    /** evaluate.clip_model's local folder, resolved in preflight (before any training). */
+    clipModel?: string;
+    signal?: AbortSignal;
+    onProgress?: (event: ProgressEvent) => void;
+  },
 ): Promise<void> {
   const e = stage.evaluate!;
   const trained = record.loraFiles.kohya ?? record.loraFiles.diffusers ?? record.loraFiles.peft;
@@ -39,7 +44,7 @@ export async function evaluateStage(
     {
       output_dir: insideRun(runDir, runEvalDir(runDir, stage.name)),
       title: `Evaluation of stage "${stage.name}" of ${runDir}`,
-      clip_model: e.clip_model,
+      clip_model: options.clipModel ?? e.clip_model,
       device: placement.device,
       generate: {
         model: full ? record.fullModel! : base.modelDir,

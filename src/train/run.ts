@@ -4,20 +4,23 @@
 // done and what they produced), so `resume: "latest"` picks up exactly where a
 // crash or Ctrl-C left off.
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 
-import { parse as parseYaml, stringify as toYaml } from "yaml";
+import { stringify as toYaml } from "yaml";
 
 import { applyOverrides, loadConfigFile } from "../config/load.js";
 import { resolveTrainConfig, type TrainConfig } from "../config/train.js";
-import { resolveModel } from "../hub/index.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { acquireFileLock } from "../io/lock.js";
 import { native } from "../native/index.js";
 import { CheckpointStore, type Checkpoint } from "./checkpoints.js";
 import { MetricsLog } from "./metrics.js";
-import { choosePlacement, type Placement } from "./precision.js";
+import { formatDatasetSummary } from "./dataset_report.js";
+import { explainFsError } from "./paths.js";
+import { checkResumable } from "./resume_check.js";
+import { preflight, type Checked } from "./preflight.js";
+import type { Placement } from "./precision.js";
 import { saveStageOutputs, type StageRecord } from "./outputs.js";
 import { writeTrainingReport } from "./report.js";
 import { evaluateStage } from "./evaluate.js";
@@ -64,13 +67,21 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
   if (options.overrides?.length) raw = applyOverrides(raw as Record<string, unknown>, options.overrides);
   const resolved = resolveTrainConfig(raw, source);
   const runDir = resolve(resolved.output_dir);
-  preflight(resolved);
-  await mkdir(runDir, { recursive: true });
-  const release = await lockRun(runDir);
+  // Nothing is written before everything the run needs has been checked.
+  const checked = await preflight(resolved, runDir, options);
+  for (const [stage, summary] of checked.datasets) {
+    options.onProgress?.({ phase: "notice", stage, message: formatDatasetSummary(summary) });
+  }
   try {
-    return await trainLocked(resolved, runDir, options);
-  } finally {
-    await release();
+    await mkdir(runDir, { recursive: true });
+    const release = await lockRun(runDir);
+    try {
+      return await trainLocked(resolved, runDir, options, checked);
+    } finally {
+      await release();
+    }
+  } catch (error) {
+    throw explainFsError(error, runDir);
   }
 }
 
@@ -83,21 +94,24 @@ interface Run {
   progress: RunProgress;
   /** The stages' records so far, in order (finished ones from progress.json, then new ones). */
   records: StageRecord[];
+  checked: Checked;
 }
 
-async function trainLocked(resolved: TrainConfig, runDir: string, options: TrainOptions): Promise<TrainResult> {
+async function trainLocked(
+  resolved: TrainConfig,
+  runDir: string,
+  options: TrainOptions,
+  checked: Checked,
+): Promise<TrainResult> {
   const progress = await readProgress(join(runDir, PROGRESS));
   await checkResumable(resolved, runDir, options, progress);
+  const { placement, modelDir } = checked;
   await writeFileAtomic(join(runDir, "config.yaml"), toYaml(resolved));
-  const placement = choosePlacement(resolved.device, resolved.mixed_precision);
   await writeFileAtomic(join(runDir, "run.json"), JSON.stringify(runInfo(placement), null, 2));
-  const modelDir = await resolveModel(resolved.model, {
-    revision: resolved.revision,
-    variant: resolved.variant,
-    signal: options.signal,
-    onProgress: (e) => options.onProgress?.({ ...e, phase: "download" }),
-  });
-  const run: Run = { config: resolved, dir: runDir, options, placement, progress, records: [] };
+  for (const [stage, summary] of checked.datasets) {
+    await writeFileAtomic(join(stageDir(runDir, stage), "dataset_report.json"), JSON.stringify(summary, null, 2));
+  }
+  const run: Run = { config: resolved, dir: runDir, options, placement, progress, records: [], checked };
   const done = new Map(progress.stages.map((s) => [s.name, s]));
   // Where to pick up: the first unfinished stage, from its newest checkpoint (or a given one).
   const current = resolved.stages.find((s) => !done.has(s.name));
@@ -122,52 +136,6 @@ async function trainLocked(resolved: TrainConfig, runDir: string, options: Train
   }
   const report = await writeTrainingReport(runDir, resolved, run.records);
   return { outputDir: runDir, config: resolved, stages: run.records, report };
-}
-
-/**
- * Refuses to start over an existing run, and to resume one with changed settings (or whose
- * settings cannot be compared). A folder whose run never saved anything (a start that failed
- * or was stopped before its first checkpoint) is started over, saying so.
- */
-async function checkResumable(
-  resolved: TrainConfig,
-  runDir: string,
-  options: TrainOptions,
-  progress: RunProgress,
-): Promise<void> {
-  const previous = await readPreviousConfig(runDir);
-  const saved = progress.stages.length > 0 || (await hasCheckpoints(runDir, resolved));
-  if (!options.resume && saved) {
-    throw new Error(
-      `${runDir} already holds a training run. Resume it with --resume latest (resume: "latest"), ` +
-        "or choose another output_dir; nothing there was changed.",
-    );
-  }
-  if (!options.resume) {
-    if (previous) {
-      options.onProgress?.({
-        phase: "notice",
-        message: `${runDir} holds a run that never saved a checkpoint; starting it over`,
-      });
-    }
-    return;
-  }
-  if (!previous) {
-    if (!saved) throw new Error(`${runDir}: nothing to resume (no config.yaml, no checkpoint); start without --resume`);
-    throw new Error(
-      `${join(runDir, "config.yaml")} is missing, so the settings of the run being resumed cannot be compared ` +
-        "with this config. Put back the config.yaml that started the run (an exact resume needs the same " +
-        "settings), or start a new run in another output_dir.",
-    );
-  }
-  const changed = changedKeys(previous, JSON.parse(JSON.stringify(resolved)) as Record<string, unknown>);
-  if (changed.length) {
-    throw new Error(
-      `${runDir}: the config differs from the run being resumed in ${changed.join(", ")}. An exact resume ` +
-        "needs the same settings: undo the change, or start a new run in another output_dir. " +
-        `(Only ${RESUME_SAFE_KEYS.join(", ")} may change between resumes.)`,
-    );
-  }
 }
 
 /** The checkpoint the first unfinished stage continues from (resume), if any. */
@@ -262,10 +230,22 @@ async function evaluateRecorded(
   record: StageRecord,
 ): Promise<void> {
   const { signal, onProgress } = run.options;
-  await evaluateStage(run.dir, stage, base, record, run.placement, {
-    signal,
-    onProgress: (e) => onProgress?.({ ...e, phase: "evaluate", what: e.phase, stage: stage.name }),
-  });
+  const clipModel = run.checked.clipModels.get(stage.evaluate!.clip_model);
+  try {
+    await evaluateStage(run.dir, stage, base, record, run.placement, {
+      clipModel,
+      signal,
+      onProgress: (e) => onProgress?.({ ...e, phase: "evaluate", what: e.phase, stage: stage.name }),
+    });
+  } catch (error) {
+    if ((error as Error).name === "AbortError") throw error;
+    const saved = [...Object.values(record.loraFiles), ...(record.fullModel ? [record.fullModel] : [])];
+    throw new Error(
+      `stage "${stage.name}": its evaluation failed (${(error as Error).message}). The stage's outputs are saved ` +
+        `(${saved.join(", ")}); fix the cause and run again with --resume latest to evaluate it.`,
+      { cause: error },
+    );
+  }
   record.evaluated = true;
   await writeFileAtomic(join(run.dir, PROGRESS), JSON.stringify(run.progress, null, 2));
   await writeTrainingReport(run.dir, run.config, run.records);
@@ -279,82 +259,12 @@ function nextBase(base: StageBase, record: StageRecord): StageBase {
   return { modelDir: base.modelDir, loras: [...base.loras, lora] };
 }
 
-/** Keys that may change between a run and its resume without breaking exactness. */
-const RESUME_SAFE_KEYS = [
-  "checkpointing_steps",
-  "checkpoints_total_limit",
-  "validation",
-  "evaluate",
-  "save",
-  "cache_dir",
-  "device",
-];
-
-/** "stages[1].learning_rate"-style paths of every difference that matters for an exact resume. */
-function changedKeys(before: Record<string, unknown>, after: Record<string, unknown>): string[] {
-  const out: string[] = [];
-  const walk = (a: unknown, b: unknown, path: string): void => {
-    const key = path.split(/[.[]/).at(-1)!.replace("]", "");
-    if (RESUME_SAFE_KEYS.includes(key)) return;
-    if (a && b && typeof a === "object" && typeof b === "object" && Array.isArray(a) === Array.isArray(b)) {
-      const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-      for (const k of keys) {
-        const next = Array.isArray(a) ? `${path}[${k}]` : path ? `${path}.${k}` : k;
-        walk((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], next);
-      }
-      return;
-    }
-    if (JSON.stringify(a) !== JSON.stringify(b)) out.push(path);
-  };
-  walk(before, after, "");
-  return out;
-}
-
-/** The run folder's config.yaml; a damaged one is an error (it guards exact resumes). */
-async function readPreviousConfig(runDir: string): Promise<Record<string, unknown> | undefined> {
-  const path = join(runDir, "config.yaml");
-  if (!existsSync(path)) return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(JSON.stringify(parseYaml(await readFile(path, "utf8")) ?? null));
-  } catch (error) {
-    throw garbledConfig(path, (error as Error).message.split("\n")[0]!);
-  }
-  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed) || !("stages" in parsed)) {
-    throw garbledConfig(path, "not a resolved training config");
-  }
-  return parsed as Record<string, unknown>;
-}
-
-function garbledConfig(path: string, why: string): Error {
-  return new Error(
-    `${path}: unreadable (${why}). It records the settings the run was started with, which a resume must ` +
-      "match: put back the original config.yaml, or start a new run in another output_dir.",
-  );
-}
-
 /** One process trains in a run folder at a time (src/io/lock.ts); a lock its owner left behind is taken over. */
 function lockRun(runDir: string): Promise<() => Promise<void>> {
   return acquireFileLock(join(runDir, "run.lock"), {
     busy: (owner) =>
       new Error(`${runDir} is being trained by process ${owner.pid ?? "?"}; wait for it to finish or stop it first`),
   });
-}
-
-/** Checks that need the whole config: refused before anything runs, with the stage named. */
-function preflight(config: TrainConfig): void {
-  for (const [i, stage] of config.stages.entries()) {
-    if (
-      stage.cache_text_embeddings &&
-      i > 0 &&
-      config.stages.slice(0, i).some((s) => s.train_text_encoder !== "none")
-    ) {
-      throw new Error(
-        `stages[${i}] ("${stage.name}"): cache_text_embeddings cannot be used after a stage that trained the text encoder ` +
-          "(the cache keys on the text encoder's files, which that stage changed); turn it off for this stage",
-      );
-    }
-  }
 }
 
 async function readProgress(path: string): Promise<RunProgress> {
@@ -364,14 +274,6 @@ async function readProgress(path: string): Promise<RunProgress> {
   } catch (error) {
     throw new Error(`${path}: unreadable (${(error as Error).message}); it records which stages are done`);
   }
-}
-
-async function hasCheckpoints(runDir: string, config: TrainConfig): Promise<boolean> {
-  for (const stage of config.stages) {
-    const dir = join(stageDir(runDir, stage.name), "checkpoints");
-    if (existsSync(dir) && (await readdir(dir)).some((n) => n.startsWith("checkpoint-"))) return true;
-  }
-  return false;
 }
 
 function runInfo(placement: Placement): Record<string, unknown> {
