@@ -190,7 +190,12 @@ describe("train()", () => {
       expect(readdirSync(samples).sort()).toEqual(["grid.png", "prompt0_seed1.png", "prompt0_seed2.png"]);
     }
     expect(result.stages[0]!.steps).toBe(2);
-    expect(readFileSync(result.report, "utf8")).toContain('src="train/samples/step-2/grid.png"');
+    const report = readFileSync(result.report, "utf8");
+    expect(report).toContain('src="train/samples/step-2/grid.png"');
+    // The grid's rows are listed by their full prompt text.
+    expect(report).toMatch(
+      /<ol class="prompt-list" id="prompts-train"[^>]*><li value="0" data-prompt="0">a photo of sks dog<\/li><\/ol>/,
+    );
   });
 
   it("cached latents train bit for bit like decoded pixels, also when a second run reads them back", async () => {

@@ -2,6 +2,7 @@
 // scaling below compute capability 8.0, bfloat16 from 8.0), float32 on the CPU.
 import type { ModelDType } from "../models/options.js";
 import { native } from "../native/index.js";
+import { resolveDevice } from "../runtime.js";
 
 export interface Placement {
   device: string;
@@ -14,7 +15,7 @@ export interface Placement {
 
 export function choosePlacement(device: string, mixedPrecision: "auto" | "no" | "fp16" | "bf16"): Placement {
   const info = native().info();
-  const resolvedDevice = device === "auto" ? (info.cuda.available ? "cuda:0" : "cpu") : device;
+  const resolvedDevice = resolveDevice(device);
   if (resolvedDevice.startsWith("cuda") && !info.cuda.available) {
     throw new Error(
       `device "${device}": CUDA is not available (${info.cuda.built ? "no GPU is visible" : "this build of the addon has no CUDA"}); use device: cpu`,

@@ -7,7 +7,7 @@ import { join, relative } from "node:path";
 
 import { trainingCharts } from "../eval/charts.js";
 import { evalReportHref, runEvalDir } from "../eval/hooks.js";
-import { escapeHtml } from "../eval/report.js";
+import { escapeHtml, promptListHtml } from "../eval/report.js";
 import { readRunCurves } from "../eval/runs.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import type { TrainConfig } from "../config/train.js";
@@ -39,10 +39,15 @@ export async function writeTrainingReport(
       parts.push(`<ul>${items.join("")}</ul>`);
     }
     const grid = await latestValidationGrid(stageDir(runDir, stage.name));
-    if (grid)
+    if (grid) {
       parts.push(
         `<figure><img src="${escapeHtml(rel(grid.file))}" alt="validation samples"><figcaption>validation samples at step ${grid.step}</figcaption></figure>`,
       );
+    }
+    const prompts = stage.validation?.prompts ?? [];
+    if (prompts.length) {
+      parts.push(`<p>Validation prompts (grid rows):</p>${promptListHtml(prompts, `prompts-${stage.name}`)}`);
+    }
     const href = evalReportHref(path, runEvalDir(runDir, stage.name));
     if (href) parts.push(`<p><a href="${escapeHtml(href)}">Evaluation report</a></p>`);
     sections.push(`<section>${parts.join("\n")}</section>`);
