@@ -6,16 +6,8 @@ import type { Generator, Tensor } from "../native/index.js";
 import { native } from "../native/index.js";
 import type { VAE } from "../models/vae.js";
 import { tensorFrom } from "../tensor.js";
-import {
-  balancePairs,
-  createPlannedStream,
-  describeExamples,
-  planExamples,
-  reportSkipped,
-  type BatchInfo,
-  type BatchOptions,
-  type BatchStream,
-} from "../data/batches.js";
+import { createPlannedStream, type BatchInfo, type BatchOptions, type BatchStream } from "../data/batches.js";
+import { balancePairs, describeExamples, planExamples, reportSkipped } from "../data/examples.js";
 import type { Dataset } from "../data/types.js";
 import { checkCacheable, latentOf, type LatentCache, type PlannedLatent } from "./latent_cache.js";
 import type { Entry } from "./store.js";
