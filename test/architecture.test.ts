@@ -9,9 +9,10 @@ const src = resolve(import.meta.dirname, "..", "src");
 
 /** Lowest first: a module may import its own layer or any layer before it. */
 const LAYERS = [
+  ["config"],
   ["native"],
   ["io", "tensor"],
-  ["runtime", "config", "text", "sched"],
+  ["runtime", "text", "sched"],
   ["models"],
   ["hub"],
   ["lora"],

@@ -7,7 +7,7 @@ export { TextEmbeddingCache, trainingCaptions, captionKey } from "./text_cache.j
 export type { TextCacheOptions, TextEnsureOptions } from "./text_cache.js";
 export { cacheInfo, pruneCache } from "./prune.js";
 export type { CacheNamespaceInfo, PruneOptions, PruneResult } from "./prune.js";
-export { resolveCacheDir } from "./dir.js";
+export { resolveCacheDir } from "../io/cache_dir.js";
 export { fingerprintModel, fingerprintTokenizer } from "./fingerprint.js";
 export type { FingerprintOptions, ModelFingerprint } from "./fingerprint.js";
 export { CACHE_FORMAT } from "./store.js";

@@ -34,7 +34,7 @@ import { abortError } from "../data/files.js";
 import { parseBackground, renderImage } from "../data/image.js";
 import { EpochPlanner } from "../data/plan.js";
 import { DATA_DEFAULTS, type DataItem, type Dataset, type DatasetIssue } from "../data/types.js";
-import { resolveCacheDir, warner } from "./dir.js";
+import { resolveCacheDir, warner } from "../io/cache_dir.js";
 import { fingerprintModel, sha256Hex, type ModelFingerprint } from "./fingerprint.js";
 import { CACHE_FORMAT, ShardStore, tensorBytes, type Entry, type StoreLimits } from "./store.js";
 

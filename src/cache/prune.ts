@@ -8,7 +8,7 @@ import { join } from "node:path";
 
 import { isTempFile } from "../io/atomic.js";
 import { inspectSafetensors } from "../io/safetensors.js";
-import { resolveCacheDir } from "./dir.js";
+import { resolveCacheDir } from "../io/cache_dir.js";
 
 export interface CacheNamespaceInfo {
   kind: "latents" | "text";

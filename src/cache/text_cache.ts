@@ -22,7 +22,7 @@ import { tensorFrom } from "../tensor.js";
 import type { BatchOptions } from "../data/batches.js";
 import { abortError } from "../data/files.js";
 import type { Dataset } from "../data/types.js";
-import { resolveCacheDir, warner } from "./dir.js";
+import { resolveCacheDir, warner } from "../io/cache_dir.js";
 import { fingerprintModel, fingerprintTokenizer, sha256Hex, type ModelFingerprint } from "./fingerprint.js";
 import { CACHE_FORMAT, ShardStore, tensorBytes, typedView, type Entry, type StoreLimits } from "./store.js";
 

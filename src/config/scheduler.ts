@@ -306,3 +306,13 @@ function describeIssues(error: z.ZodError): string {
     .map((issue) => `${issue.path.length ? `field "${issue.path.join(".")}"` : "config"}: ${issue.message}`)
     .join("; ");
 }
+
+/** The sampler that reproduces each diffusers scheduler class (a config's "_class_name"). */
+export const SAMPLER_FOR_CLASS: Readonly<Record<string, SamplerName>> = {
+  DDPMScheduler: "ddpm",
+  DDIMScheduler: "ddim",
+  PNDMScheduler: "pndm",
+  EulerDiscreteScheduler: "euler",
+  EulerAncestralDiscreteScheduler: "euler_ancestral",
+  DPMSolverMultistepScheduler: "dpm_multistep",
+};

@@ -6,7 +6,7 @@
 import { z } from "zod";
 
 import { ConfigError, parseConfig } from "./errors.js";
-import { resolveSamplerName } from "../sched/aliases.js";
+import { resolveSamplerName } from "./samplers.js";
 
 /** A sampler as diffusers, AUTOMATIC1111, ComfyUI or kohya spell it (resolved again where it is used). */
 const Sampler = z.string().superRefine((name, ctx) => {

@@ -23,7 +23,7 @@ import { addPngText, readPngText } from "../io/png.js";
 import type { ProgressEvent } from "../native/index.js";
 import { loadPipeline } from "../pipeline/load.js";
 import type { StableDiffusionPipeline } from "../pipeline/pipeline.js";
-import { resolveSamplerName } from "../sched/aliases.js";
+import { resolveSamplerName } from "../config/samplers.js";
 import type { GenerateConfig } from "../config/eval.js";
 import type { EvalImage } from "./images.js";
 

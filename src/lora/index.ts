@@ -12,8 +12,8 @@ export {
   SD_UNET_LAYOUT,
   SDXL_UNET_LAYOUT,
   unetLayoutFromModuleNames,
-} from "./formats/ldm.js";
-export type { UnetLayout } from "./formats/ldm.js";
+} from "../models/ldm.js";
+export type { UnetLayout } from "../models/ldm.js";
 export { kohyaHashes, kohyaModelVersion, kohyaTrainingMetadata } from "./formats/kohya_metadata.js";
 export type { KohyaTrainingInfo } from "./formats/kohya_metadata.js";
 export { summarizeLora, formatLoraSummary } from "./formats/summary.js";

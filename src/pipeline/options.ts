@@ -3,7 +3,7 @@
 import { randomInt } from "node:crypto";
 
 import type { ProgressEvent, SamplerName, Tensor } from "../native/index.js";
-import { resolveSamplerName } from "../sched/aliases.js";
+import { resolveSamplerName } from "../config/samplers.js";
 import type { SchedulerOverrides } from "../sched/config.js";
 
 export interface GenerateOptions {

@@ -6,7 +6,7 @@
 // height, sample_steps, seed, scale, sample_sampler).
 import { readFile } from "node:fs/promises";
 
-import { resolveSamplerName } from "../sched/aliases.js";
+import { resolveSamplerName } from "../config/samplers.js";
 import type { GenerateOptions } from "./options.js";
 
 /** One prompt and the settings its flags give (unset: the run's). */

@@ -4,7 +4,12 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-import { parseSchedulerConfig, type SamplerName, type SchedulerConfig } from "../config/scheduler.js";
+import {
+  parseSchedulerConfig,
+  SAMPLER_FOR_CLASS,
+  type SamplerName,
+  type SchedulerConfig,
+} from "../config/scheduler.js";
 
 export {
   parseSchedulerConfig,
@@ -14,16 +19,7 @@ export {
   schedulerOverridesSchema,
 } from "../config/scheduler.js";
 export type { SchedulerConfig, SchedulerOverrides } from "../config/scheduler.js";
-
-/** The sampler that reproduces each diffusers scheduler class (a config's "_class_name"). */
-export const SAMPLER_FOR_CLASS: Readonly<Record<string, SamplerName>> = {
-  DDPMScheduler: "ddpm",
-  DDIMScheduler: "ddim",
-  PNDMScheduler: "pndm",
-  EulerDiscreteScheduler: "euler",
-  EulerAncestralDiscreteScheduler: "euler_ancestral",
-  DPMSolverMultistepScheduler: "dpm_multistep",
-};
+export { SAMPLER_FOR_CLASS } from "../config/scheduler.js";
 
 /**
  * Reads a scheduler config from a model folder (its scheduler/ subfolder), a scheduler

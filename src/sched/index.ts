@@ -12,5 +12,5 @@ export {
 export type { SchedulerConfig, SchedulerOverrides } from "./config.js";
 export { NoiseSchedule, createGenerator, createScheduler, samplerNames } from "./scheduler.js";
 export type { Generator, SamplerName, Scheduler, SchedulerStepResult } from "./scheduler.js";
-export { resolveSamplerName } from "./aliases.js";
-export type { ResolvedSampler } from "./aliases.js";
+export { resolveSamplerName } from "../config/samplers.js";
+export type { ResolvedSampler } from "../config/samplers.js";

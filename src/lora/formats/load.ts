@@ -10,7 +10,7 @@ import { readSafetensors } from "../../io/safetensors.js";
 import { readJsonFile } from "../../models/files.js";
 import type { ProgressEvent, Tensor } from "../../native/index.js";
 import { applyFoldedRecord } from "./fold_record.js";
-import { SD_UNET_LAYOUT, SDXL_UNET_LAYOUT } from "./ldm.js";
+import { SD_UNET_LAYOUT, SDXL_UNET_LAYOUT } from "../../models/ldm.js";
 import { kohyaResolver, type BaseModuleNames } from "./names.js";
 import {
   componentOfModelClass,

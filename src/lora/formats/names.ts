@@ -9,7 +9,13 @@ import { existsSync } from "node:fs";
 
 import { inspectSafetensors } from "../../io/safetensors.js";
 import { resolveWeightFiles } from "../../models/files.js";
-import { isLdmUnetName, ldmToDiffusers, SD_UNET_LAYOUT, unetLayoutFromModuleNames, type UnetLayout } from "./ldm.js";
+import {
+  isLdmUnetName,
+  ldmToDiffusers,
+  SD_UNET_LAYOUT,
+  unetLayoutFromModuleNames,
+  type UnetLayout,
+} from "../../models/ldm.js";
 import { LORA_COMPONENTS, splitAdapterKey, type LoraComponent } from "./types.js";
 
 /** Module names of the base model, per component ("down_blocks.0.attentions.0.proj_in", ...). */

@@ -29,7 +29,7 @@ import { assertFinite } from "../../io/finite.js";
 import { writeSafetensors } from "../../io/safetensors.js";
 import { native, type ProgressEvent, type Tensor } from "../../native/index.js";
 import { tensorFrom } from "../../tensor.js";
-import { diffusersToLdm, SD_UNET_LAYOUT, SDXL_UNET_LAYOUT, type UnetLayout } from "./ldm.js";
+import { diffusersToLdm, SD_UNET_LAYOUT, SDXL_UNET_LAYOUT, type UnetLayout } from "../../models/ldm.js";
 import { FOLDED_ALPHAS_KEY, foldedEntry, type FoldedEntry } from "./fold_record.js";
 import { kohyaHashes, pyFloat } from "./kohya_metadata.js";
 import { toKohyaName, underscored } from "./names.js";

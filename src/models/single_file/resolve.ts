@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { realpath, rename, rm, stat } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 
-import { resolveCacheDir } from "../../cache/dir.js";
+import { resolveCacheDir } from "../../io/cache_dir.js";
 import { checkSingleFilePath } from "./detect.js";
 import { planSingleFile, type SingleFileOptions } from "./plan.js";
 import { writePlan } from "./to_diffusers.js";

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 
 import { readSafetensors, writeSafetensors } from "../../io/safetensors.js";
-import { unetLayoutFromModuleNames } from "../../lora/formats/ldm.js";
+import { unetLayoutFromModuleNames } from "../ldm.js";
 import type { Tensor } from "../../native/index.js";
 import { readJsonFile, resolveWeightFiles } from "../files.js";
 import { inspectSingleFile } from "./detect.js";

@@ -1,7 +1,7 @@
 // The UNet of a single-file checkpoint: LDM names ("model.diffusion_model.input_blocks.1.0.in_layers.0.weight")
 // <-> diffusers names ("down_blocks.0.resnets.0.norm1.weight"), over the block table that LoRA names
 // use too (src/lora/formats/ldm.ts), and the diffusers config read off the LDM keys and shapes.
-import { LDM_RESNET_LAYERS, ldmBlockPairs, type LdmBlockPair, type UnetLayout } from "../../lora/formats/ldm.js";
+import { LDM_RESNET_LAYERS, ldmBlockPairs, type LdmBlockPair, type UnetLayout } from "../ldm.js";
 import type { ShapeOf } from "./shapes.js";
 
 export const UNET_PREFIX = "model.diffusion_model.";

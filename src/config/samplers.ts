@@ -5,8 +5,7 @@
 // samplers plus the scheduler-config overrides that make it the same sampler. This table is
 // the one place such spellings are known; a1111SamplerName (src/pipeline/generate.ts) writes
 // the A1111 spelling back, and every name it writes resolves here to the same sampler.
-import type { SamplerName } from "../native/index.js";
-import { SAMPLER_FOR_CLASS, type SchedulerOverrides } from "./config.js";
+import { SAMPLER_FOR_CLASS, type SamplerName, type SchedulerOverrides } from "./scheduler.js";
 
 export interface ResolvedSampler {
   sampler: SamplerName;
