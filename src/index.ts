@@ -102,7 +102,14 @@ export type {
 export { UNet, loadUNet } from "./models/unet.js";
 export { VAE, loadVAE } from "./models/vae.js";
 export type { VAECallOptions, VAEDecodeOptions, VAELoadOptions } from "./models/vae.js";
-export { ConfigError, parseUNetConfig, parseVAEConfig, unetConfigSchema, vaeConfigSchema } from "./config/models.js";
+export { ConfigError } from "./config/errors.js";
+export {
+  ModelConfigError,
+  parseUNetConfig,
+  parseVAEConfig,
+  unetConfigSchema,
+  vaeConfigSchema,
+} from "./config/models.js";
 export type { UNetConfig, VAEConfig } from "./config/models.js";
 export type { LatentDistribution, ParameterInfo, UNetLossAndGradients } from "./native/index.js";
 

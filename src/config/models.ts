@@ -4,6 +4,7 @@
 // to the native loaders' configs is src/models/config.ts.
 import { z } from "zod";
 
+import { ConfigError } from "./errors.js";
 import { checkModelSizes } from "./limits.js";
 
 const int = z.number().int();
@@ -118,16 +119,16 @@ export type VAEConfig = z.output<typeof vaeConfigSchema>;
 
 // ---- errors
 
-/** An error in a model config: names the file, the field and its value. */
-export class ConfigError extends Error {
+/** An error in a model config: a ConfigError that names the file, the field and its value. */
+export class ModelConfigError extends ConfigError {
   constructor(
     readonly file: string,
     readonly field: string,
     readonly value: unknown,
     reason: string,
   ) {
-    super(`${file}: "${field}" = ${show(value)} ${reason}`);
-    this.name = "ConfigError";
+    const message = `${file}: "${field}" = ${show(value)} ${reason}`;
+    super(message, [message]);
   }
 }
 
@@ -148,7 +149,7 @@ function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {
 
 function parseWith<S extends z.ZodType>(schema: S, raw: unknown, file: string): z.output<S> {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
-    throw new ConfigError(file, "(root)", raw, "must be a JSON object");
+    throw new ModelConfigError(file, "(root)", raw, "must be a JSON object");
   }
   const result = schema.safeParse(raw);
   if (result.success) return result.data;
@@ -157,7 +158,7 @@ function parseWith<S extends z.ZodType>(schema: S, raw: unknown, file: string): 
     return `"${field}" = ${show(valueAt(raw, issue.path))}: ${issue.message}`;
   });
   const first = result.error.issues[0]!;
-  const error = new ConfigError(file, first.path.map(String).join("."), valueAt(raw, first.path), "");
+  const error = new ModelConfigError(file, first.path.map(String).join("."), valueAt(raw, first.path), "");
   error.message = `${file}: ${messages.join("; ")}`;
   throw error;
 }
@@ -206,22 +207,32 @@ export function parseUNetConfig(raw: unknown, file: string): UNetConfig {
   checkModelSizes(raw, file);
   const config = parseWith(unetConfigSchema, raw, file);
   for (const [field, unsupported, reason] of UNET_UNSUPPORTED) {
-    if (unsupported(config[field])) throw new ConfigError(file, field, config[field], reason);
+    if (unsupported(config[field])) throw new ModelConfigError(file, field, config[field], reason);
   }
   const n = config.block_out_channels.length;
   config.down_block_types.forEach((t, i) => {
     if (!DOWN_TYPES.includes(t)) {
-      throw new ConfigError(file, `down_block_types.${i}`, t, `is not supported (expected ${DOWN_TYPES.join(" or ")})`);
+      throw new ModelConfigError(
+        file,
+        `down_block_types.${i}`,
+        t,
+        `is not supported (expected ${DOWN_TYPES.join(" or ")})`,
+      );
     }
   });
   config.up_block_types.forEach((t, i) => {
     if (!UP_TYPES.includes(t)) {
-      throw new ConfigError(file, `up_block_types.${i}`, t, `is not supported (expected ${UP_TYPES.join(" or ")})`);
+      throw new ModelConfigError(
+        file,
+        `up_block_types.${i}`,
+        t,
+        `is not supported (expected ${UP_TYPES.join(" or ")})`,
+      );
     }
   });
   for (const field of ["down_block_types", "up_block_types"] as const) {
     if (config[field].length !== n) {
-      throw new ConfigError(file, field, config[field], `must have one entry per block_out_channels entry (${n})`);
+      throw new ModelConfigError(file, field, config[field], `must have one entry per block_out_channels entry (${n})`);
     }
   }
   for (const field of [
@@ -233,17 +244,17 @@ export function parseUNetConfig(raw: unknown, file: string): UNetConfig {
   ] as const) {
     const v = config[field];
     if (Array.isArray(v) && v.length !== n) {
-      throw new ConfigError(file, field, v, `must be a single value or one per down block (${n})`);
+      throw new ModelConfigError(file, field, v, `must be a single value or one per down block (${n})`);
     }
   }
   const tlpb = config.transformer_layers_per_block;
   if (Array.isArray(tlpb) && tlpb.some((v) => Array.isArray(v))) {
-    throw new ConfigError(file, "transformer_layers_per_block", tlpb, "is not supported as nested lists");
+    throw new ModelConfigError(file, "transformer_layers_per_block", tlpb, "is not supported as nested lists");
   }
   const groups = config.norm_num_groups!;
   config.block_out_channels.forEach((c, i) => {
     if (c % groups !== 0) {
-      throw new ConfigError(file, `block_out_channels.${i}`, c, `is not divisible by norm_num_groups (${groups})`);
+      throw new ModelConfigError(file, `block_out_channels.${i}`, c, `is not divisible by norm_num_groups (${groups})`);
     }
   });
   const heads = perBlock(config.attention_head_dim, n);
@@ -252,7 +263,7 @@ export function parseUNetConfig(raw: unknown, file: string): UNetConfig {
       config.down_block_types[i] === "CrossAttnDownBlock2D" ||
       config.up_block_types[n - 1 - i] === "CrossAttnUpBlock2D";
     if ((attention || i === n - 1) && c % heads[i]! !== 0) {
-      throw new ConfigError(
+      throw new ModelConfigError(
         file,
         Array.isArray(config.attention_head_dim) ? `attention_head_dim.${i}` : "attention_head_dim",
         heads[i],
@@ -261,7 +272,7 @@ export function parseUNetConfig(raw: unknown, file: string): UNetConfig {
     }
   });
   for (const field of ["conv_in_kernel", "conv_out_kernel"] as const) {
-    if (config[field] % 2 === 0) throw new ConfigError(file, field, config[field], "must be odd");
+    if (config[field] % 2 === 0) throw new ModelConfigError(file, field, config[field], "must be odd");
   }
   return config;
 }
@@ -280,22 +291,22 @@ export function parseVAEConfig(raw: unknown, file: string): VAEConfig {
   const n = config.block_out_channels.length;
   config.down_block_types.forEach((t, i) => {
     if (t !== "DownEncoderBlock2D") {
-      throw new ConfigError(file, `down_block_types.${i}`, t, "is not supported (expected DownEncoderBlock2D)");
+      throw new ModelConfigError(file, `down_block_types.${i}`, t, "is not supported (expected DownEncoderBlock2D)");
     }
   });
   config.up_block_types.forEach((t, i) => {
     if (t !== "UpDecoderBlock2D") {
-      throw new ConfigError(file, `up_block_types.${i}`, t, "is not supported (expected UpDecoderBlock2D)");
+      throw new ModelConfigError(file, `up_block_types.${i}`, t, "is not supported (expected UpDecoderBlock2D)");
     }
   });
   for (const field of ["down_block_types", "up_block_types"] as const) {
     if (config[field].length !== n) {
-      throw new ConfigError(file, field, config[field], `must have one entry per block_out_channels entry (${n})`);
+      throw new ModelConfigError(file, field, config[field], `must have one entry per block_out_channels entry (${n})`);
     }
   }
   config.block_out_channels.forEach((c, i) => {
     if (c % config.norm_num_groups !== 0) {
-      throw new ConfigError(
+      throw new ModelConfigError(
         file,
         `block_out_channels.${i}`,
         c,
@@ -304,10 +315,10 @@ export function parseVAEConfig(raw: unknown, file: string): VAEConfig {
     }
   });
   if (config.shift_factor != null) {
-    throw new ConfigError(file, "shift_factor", config.shift_factor, "is not supported (SD3/Flux-style latents)");
+    throw new ModelConfigError(file, "shift_factor", config.shift_factor, "is not supported (SD3/Flux-style latents)");
   }
   for (const field of ["use_quant_conv", "use_post_quant_conv"] as const) {
-    if (!config[field]) throw new ConfigError(file, field, config[field], "is not supported (only true)");
+    if (!config[field]) throw new ModelConfigError(file, field, config[field], "is not supported (only true)");
   }
   return config;
 }

@@ -5,7 +5,7 @@ import type { NativeUNetConfig, NativeVAEConfig } from "../native/index.js";
 
 export {
   ACTIVATIONS,
-  ConfigError,
+  ModelConfigError,
   parseUNetConfig,
   parseVAEConfig,
   unetConfigSchema,
