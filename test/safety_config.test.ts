@@ -16,24 +16,13 @@ import { train } from "../src/train/run.js";
 import { insideRun, runPath } from "../src/train/paths.js";
 import { stageDir } from "../src/train/stage.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
+import { minimal, problems } from "./helpers/train_config.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
 beforeAll(async () => {
   dir = await tempDir("sdtune-safety-config-");
 });
 afterAll(async () => dir.cleanup());
-
-const minimal = { model: "m", output_dir: "out", dataset: { path: "data" }, max_train_steps: 10 };
-
-function problems(raw: unknown): string[] {
-  try {
-    resolveTrainConfig(raw, "run.yaml");
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).problems;
-  }
-  throw new Error("expected a ConfigError");
-}
 
 describe("stage names and run paths", () => {
   it("refuses stage names that are not one portable folder name", () => {

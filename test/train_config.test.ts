@@ -2,22 +2,10 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 
-import { ConfigError } from "../src/config/errors.js";
 import { applyOverrides, loadConfigFile } from "../src/config/load.js";
 import { resolveTrainConfig, trainConfigJsonSchema } from "../src/config/train.js";
+import { minimal, problems } from "./helpers/train_config.js";
 import { tempDir } from "./helpers/fixtures.js";
-
-const minimal = { model: "m", output_dir: "out", dataset: { path: "data" }, max_train_steps: 10 };
-
-function problems(raw: unknown): string[] {
-  try {
-    resolveTrainConfig(raw, "run.yaml");
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).problems;
-  }
-  throw new Error("expected a ConfigError");
-}
 
 describe("training config", () => {
   it("fills diffusers' defaults and makes a single stage", () => {
