@@ -32,17 +32,6 @@ const SD = fixture("tiny-sd");
 /** The fixtures README's tolerance for multi-step loops. */
 const LOOP = { atol: 1e-4, rtol: 1e-3 };
 
-interface PipelineCfg {
-  prompt: string;
-  negative_prompt: string;
-  guidance_scale: number;
-  num_inference_steps: number;
-  height: number;
-  width: number;
-  scheduler_config: Record<string, unknown>;
-  timesteps: number[];
-}
-
 let pipe: StableDiffusionPipeline;
 let tmp: { path: string; cleanup(): Promise<void> };
 beforeAll(async () => {
@@ -96,7 +85,7 @@ const quick = { prompt: "a tiny red robot", width: W, height: H, steps: 3, sched
 
 describe("golden parity with diffusers StableDiffusionPipeline (pipeline_cfg)", () => {
   it("matches every step of the CFG loop, the decoded image and the output", async () => {
-    const cfg = JSON.parse(await readFile(fixture("golden", "pipeline_cfg.json"), "utf8")) as PipelineCfg;
+    const cfg = goldenPipelineCall();
     const g = await golden("pipeline_cfg");
     const result = await generateImages(
       pipe.context(),
@@ -134,7 +123,7 @@ describe("golden parity with diffusers StableDiffusionPipeline (pipeline_cfg)", 
   });
 
   it("resolves the golden sampler from the pipeline's scheduler config as diffusers' from_config does", async () => {
-    const cfg = JSON.parse(await readFile(fixture("golden", "pipeline_cfg.json"), "utf8")) as PipelineCfg;
+    const cfg = goldenPipelineCall();
     const { createScheduler } = await import("../src/sched/index.js");
     const name = SAMPLER_OF_CLASS[String(cfg.scheduler_config._class_name)] as "ddim";
     const scheduler = createScheduler(name, pipe.schedulerConfig);

@@ -17,6 +17,7 @@ import { insideRun, runPath } from "../src/train/paths.js";
 import { stageDir } from "../src/train/stage.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
 import { minimal, problems } from "./helpers/train_config.js";
+import { rng } from "./helpers/rng.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
 beforeAll(async () => {
@@ -121,18 +122,6 @@ describe("bounds on sizes and counts", () => {
     await expect(UNet.load(copy)).rejects.toThrow(/layers_per_block/);
   });
 });
-
-/** A small deterministic PRNG (mulberry32), so a failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WEIRD: unknown[] = [
   -1,

@@ -14,6 +14,7 @@ import type { Tensor } from "../src/native/index.js";
 import { train } from "../src/train/run.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
 import { writeImage, writeText } from "./helpers/images.js";
+import { rng } from "./helpers/rng.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
 let data: string;
@@ -112,18 +113,6 @@ describe("finite weights", () => {
     }
   });
 });
-
-/** mulberry32: deterministic, so a failing case can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("fuzz", () => {
   it("damaged LoRA files are refused with the file named, never a crash (bounded time)", async () => {
