@@ -1,6 +1,7 @@
 // Single-file checkpoints on the tiny fixture pipeline: writing one (both text encoder layouts),
 // reading it back bit for bit, generating from it exactly as from the folder, and the refusals.
-import { readFile, readdir, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { readFile, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 import sharp from "sharp";
@@ -12,6 +13,7 @@ import {
   convertSingleFileToDiffusers,
   inspectSingleFile,
   loadPipeline,
+  pruneCache,
   resolveModel,
 } from "../src/index.js";
 import type { Tensor } from "../src/native/index.js";
@@ -255,5 +257,45 @@ describe("refusals", () => {
     const truncated = join(tmp.path, "truncated.safetensors");
     await writeFile(truncated, bytes.subarray(0, bytes.length - 100));
     await expect(loadPipeline(truncated)).rejects.toThrow(truncated);
+  });
+
+  it("names the user's file and the LDM key when a tensor the architecture does not show is missing", async () => {
+    const { tensors, metadata } = await readSafetensors(single);
+    const keys = [...tensors.keys()].sort();
+    // One resnet weight of the UNet, and a fused open_clip q/k/v: neither changes the inferred architecture.
+    const unetKey = keys.find((k) => /^model\.diffusion_model\.input_blocks\.\d+\.0\.in_layers\.0\.weight$/.test(k))!;
+    const textKey = keys.find((k) => k.endsWith(".attn.in_proj_weight"))!;
+    for (const key of [unetKey, textKey]) {
+      const partial = join(tmp.path, `without-${key}.safetensors`);
+      await writeSafetensors(
+        partial,
+        [...tensors].filter(([k]) => k !== key),
+        metadata,
+      );
+      const error = await loadPipeline(partial).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(error?.message).toContain(
+        `${partial}: not a complete Stable Diffusion checkpoint: missing tensor "${key}"`,
+      );
+      expect(error?.message).not.toContain(join(tmp.path, "cache"));
+    }
+  });
+
+  it("drops the conversion of an older version of a file, and cache prune those whose file is gone", async () => {
+    const file = join(tmp.path, "versions.safetensors");
+    await writeFile(file, await readFile(single));
+    const first = await resolveModel(file);
+    await writeFile(file, Buffer.concat([await readFile(single)]));
+    await utimes(file, new Date(), new Date(Date.now() + 5000));
+    const second = await resolveModel(file);
+    expect(second).not.toBe(first);
+    expect(existsSync(first)).toBe(false);
+    expect(existsSync(second)).toBe(true);
+    await rm(file);
+    const pruned = await pruneCache(join(tmp.path, "cache"));
+    expect(pruned.removed).toContain(second);
+    expect(existsSync(second)).toBe(false);
   });
 });

@@ -2,13 +2,14 @@
 // overwritten, so stale entries (an old VAE, edited images, other resolutions)
 // only take space: prune removes shards not read for a while (a shard's mtime
 // is refreshed when a run reads it), unreadable shards, and temp files left by
-// runs that died mid-write.
+// runs that died mid-write; converted single files whose file is gone or changed.
 import { readdir, readFile, rm, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 
 import { isTempFile } from "../io/atomic.js";
 import { inspectSafetensors } from "../io/safetensors.js";
 import { resolveCacheDir } from "../io/cache_dir.js";
+import { isOutdated, readSource, SOURCE_FILE } from "../models/single_file/source.js";
 
 export interface CacheNamespaceInfo {
   kind: "latents" | "text";
@@ -114,7 +115,46 @@ export async function pruneCache(dir?: string, options: PruneOptions = {}): Prom
       await rmdir(ns.dir).catch(() => undefined);
     }
   }
+  await pruneConversions(root, now, unusedDays, result, dryRun);
   return result;
+}
+
+/**
+ * Converted single files (<cache>/single-file/*): a conversion whose file is gone or changed can
+ * never be used again; with unusedDays also those no load has used for that long; temp folders
+ * of conversions that died mid-write after an hour.
+ */
+async function pruneConversions(
+  root: string,
+  now: number,
+  unusedDays: number | undefined,
+  result: PruneResult,
+  dryRun: boolean,
+): Promise<void> {
+  const base = join(root, "single-file");
+  for (const name of await list(base)) {
+    const dir = join(base, name);
+    const source = readSource(dir);
+    // The source record's mtime is the last use (a load touches it); older folders have only their own.
+    const marker = source ? join(dir, SOURCE_FILE) : dir;
+    const used = (await stat(marker).catch(() => undefined))?.mtimeMs ?? 0;
+    const temp = /\.tmp-\d+-[0-9a-f]+$/.test(name) && now - used > TEMP_AGE_MS;
+    const unused = unusedDays !== undefined && now - used > unusedDays * 86_400_000;
+    if (!temp && !unused && !(source && (await isOutdated(source)))) continue;
+    result.removed.push(dir);
+    result.freedBytes += await folderBytes(dir);
+    if (!dryRun) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function folderBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) total += await folderBytes(path);
+    else if (entry.isFile()) total += (await stat(path)).size;
+  }
+  return total;
 }
 
 async function list(dir: string): Promise<string[]> {

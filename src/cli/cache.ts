@@ -14,7 +14,9 @@ export const command: Command = {
     "",
     "info   one line per namespace (a VAE or text encoder + dtype): entries, size, last use.",
     "prune  removes unreadable shards and temp files left by interrupted runs; with --unused-days N",
-    "       also every shard no run has read or written for N days. --dry-run lists without removing.",
+    "       also every shard no run has read or written for N days. Converted single-file checkpoints",
+    "       (single-file/) go when their file is gone or changed, or (with --unused-days) unused that long.",
+    "       --dry-run lists without removing.",
   ].join("\n"),
   async run(argv) {
     const [sub, ...rest] = argv;

@@ -7,6 +7,7 @@ import { nativeClipTextConfig, parseClipTextEncoderConfig, type ClipTextConfig }
 import { LoadedModel } from "./loaded_model.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
 import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
+import { explainedLoad } from "./single_file/source.js";
 
 export type { ModelDType, ModelLoadOptions } from "./options.js";
 
@@ -38,13 +39,16 @@ export class TextEncoder extends LoadedModel<NativeTextEncoder> {
     const configPath = join(dir, "config.json");
     const { config, ignorePrefixes } = parseClipTextEncoderConfig(readJsonFile(configPath), configPath);
     const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
-    const handle = await native().TextEncoder.load({
-      config: nativeClipTextConfig(config),
-      files,
-      dtype: options.dtype ?? "float32",
-      device: options.device ?? "cpu",
-      ignorePrefixes,
-    });
+    const handle = await explainedLoad(
+      dir,
+      native().TextEncoder.load({
+        config: nativeClipTextConfig(config),
+        files,
+        dtype: options.dtype ?? "float32",
+        device: options.device ?? "cpu",
+        ignorePrefixes,
+      }),
+    );
     return new TextEncoder(handle, config, dir);
   }
 

@@ -13,6 +13,7 @@ import { nativeUNetConfig, parseUNetConfig, type UNetConfig } from "./config.js"
 import { LoadedModel } from "./loaded_model.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
 import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
+import { explainedLoad } from "./single_file/source.js";
 
 export { checkModelOptions } from "./options.js";
 export type UNetDType = ModelDType;
@@ -35,12 +36,15 @@ export class UNet extends LoadedModel<NativeUNet> {
     const configPath = join(dir, "config.json");
     const config = parseUNetConfig(readJsonFile(configPath), configPath);
     const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
-    const handle = await native().UNet.load({
-      config: nativeUNetConfig(config),
-      files,
-      dtype: options.dtype ?? "float32",
-      device: options.device ?? "cpu",
-    });
+    const handle = await explainedLoad(
+      dir,
+      native().UNet.load({
+        config: nativeUNetConfig(config),
+        files,
+        dtype: options.dtype ?? "float32",
+        device: options.device ?? "cpu",
+      }),
+    );
     return new UNet(handle, config, dir);
   }
 

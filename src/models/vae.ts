@@ -8,6 +8,7 @@ import { nativeVAEConfig, parseVAEConfig, type VAEConfig } from "./config.js";
 import { LoadedModel } from "./loaded_model.js";
 import { readJsonFile, resolveWeightFiles } from "./files.js";
 import { checkModelOptions, warningSink, type ModelLoadOptions } from "./options.js";
+import { explainedLoad } from "./single_file/source.js";
 
 export type VAELoadOptions = ModelLoadOptions;
 
@@ -46,12 +47,15 @@ export class VAE extends LoadedModel<NativeVAE> {
     const configPath = join(dir, "config.json");
     const config = parseVAEConfig(readJsonFile(configPath), configPath);
     const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
-    const handle = await native().VAE.load({
-      config: nativeVAEConfig(config),
-      files,
-      dtype: options.dtype ?? "float32",
-      device: options.device ?? "cpu",
-    });
+    const handle = await explainedLoad(
+      dir,
+      native().VAE.load({
+        config: nativeVAEConfig(config),
+        files,
+        dtype: options.dtype ?? "float32",
+        device: options.device ?? "cpu",
+      }),
+    );
     return new VAE(handle, config, dir);
   }
 
