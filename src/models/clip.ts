@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { native, type NativeClipModel, type Tensor } from "../native/index.js";
 import { nativeClipModelConfig, parseClipConfig, type ClipConfig } from "./clip_config.js";
 import { LoadedModel } from "./loaded_model.js";
-import { readJsonFile, resolveWeightFiles } from "./files.js";
+import { modelFile, readJsonFile, resolveWeightFiles } from "./files.js";
 import { checkModelOptions, warningSink, type ModelLoadOptions } from "./options.js";
+import { checkModelMemory, clipModelParameters } from "./memory.js";
 
 export class ClipModel extends LoadedModel<NativeClipModel> {
   private constructor(
@@ -20,7 +21,13 @@ export class ClipModel extends LoadedModel<NativeClipModel> {
   static async load(dir: string, options: ModelLoadOptions = {}): Promise<ClipModel> {
     checkModelOptions(options, "ClipModel.load");
     const configPath = join(dir, "config.json");
-    const config = parseClipConfig(readJsonFile(configPath), configPath);
+    const config = parseClipConfig(readJsonFile(modelFile(configPath)), configPath);
+    checkModelMemory(
+      `${dir}: the ClipModel`,
+      clipModelParameters(nativeClipModelConfig(config)),
+      options.dtype ?? "float32",
+      options.device ?? "cpu",
+    );
     const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
     const handle = await native().ClipModel.load({
       config: nativeClipModelConfig(config),

@@ -1,8 +1,8 @@
 // Finding a component's weight files in a diffusers / transformers folder:
 // safetensors only (optionally a variant such as fp16, optionally sharded), with
 // a clear refusal of pickled checkpoints.
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { basename, dirname, join, sep } from "node:path";
 
 import { CONVERT_FILE, CONVERT_MODEL, PICKLE, pickleFiles, pickleRefusal } from "../io/pickle.js";
 
@@ -61,7 +61,10 @@ export function resolveWeightFiles(dir: string, options: WeightFileOptions = {})
       );
     }
   }
-  if (found) return found.endsWith(".json") ? shardsFromIndex(join(dir, found)) : [join(dir, found)];
+  if (found) {
+    const files = found.endsWith(".json") ? shardsFromIndex(modelFile(join(dir, found))) : [join(dir, found)];
+    return files.map(modelFile);
+  }
   const pickles = pickleFiles(entries);
   if (pickles.length) {
     throw new Error(
@@ -72,6 +75,27 @@ export function resolveWeightFiles(dir: string, options: WeightFileOptions = {})
     );
   }
   throw new Error(`${dir}: no weights found (expected diffusion_pytorch_model.safetensors or model.safetensors)`);
+}
+
+/**
+ * `path` (a file of a model component folder), refused when it is a link whose target lies outside
+ * the model: the pipeline folder (the component's parent holding model_index.json) or the
+ * component folder itself, and for a Hugging Face cache snapshot its repository's cache folder
+ * (snapshot files link into its blobs/). A downloaded model cannot make sdtune read other files.
+ */
+export function modelFile(path: string): string {
+  if (!existsSync(path)) return path;
+  const target = realpathSync(path);
+  const component = realpathSync(dirname(path));
+  const pipeline = dirname(component);
+  const roots = [existsSync(join(pipeline, "model_index.json")) ? pipeline : component];
+  const hub = /^(.*[\\/]models--[^\\/]+)[\\/]snapshots[\\/]/.exec(component);
+  if (hub) roots.push(hub[1]!);
+  if (roots.some((root) => target === root || target.startsWith(root + sep))) return path;
+  throw new Error(
+    `${path}: a link to ${target}, outside the model folder ${roots[0]}; links out of a model folder are not ` +
+      "followed (copy the file into the folder instead)",
+  );
 }
 
 function shardsFromIndex(indexPath: string): string[] {

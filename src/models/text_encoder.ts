@@ -5,9 +5,10 @@ import { join } from "node:path";
 import { native, type NativeTextEncoder, type Tensor, type TextEncoderOutput } from "../native/index.js";
 import { nativeClipTextConfig, parseClipTextEncoderConfig, type ClipTextConfig } from "./clip_config.js";
 import { LoadedModel } from "./loaded_model.js";
-import { readJsonFile, resolveWeightFiles } from "./files.js";
+import { modelFile, readJsonFile, resolveWeightFiles } from "./files.js";
 import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
 import { explainedLoad } from "./single_file/source.js";
+import { checkModelMemory, textEncoderParameters } from "./memory.js";
 
 export type { ModelDType, ModelLoadOptions } from "./options.js";
 
@@ -37,7 +38,13 @@ export class TextEncoder extends LoadedModel<NativeTextEncoder> {
   static async load(dir: string, options: ModelLoadOptions = {}): Promise<TextEncoder> {
     checkModelOptions(options, "TextEncoder.load");
     const configPath = join(dir, "config.json");
-    const { config, ignorePrefixes } = parseClipTextEncoderConfig(readJsonFile(configPath), configPath);
+    const { config, ignorePrefixes } = parseClipTextEncoderConfig(readJsonFile(modelFile(configPath)), configPath);
+    checkModelMemory(
+      `${dir}: the TextEncoder`,
+      textEncoderParameters(nativeClipTextConfig(config)),
+      options.dtype ?? "float32",
+      options.device ?? "cpu",
+    );
     const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
     const handle = await explainedLoad(
       dir,
@@ -62,6 +69,12 @@ export class TextEncoder extends LoadedModel<NativeTextEncoder> {
   ): Promise<TextEncoder> {
     checkModelOptions(options, "TextEncoder.fromConfig");
     const { config } = parseClipTextEncoderConfig(raw, "TextEncoder.fromConfig config");
+    checkModelMemory(
+      "TextEncoder.fromConfig",
+      textEncoderParameters(nativeClipTextConfig(config)),
+      options.dtype ?? "float32",
+      options.device ?? "cpu",
+    );
     const handle = await native().TextEncoder.load({
       config: nativeClipTextConfig(config),
       randomSeed: options.seed ?? 0,

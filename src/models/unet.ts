@@ -11,9 +11,10 @@ import {
 } from "../native/index.js";
 import { nativeUNetConfig, parseUNetConfig, type UNetConfig } from "./config.js";
 import { LoadedModel } from "./loaded_model.js";
-import { readJsonFile, resolveWeightFiles } from "./files.js";
+import { modelFile, readJsonFile, resolveWeightFiles } from "./files.js";
 import { checkModelOptions, warningSink, type ModelDType, type ModelLoadOptions } from "./options.js";
 import { explainedLoad } from "./single_file/source.js";
+import { checkModelMemory, unetParameters } from "./memory.js";
 
 export { checkModelOptions } from "./options.js";
 export type UNetDType = ModelDType;
@@ -34,7 +35,13 @@ export class UNet extends LoadedModel<NativeUNet> {
   static async load(dir: string, options: ModelLoadOptions = {}): Promise<UNet> {
     checkModelOptions(options, "UNet.load");
     const configPath = join(dir, "config.json");
-    const config = parseUNetConfig(readJsonFile(configPath), configPath);
+    const config = parseUNetConfig(readJsonFile(modelFile(configPath)), configPath);
+    checkModelMemory(
+      `${dir}: the UNet`,
+      unetParameters(nativeUNetConfig(config)),
+      options.dtype ?? "float32",
+      options.device ?? "cpu",
+    );
     const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
     const handle = await explainedLoad(
       dir,
@@ -55,6 +62,12 @@ export class UNet extends LoadedModel<NativeUNet> {
   ): Promise<UNet> {
     checkModelOptions(options, "UNet.fromConfig");
     const config = parseUNetConfig(raw, "UNet.fromConfig config");
+    checkModelMemory(
+      "UNet.fromConfig",
+      unetParameters(nativeUNetConfig(config)),
+      options.dtype ?? "float32",
+      options.device ?? "cpu",
+    );
     const handle = await native().UNet.load({
       config: nativeUNetConfig(config),
       randomSeed: options.seed ?? 0,

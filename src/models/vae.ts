@@ -6,9 +6,10 @@ import { native, type LatentDistribution, type NativeVAE, type ProgressEvent, ty
 import { cancelTokenFor } from "../tensor.js";
 import { nativeVAEConfig, parseVAEConfig, type VAEConfig } from "./config.js";
 import { LoadedModel } from "./loaded_model.js";
-import { readJsonFile, resolveWeightFiles } from "./files.js";
+import { modelFile, readJsonFile, resolveWeightFiles } from "./files.js";
 import { checkModelOptions, warningSink, type ModelLoadOptions } from "./options.js";
 import { explainedLoad } from "./single_file/source.js";
+import { checkModelMemory, vaeParameters } from "./memory.js";
 
 export type VAELoadOptions = ModelLoadOptions;
 
@@ -45,7 +46,13 @@ export class VAE extends LoadedModel<NativeVAE> {
   static async load(dir: string, options: VAELoadOptions = {}): Promise<VAE> {
     checkModelOptions(options, "VAE.load");
     const configPath = join(dir, "config.json");
-    const config = parseVAEConfig(readJsonFile(configPath), configPath);
+    const config = parseVAEConfig(readJsonFile(modelFile(configPath)), configPath);
+    checkModelMemory(
+      `${dir}: the VAE`,
+      vaeParameters(nativeVAEConfig(config)),
+      options.dtype ?? "float32",
+      options.device ?? "cpu",
+    );
     const files = resolveWeightFiles(dir, { variant: options.variant, onWarning: warningSink(options) });
     const handle = await explainedLoad(
       dir,
@@ -66,6 +73,12 @@ export class VAE extends LoadedModel<NativeVAE> {
   ): Promise<VAE> {
     checkModelOptions(options, "VAE.fromConfig");
     const config = parseVAEConfig(raw, "VAE.fromConfig config");
+    checkModelMemory(
+      "VAE.fromConfig",
+      vaeParameters(nativeVAEConfig(config)),
+      options.dtype ?? "float32",
+      options.device ?? "cpu",
+    );
     const handle = await native().VAE.load({
       config: nativeVAEConfig(config),
       randomSeed: options.seed ?? 0,

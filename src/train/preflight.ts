@@ -15,6 +15,7 @@ import { readJsonFile, resolveWeightFiles } from "../models/files.js";
 import { readSchedulerConfig } from "../sched/index.js";
 import { ClipTokenizer } from "../text/clip_tokenizer.js";
 import { datasetSummary, type DatasetSummary } from "./dataset_report.js";
+import { checkTrainingMemory } from "./memory_check.js";
 import { runPath } from "./paths.js";
 import { choosePlacement, type Placement } from "./precision.js";
 import { datasetSpecFor } from "./stage.js";
@@ -45,6 +46,7 @@ export async function preflight(config: TrainConfig, runDir: string, options: Pr
     onProgress: (e) => options.onProgress?.({ ...e, phase: "download" }),
   });
   await checkModelFolder(modelDir, config.variant);
+  checkTrainingMemory(config, modelDir, placement);
   const clipModels = new Map<string, string>();
   for (const stage of config.stages) {
     const id = stage.evaluate?.clip_model;
