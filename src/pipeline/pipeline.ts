@@ -103,15 +103,21 @@ export class StableDiffusionPipeline {
   /**
    * Applies a LoRA file (kohya, diffusers or PEFT keys) to the UNet and text encoder as adapter
    * `name` (default: the file's name) at `scale` (default 1), active alongside those already
-   * active (diffusers' load_lora_weights). Resolves to the adapter name.
+   * active (diffusers' load_lora_weights). `blockWeights`: per-block weights in the syntax of
+   * AUTOMATIC1111's LoRA Block Weight extension (a preset such as "OUTALL", or 17 / 26 values).
+   * Resolves to the adapter name.
    */
-  async loadLora(path: string, options: { name?: string; scale?: number; signal?: AbortSignal } = {}): Promise<string> {
+  async loadLora(
+    path: string,
+    options: { name?: string; scale?: number; blockWeights?: string | number[]; signal?: AbortSignal } = {},
+  ): Promise<string> {
     this.checkLive("loadLora");
     const scale = options.scale ?? 1;
     const { file } = locateLoraFile(path);
     const name = await applyLoraFile(this.loraModels(), path, {
       name: options.name ?? loraNameOf(path, Object.keys(this.loras)),
       scale,
+      ...(options.blockWeights !== undefined ? { blockWeights: options.blockWeights } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     });
     this.loras[name] = scale;
