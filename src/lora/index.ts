@@ -63,3 +63,5 @@ export {
   parseBlockWeights,
 } from "./tools/block_weights.js";
 export { IncompatibleLoraError, trainedFor } from "./formats/trained_for.js";
+export { parseLoraTags } from "./tools/prompt_tags.js";
+export type { LoraTag } from "./tools/prompt_tags.js";

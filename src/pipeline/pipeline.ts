@@ -12,6 +12,7 @@ import type { VAE } from "../models/vae.js";
 import type { SchedulerConfig } from "../sched/config.js";
 import type { ClipTokenizer } from "../text/clip_tokenizer.js";
 import { generateImages, type GenerateResult } from "./generate.js";
+import { applyPromptLoras, type LoraSource } from "./prompt_loras.js";
 import type { PipelineIndex } from "./layout.js";
 import type { GenerateOptions } from "./options.js";
 
@@ -52,6 +53,8 @@ export class StableDiffusionPipeline {
   readonly loras: Record<string, number> = {};
   /** Adapter name -> A1111's AutoV3 short hash of the file it was loaded from ("Lora hashes"). */
   readonly loraHashes: Record<string, string> = {};
+  /** Adapter name -> the file it was loaded from, for <lora:...> prompt tags (prompt_loras.ts). */
+  private readonly loraSources: Record<string, LoraSource> = {};
   private readonly modelFiles: string[] | undefined;
   private modelHashPromise: Promise<string | undefined> | undefined;
   private isDisposed = false;
@@ -94,7 +97,15 @@ export class StableDiffusionPipeline {
    */
   async generate(options: GenerateOptions): Promise<GenerateResult> {
     this.checkLive("generate");
-    return generateImages({ ...this.context(), modelHash: await this.modelHash() }, options);
+    // <lora:name:weight[:lbw=...]> tags pick the active LoRAs for this call (src/pipeline/prompt_loras.ts).
+    const host = { models: this.loraModels(), loras: this.loras, sources: this.loraSources };
+    const tagged = await applyPromptLoras(host, options);
+    try {
+      const context = { ...this.context(), ...(tagged.loras ? { loras: tagged.loras } : {}) };
+      return await generateImages({ ...context, modelHash: await this.modelHash() }, tagged.options);
+    } finally {
+      await tagged.restore();
+    }
   }
 
   // ---- LoRA adapters (src/lora/adapters.ts): they live inside the models' layers, so
@@ -121,6 +132,10 @@ export class StableDiffusionPipeline {
       ...(options.signal ? { signal: options.signal } : {}),
     });
     this.loras[name] = scale;
+    this.loraSources[name] = {
+      path,
+      ...(options.blockWeights !== undefined ? { blockWeights: options.blockWeights } : {}),
+    };
     this.loraHashes[name] = (await safetensorsDataSha256(file, options.signal)).slice(0, 12);
     return name;
   }
@@ -142,6 +157,7 @@ export class StableDiffusionPipeline {
     this.checkLive("unloadLora");
     await removeLora(this.loraModels(), name);
     delete this.loras[name];
+    delete this.loraSources[name];
     delete this.loraHashes[name];
   }
 
