@@ -29,9 +29,13 @@ struct LowRank {
   double relativeNorm = 0;        // ||delta|| / ||base|| (extraction only)
 };
 
-// The rank the rule keeps of `singular` (sigma descending).
-int64_t chooseRank(const at::Tensor& singular, const RankRule& rule) {
+// The rank the rule keeps of `singular` (sigma descending), never above the matrix's numerical
+// rank (sigma > sigma_max * max(rows, cols) * float32 epsilon, as numpy's matrix_rank): singular
+// values below it are float32 rounding noise of a lower-rank difference, not directions of it.
+int64_t chooseRank(const at::Tensor& singular, const RankRule& rule, int64_t largestSide) {
   int64_t n = singular.numel();
+  double cut = singular[0].item<double>() * static_cast<double>(largestSide) * 1.1920929e-7;
+  n = std::max<int64_t>(singular.gt(cut).sum().item<int64_t>(), 1);
   int64_t k = std::min(rule.rank, n);
   if (rule.energy > 0) {
     at::Tensor share = singular.pow(2).cumsum(0) / singular.pow(2).sum();
@@ -56,7 +60,7 @@ LowRank truncate(const at::Tensor& u, const at::Tensor& s, const at::Tensor& vh,
   out.singular = s.to(at::kDouble);
   double total = out.singular.pow(2).sum().item<double>();
   if (total == 0) return out;
-  int64_t k = chooseRank(out.singular, rule);
+  int64_t k = chooseRank(out.singular, rule, std::max(u.size(0), vh.size(1)));
   out.rank = k;
   out.energy = out.singular.slice(0, 0, k).pow(2).sum().item<double>() / total;
   at::Tensor up = u.slice(1, 0, k) * s.slice(0, 0, k).unsqueeze(0);
