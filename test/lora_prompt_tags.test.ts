@@ -3,6 +3,7 @@
 // the LoRA as it is.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { parseLoraSpec } from "../src/cli/command.js";
 import { loadPipeline, type StableDiffusionPipeline } from "../src/index.js";
 import { parseLoraTags } from "../src/lora/index.js";
 import { native, type Tensor } from "../src/native/index.js";
@@ -29,6 +30,11 @@ describe("parseLoraTags", () => {
       { name: "x", scale: 1, blockWeights: "OUTALL" },
     ]);
     expect(() => parseLoraTags("<lora:a:zz>")).toThrow(/not a number/);
+    expect(parseLoraSpec(`C:\\x.safetensors:0.8:lbw=${OUT_ONLY}`)).toEqual({
+      path: "C:\\x.safetensors",
+      scale: 0.8,
+      blockWeights: OUT_ONLY,
+    });
     expect(() => parseLoraTags("<lora:a:1:lbw=1,2>")).toThrow(/2 values/);
   });
 });

@@ -2,7 +2,7 @@
 // in) recovers the LoRA's products; resize keeps the top singular values; several LoRAs
 // merged into one equal the weighted sum of their products; block weights at 0 leave their
 // layers at the base weights; an incompatible file names its first misfit and its base.
-import { join } from "node:path";
+import { basename, join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -98,6 +98,9 @@ describe("extractLoraFromModels", () => {
         expect(relativeError(await product(got), await product(ref)), key).toBeLessThan(1e-5);
       }
       for (const layer of result.layers) expect(layer.energy).toBeCloseTo(1, 6);
+      // The base it was made from, for incompatible-file errors (the fixture is not 1024 wide: not SD 2.x).
+      expect(result.weights.metadata.ss_sd_model_name).toBe(basename(BASE));
+      expect(result.weights.metadata.ss_v2).toBe("False");
     } finally {
       disposeLora(result.weights);
     }

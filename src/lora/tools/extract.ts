@@ -13,6 +13,8 @@ import { resolveModel } from "../../hub/index.js";
 import { TextEncoder } from "../../models/text_encoder.js";
 import { UNet } from "../../models/unet.js";
 import { native, type LowRankResult, type ProgressEvent, type Tensor } from "../../native/index.js";
+import { readJsonFile } from "../../models/files.js";
+import { kohyaModelVersion } from "../formats/kohya_metadata.js";
 import { isKnownModulePath } from "../formats/names.js";
 import type { LoraAdapter, LoraComponent, LoraWeights } from "../formats/types.js";
 
@@ -184,10 +186,22 @@ function disposeAdapter(a: LoraAdapter): void {
   a.down.dispose();
 }
 
+/** SD 2.x (OpenCLIP ViT-H text encoder, 1024 wide) and v-prediction, from the base's config files. */
+function baseVersion(base: string): Record<string, string> {
+  const te = join(base, "text_encoder", "config.json");
+  if (!existsSync(te)) return {};
+  const v2 = (readJsonFile(te) as { hidden_size?: number }).hidden_size === 1024;
+  const sched = join(base, "scheduler", "scheduler_config.json");
+  const config = existsSync(sched) ? (readJsonFile(sched) as { prediction_type?: string }) : {};
+  const vPrediction = config.prediction_type === "v_prediction";
+  return { ss_base_model_version: kohyaModelVersion(v2, vPrediction), ss_v2: v2 ? "True" : "False" };
+}
+
 /** kohya entries naming the base (what an incompatible-file error reports) and how the LoRA was made. */
 function extractMetadata(options: ExtractLoraOptions, base: string): Record<string, string> {
   return {
     ss_network_module: "networks.lora",
+    ...baseVersion(base),
     ss_sd_model_name: basename(options.base.replace(/[/\\]+$/, "")) || basename(base),
     sdtune_extracted: JSON.stringify({
       base: options.base,
