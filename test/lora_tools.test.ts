@@ -21,6 +21,7 @@ import {
   parseBlockWeights,
   resizeLora,
   saveLora,
+  toKohyaName,
   type LoraAdapter,
   type LoraWeights,
 } from "../src/lora/index.js";
@@ -278,6 +279,7 @@ describe("incompatible LoRA files", () => {
       const e = error as IncompatibleLoraError;
       const firstUnetKey = [...reference.adapters.keys()].find((k) => k.startsWith("unet."))!;
       expect(e.firstMisfit).toContain(`${firstUnetKey}:`);
+      expect(e.firstMisfit).toContain(`(file key "${toKohyaName(firstUnetKey)}.lora_down.weight")`);
       expect(e.message).toContain(e.firstMisfit);
       expect(e.message).toContain("sdxl_base_v1-0");
       expect(e.message).toContain("sd_xl_base_1.0.safetensors");

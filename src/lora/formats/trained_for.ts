@@ -3,6 +3,8 @@
 // for (ss_base_model_version, ss_sd_model_name, ss_v2), so the user knows what to load.
 import { inspectSafetensors } from "../../io/safetensors.js";
 import { locateLoraFile } from "./load.js";
+import { toKohyaName } from "./names.js";
+import { diffusersKeys } from "./save.js";
 import { LoraFormatError } from "./types.js";
 
 /** "sd_v1 (ss_base_model_version), ..." from kohya metadata; undefined when the file says nothing. */
@@ -65,11 +67,28 @@ export async function explainMisfit(path: string, error: unknown): Promise<unkno
   if (!problems?.length) return error;
   let metadata: Record<string, string> = {};
   let file = path;
+  let first = problems[0]!;
   try {
     file = locateLoraFile(path).file;
-    metadata = (await inspectSafetensors(file)).metadata;
+    const header = await inspectSafetensors(file);
+    metadata = header.metadata;
+    first = withFileKey(first, new Set(header.tensors.map((t) => t.name)));
   } catch {
     // The error being explained is the one to report; a header that cannot be read adds nothing.
   }
-  return new IncompatibleLoraError(file, problems, problems[0]!, trainedFor(metadata));
+  return new IncompatibleLoraError(file, problems, first, trainedFor(metadata));
+}
+
+/** A module key ("unet.<path>") in `line`, followed by the file's own key for it when the file has one. */
+function withFileKey(line: string, fileKeys: Set<string>): string {
+  const m = /\b((?:unet|text_encoder(?:_2)?)\.[\w.]+?)(?=:|\s|$)/.exec(line);
+  if (!m) return line;
+  const key = m[1]!;
+  const candidates = [
+    `${toKohyaName(key)}.lora_down.weight`,
+    ...diffusersKeys(key, true),
+    ...diffusersKeys(key, false),
+  ];
+  const found = candidates.find((c) => fileKeys.has(c));
+  return found ? `${line} (file key "${found}")` : line;
 }
