@@ -10,6 +10,7 @@ import {
   createTrainableLora,
   disposeLora,
   extractLora,
+  extractLoraFromModels,
   loadLoraFile,
   mergeLoraIntoModel,
   saveLora,
@@ -109,4 +110,23 @@ it("refuses bad arguments with the flag's name", async () => {
   const same = await captureCli(() => main(["lora", "extract", "--base", BASE, "--tuned", BASE, "--rank", "2"]));
   expect(same.code).not.toBe(0);
   expect(same.err).toMatch(/does not differ/);
+});
+
+it("reports progress per layer and stops when cancelled", async () => {
+  const controller = new AbortController();
+  const seen: string[] = [];
+  const stopped = await extractLoraFromModels({
+    base: BASE,
+    tuned,
+    rank: 2,
+    convRank: 2,
+    signal: controller.signal,
+    onProgress: (e) => {
+      seen.push(`${e.phase} ${e.step}/${e.total}`);
+      if (e.step === 3) controller.abort();
+    },
+  }).catch((e: Error) => e);
+  expect((stopped as Error).name).toBe("AbortError");
+  expect(seen.slice(0, 3)).toEqual([1, 2, 3].map((i) => `lora.extract ${i}/${seen[0]!.split("/")[1]}`));
+  expect(seen).toHaveLength(3);
 });
