@@ -46,8 +46,11 @@ export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
  * works too): the scale is what follows the last ":" or "@" when it is a number, so Windows
  * paths ("C:\\x.safetensors") and folders with colons stay intact.
  */
-export function parseLoraSpec(spec: string): { path: string; scale?: number } {
+export function parseLoraSpec(spec: string): { path: string; scale?: number; blockWeights?: string } {
   if (!spec) throw new UsageError("--lora expects FILE or FILE:SCALE");
+  // FILE:SCALE:lbw=BLOCKS (AUTOMATIC1111's LoRA Block Weight syntax: a preset or 17 / 26 values).
+  const lbw = spec.lastIndexOf(":lbw=");
+  if (lbw > 0) return { ...parseLoraSpec(spec.slice(0, lbw)), blockWeights: spec.slice(lbw + 5) };
   const cut = Math.max(spec.lastIndexOf(":"), spec.lastIndexOf("@"));
   if (cut > 0) {
     const suffix = spec.slice(cut + 1);

@@ -3,6 +3,7 @@
 // (<5-digit index>-<seed>.png) and written atomically; Ctrl-C cancels cleanly.
 import {
   loadPipeline,
+  parseBlockWeights,
   promptBatches,
   readPromptSpecs,
   checkGenerateOptions,
@@ -39,7 +40,9 @@ export const command: Command = {
     "  --batch-size N            images denoised together (default 1)",
     "  --clip-skip N             diffusers' clip_skip: 1 = penultimate layer (AUTOMATIC1111's 2)",
     "  --lora FILE[:SCALE]       apply a LoRA (kohya, diffusers or PEFT file) at SCALE (default 1);",
-    "                            repeatable; named after the file in the PNG parameters",
+    "                            repeatable; named after the file in the PNG parameters;",
+    "                            FILE:SCALE:lbw=BLOCKS sets per-block weights (AUTOMATIC1111's LoRA",
+    "                            Block Weight: a preset such as OUTALL, or 17 / 26 values)",
     "  --out DIR                 output folder (default ./outputs); files <index>-<seed>.png",
     "  --grid                    also write a contact sheet of all images (grid-<index>.png)",
     "  --device auto|cpu|cuda[:N]  (default auto: cuda when a GPU is visible, else cpu, as train)",
@@ -111,10 +114,14 @@ function parseGenerateArgs(argv: string[]): Values {
   return values;
 }
 
+interface LoraArg {
+  path: string;
+  scale: number;
+  blockWeights?: string;
+}
+
 /** Everything that needs no model, checked before anything loads or downloads. */
-async function generateRequest(
-  values: Values,
-): Promise<{ loras: { path: string; scale: number }[]; batches: GenerateOptions[] }> {
+async function generateRequest(values: Values): Promise<{ loras: LoraArg[]; batches: GenerateOptions[] }> {
   const specs: PromptSpec[] = ((values.prompt as string[] | undefined) ?? []).map((prompt) => ({ prompt }));
   if (typeof values["prompts-file"] === "string") {
     try {
@@ -125,8 +132,15 @@ async function generateRequest(
   }
   if (specs.length === 0) throw new UsageError("give at least one --prompt (or --prompts-file)");
   const loras = ((values.lora as string[] | undefined) ?? []).map((spec) => {
-    const { path, scale } = parseLoraSpec(spec);
-    return { path, scale: scale ?? 1 };
+    const { path, scale, blockWeights } = parseLoraSpec(spec);
+    if (blockWeights !== undefined) {
+      try {
+        parseBlockWeights(blockWeights);
+      } catch (error) {
+        throw new UsageError(`--lora ${spec}: ${(error as Error).message}`);
+      }
+    }
+    return { path, scale: scale ?? 1, ...(blockWeights !== undefined ? { blockWeights } : {}) };
   });
   const sampler = values.sampler as string | undefined;
   const scheduleType = values["schedule-type"] as string | undefined;
@@ -156,11 +170,7 @@ async function generateRequest(
   return { loras, batches: promptBatches(specs, options) };
 }
 
-async function loadWithLoras(
-  values: Values,
-  loras: { path: string; scale: number }[],
-  signal: AbortSignal,
-): Promise<StableDiffusionPipeline> {
+async function loadWithLoras(values: Values, loras: LoraArg[], signal: AbortSignal): Promise<StableDiffusionPipeline> {
   let download: ProgressBar | undefined;
   const pipe = await loadPipeline(values.model as string, {
     device: (values.device as string | undefined) ?? "auto",
@@ -179,8 +189,9 @@ async function loadWithLoras(
   download?.done();
   try {
     for (const lora of loras) {
-      const name = await pipe.loadLora(lora.path, { scale: lora.scale, signal });
-      console.error(`LoRA ${name} (${lora.path}) at scale ${lora.scale}`);
+      const name = await pipe.loadLora(lora.path, { scale: lora.scale, blockWeights: lora.blockWeights, signal });
+      const blocks = lora.blockWeights !== undefined ? `, block weights ${lora.blockWeights}` : "";
+      console.error(`LoRA ${name} (${lora.path}) at scale ${lora.scale}${blocks}`);
     }
   } catch (error) {
     pipe.dispose();

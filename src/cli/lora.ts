@@ -16,6 +16,7 @@ import {
   type ModelDType,
 } from "../index.js";
 import { interruptSignal, parseCommandArgs, parseLoraSpec, UsageError, type Command } from "./command.js";
+import { extract, LORA_TOOLS_HELP, mergeIntoLora, resize } from "./lora_tools.js";
 import { ProgressBar } from "./progress.js";
 
 const FORMATS: LoraSaveFormat[] = ["kohya", "diffusers", "peft"];
@@ -26,6 +27,7 @@ export const command: Command = {
     "       sdtune lora inspect FILE [--json] [--base MODEL_DIR]",
     "       sdtune lora merge --model BASE --lora FILE[:SCALE] [--lora ...] --out DIR",
     "                         [--dtype float32|float16|bfloat16] [--variant NAME] [--force]",
+    ...LORA_TOOLS_HELP,
     "",
     "IN / FILE: a LoRA .safetensors in kohya (sd-scripts, AUTOMATIC1111, ComfyUI), diffusers or PEFT",
     "keys, or a folder holding one (pytorch_lora_weights.safetensors, or a PEFT adapter with",
@@ -51,8 +53,12 @@ export const command: Command = {
     const [sub, ...rest] = argv;
     if (sub === "convert") return convert(rest);
     if (sub === "inspect") return inspect(rest);
-    if (sub === "merge") return merge(rest);
-    throw new UsageError(sub ? `unknown subcommand "${sub}"` : "expected a subcommand: convert, inspect or merge");
+    if (sub === "merge") return rest.some((a) => a.startsWith("--into-lora")) ? mergeIntoLora(rest) : merge(rest);
+    if (sub === "extract") return extract(rest);
+    if (sub === "resize") return resize(rest);
+    throw new UsageError(
+      sub ? `unknown subcommand "${sub}"` : "expected a subcommand: convert, inspect, merge, extract or resize",
+    );
   },
 };
 

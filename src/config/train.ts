@@ -140,6 +140,16 @@ export const SaveSchema = z.strictObject({
     .describe(
       "also write a full diffusers model (with any LoRA merged in); single-file: also as model.safetensors in the LDM layout AUTOMATIC1111 and ComfyUI load",
     ),
+  extract_lora: z
+    .strictObject({
+      rank: z.int().min(1).max(4096),
+      conv_rank: z.int().min(1).max(4096).optional(),
+      energy: z.number().gt(0).max(1).optional(),
+    })
+    .optional()
+    .describe(
+      "full fine-tunes: save the stage as a LoRA extracted from (fine-tuned - base) instead of a whole model (kept only with full_model); the next stage trains on base + that LoRA",
+    ),
 });
 
 export const BucketSchema = z.strictObject({
@@ -250,6 +260,13 @@ export const StageSchema = z.strictObject(stageShape).superRefine((stage, ctx) =
       code: "custom",
       path: ["prior_preservation"],
       message: "prior preservation applies to method: dreambooth only",
+    });
+  }
+  if (stage.save.extract_lora && stage.train_unet !== "full" && stage.train_text_encoder !== "full") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["save", "extract_lora"],
+      message: "extract_lora saves a full fine-tune as a LoRA: set train_unet or train_text_encoder to full",
     });
   }
   if (stage.train_unet === "none" && stage.train_text_encoder === "none") {

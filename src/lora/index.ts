@@ -47,3 +47,21 @@ export { matchTargets } from "./adapters/targets.js";
 export type { ModuleEntry } from "./adapters/targets.js";
 export { mergeLoraIntoModel } from "./adapters/merge.js";
 export type { MergeLoraOptions, MergeLoraResult, MergeLoraSpec } from "./adapters/merge.js";
+// LoRA tools: extraction from two models, resizing, merging several LoRAs into one, block weights.
+export { extractLoraFromModels } from "./tools/extract.js";
+export type { ExtractLoraOptions, ExtractLoraResult, ExtractedLayer } from "./tools/extract.js";
+export { resizeLora } from "./tools/resize.js";
+export type { ResizeLoraOptions, ResizeLoraResult, ResizedLayer } from "./tools/resize.js";
+export { mergeLoras } from "./tools/merge_into.js";
+export type { MergeLorasOptions, MergeLorasResult, MergeLorasSpec } from "./tools/merge_into.js";
+export {
+  applyBlockWeights,
+  LBW_BLOCKS_17,
+  LBW_BLOCKS_26,
+  LBW_PRESETS,
+  loraBlockOf,
+  parseBlockWeights,
+} from "./tools/block_weights.js";
+export { IncompatibleLoraError, trainedFor } from "./formats/trained_for.js";
+export { parseLoraTags } from "./tools/prompt_tags.js";
+export type { LoraTag } from "./tools/prompt_tags.js";

@@ -10,6 +10,7 @@ import type { SchedulerParams } from "../config/scheduler.js";
 import type { NativeClipPreprocessOptions, ResampleFilter } from "./image.js";
 import type { NativeLoraOps } from "./lora.js";
 import type { LoraFilesOps } from "./lora_files.js";
+import type { LoraToolsOps } from "./lora_tools.js";
 import type {
   NativeCallOptions,
   NativeModelLoadOptions,
@@ -70,6 +71,7 @@ export interface NativeAddon {
     cosineMatrix(a: Tensor, b: Tensor): Promise<Tensor>;
   };
   loraFiles: LoraFilesOps;
+  loraTools: LoraToolsOps;
   Generator: new (seed?: number | bigint) => Generator;
   Scheduler: {
     /** A sampler from a config resolved in TypeScript (src/config/scheduler.ts); src/sched attaches `config`. */
@@ -134,6 +136,7 @@ export const ADDON_SURFACE: AddonSurface = {
   image: { resize: "function", clipPreprocess: "function" },
   metrics: { rowCosine: "function", cosineMatrix: "function" },
   loraFiles: { fold: "function", foldExact: "function", unfold: "function" },
+  loraTools: { lowRankOfDifference: "function", lowRankOfProduct: "function", concat: "function" },
   Generator: "class",
   Scheduler: { create: "function" },
   NoiseSchedule: { create: "function" },

@@ -16,6 +16,7 @@ export type {
 export type { ResampleFilter, NativeClipPreprocessOptions } from "./image.js";
 export type { AdamWOptions, AdamW } from "./optim.js";
 export type { LoraFilesOps } from "./lora_files.js";
+export type { LoraToolsOps, LowRankOptions, LowRankResult } from "./lora_tools.js";
 export type {
   SamplerName,
   SchedulerConfigValue,

@@ -12,6 +12,7 @@ import type { VAE } from "../models/vae.js";
 import type { SchedulerConfig } from "../sched/config.js";
 import type { ClipTokenizer } from "../text/clip_tokenizer.js";
 import { generateImages, type GenerateResult } from "./generate.js";
+import { applyPromptLoras, type LoraSource } from "./prompt_loras.js";
 import type { PipelineIndex } from "./layout.js";
 import type { GenerateOptions } from "./options.js";
 
@@ -52,6 +53,8 @@ export class StableDiffusionPipeline {
   readonly loras: Record<string, number> = {};
   /** Adapter name -> A1111's AutoV3 short hash of the file it was loaded from ("Lora hashes"). */
   readonly loraHashes: Record<string, string> = {};
+  /** Adapter name -> the file it was loaded from, for <lora:...> prompt tags (prompt_loras.ts). */
+  private readonly loraSources: Record<string, LoraSource> = {};
   private readonly modelFiles: string[] | undefined;
   private modelHashPromise: Promise<string | undefined> | undefined;
   private isDisposed = false;
@@ -94,7 +97,15 @@ export class StableDiffusionPipeline {
    */
   async generate(options: GenerateOptions): Promise<GenerateResult> {
     this.checkLive("generate");
-    return generateImages({ ...this.context(), modelHash: await this.modelHash() }, options);
+    // <lora:name:weight[:lbw=...]> tags pick the active LoRAs for this call (src/pipeline/prompt_loras.ts).
+    const host = { models: this.loraModels(), loras: this.loras, sources: this.loraSources };
+    const tagged = await applyPromptLoras(host, options);
+    try {
+      const context = { ...this.context(), ...(tagged.loras ? { loras: tagged.loras } : {}) };
+      return await generateImages({ ...context, modelHash: await this.modelHash() }, tagged.options);
+    } finally {
+      await tagged.restore();
+    }
   }
 
   // ---- LoRA adapters (src/lora/adapters.ts): they live inside the models' layers, so
@@ -103,18 +114,28 @@ export class StableDiffusionPipeline {
   /**
    * Applies a LoRA file (kohya, diffusers or PEFT keys) to the UNet and text encoder as adapter
    * `name` (default: the file's name) at `scale` (default 1), active alongside those already
-   * active (diffusers' load_lora_weights). Resolves to the adapter name.
+   * active (diffusers' load_lora_weights). `blockWeights`: per-block weights in the syntax of
+   * AUTOMATIC1111's LoRA Block Weight extension (a preset such as "OUTALL", or 17 / 26 values).
+   * Resolves to the adapter name.
    */
-  async loadLora(path: string, options: { name?: string; scale?: number; signal?: AbortSignal } = {}): Promise<string> {
+  async loadLora(
+    path: string,
+    options: { name?: string; scale?: number; blockWeights?: string | number[]; signal?: AbortSignal } = {},
+  ): Promise<string> {
     this.checkLive("loadLora");
     const scale = options.scale ?? 1;
     const { file } = locateLoraFile(path);
     const name = await applyLoraFile(this.loraModels(), path, {
       name: options.name ?? loraNameOf(path, Object.keys(this.loras)),
       scale,
+      ...(options.blockWeights !== undefined ? { blockWeights: options.blockWeights } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     });
     this.loras[name] = scale;
+    this.loraSources[name] = {
+      path,
+      ...(options.blockWeights !== undefined ? { blockWeights: options.blockWeights } : {}),
+    };
     this.loraHashes[name] = (await safetensorsDataSha256(file, options.signal)).slice(0, 12);
     return name;
   }
@@ -136,6 +157,7 @@ export class StableDiffusionPipeline {
     this.checkLive("unloadLora");
     await removeLora(this.loraModels(), name);
     delete this.loras[name];
+    delete this.loraSources[name];
     delete this.loraHashes[name];
   }
 

@@ -10,6 +10,7 @@ import { saveDiffusersModel } from "../models/save_model.js";
 import { convertDiffusersToSingleFile } from "../models/single_file/to_single.js";
 import type { StageContext, StageOutcome } from "./stage.js";
 import { stageDir } from "./stage.js";
+import { saveExtractedLora } from "./extract_output.js";
 
 export interface StageRecord {
   name: string;
@@ -40,7 +41,8 @@ export async function saveStageOutputs(outcome: StageOutcome, ctx: StageContext)
   if (outcome.models.loraName) record.loraFiles = await saveLoraFiles(outcome, ctx, dir);
   const full = stage.train_unet === "full" || stage.train_text_encoder === "full" || stage.save.full_model;
   if (full) record.fullModel = await saveFullModel(outcome, ctx, join(dir, "model"), record.loraFiles);
-  if (full && stage.save.full_model === "single-file") {
+  if (full && stage.save.extract_lora) await saveExtractedLora(ctx, dir, record);
+  if (record.fullModel && stage.save.full_model === "single-file") {
     // Beside the folder (later stages and evaluation load the folder), for AUTOMATIC1111 / ComfyUI.
     record.singleFile = join(dir, "model.safetensors");
     await convertDiffusersToSingleFile(record.fullModel!, record.singleFile);

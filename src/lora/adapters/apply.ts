@@ -15,6 +15,9 @@ import type { TextEncoder } from "../../models/text_encoder.js";
 import type { UNet } from "../../models/unet.js";
 import { createGenerator } from "../../sched/scheduler.js";
 import { loadLoraFile, type LoadLoraOptions } from "../formats/load.js";
+import { explainMisfit } from "../formats/trained_for.js";
+import { SD_UNET_LAYOUT, unetLayoutFromModuleNames } from "../../models/ldm.js";
+import { applyBlockWeights, parseBlockWeights } from "../tools/block_weights.js";
 import { matchTargets, type LoraTargets } from "./targets.js";
 import {
   disposeLora,
@@ -85,6 +88,11 @@ export interface ApplyLoraOptions {
   trainable?: boolean;
   /** Dropout on the adapter input while training. Default 0. */
   dropout?: number;
+  /**
+   * Per-block weights, AUTOMATIC1111 "LoRA Block Weight" style: a preset ("OUTALL") or 17 / 26
+   * values ("1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1"); see src/lora/tools/block_weights.ts.
+   */
+  blockWeights?: string | number[];
 }
 
 /**
@@ -100,6 +108,14 @@ export async function applyLora(
 ): Promise<string> {
   const targets = targetsOf(models, "applyLora");
   const scale = checkScale(options.scale ?? 1, "applyLora: scale");
+  if (options.blockWeights !== undefined) {
+    const weighted = await blockWeighted(models, weights, options.blockWeights);
+    try {
+      return await applyLora(models, weighted, { ...options, blockWeights: undefined });
+    } finally {
+      disposeLora(weighted);
+    }
+  }
   const byComponent = new Map<LoraComponent, { path: string; down: Tensor; up: Tensor; alpha: number }[]>();
   for (const [key, adapter] of weights.adapters) {
     const { component, path } = splitAdapterKey(key);
@@ -154,12 +170,33 @@ export async function applyLoraFile(
     const modules = native().lora.modules(t.handle);
     baseModuleNames[t.component] = modules.filter((m) => m.kind === "linear" || m.kind === "conv2d").map((m) => m.path);
   }
-  const weights = await loadLoraFile(path, { baseModuleNames, signal: options.signal, onProgress: options.onProgress });
+  const weights = await loadLoraFile(path, {
+    baseModuleNames,
+    signal: options.signal,
+    onProgress: options.onProgress,
+  }).catch(async (error: unknown) => Promise.reject(await explainMisfit(path, error)));
   try {
     return await applyLora(models, weights, options);
+  } catch (error) {
+    throw await explainMisfit(path, error);
   } finally {
     disposeLora(weights);
   }
+}
+
+/** `weights` with block weights applied, in the UNet layout of `models.unet` (SD 1.x/2.x without one). */
+async function blockWeighted(models: LoraModels, weights: LoraWeights, spec: string | number[]): Promise<LoraWeights> {
+  const blocks = parseBlockWeights(spec);
+  const unetModules = models.unet
+    ? native()
+        .lora.modules(models.unet.handle)
+        .map((m) => m.path)
+    : [];
+  const layout = unetLayoutFromModuleNames(unetModules) ?? SD_UNET_LAYOUT;
+  const weighted = await applyBlockWeights(weights, blocks, layout);
+  if (!weighted.adapters.size)
+    throw new Error("applyLora: the block weights leave no layer of this LoRA at a non-zero weight");
+  return weighted;
 }
 
 // ---------------------------------------------------------------- trainable adapters
