@@ -357,13 +357,16 @@ export function resolveTrainConfig(raw: unknown, source = "config"): TrainConfig
   rawStages.forEach((stage, i) => {
     const where = input.stages ? `stages[${i}]` : "";
     try {
-      const parsed = parseConfig(StageSchema, deepMerge(defaults, stage), source);
+      const merged = deepMerge(defaults, stage);
+      const parsed = parseConfig(StageSchema, merged, source);
       const full = parsed.train_unet === "full" || parsed.train_text_encoder === "full";
-      stages.push({
+      const resolvedStage = {
         ...parsed,
         name: parsed.name ?? (rawStages.length > 1 ? `stage-${i + 1}` : "train"),
         learning_rate: parsed.learning_rate ?? (full ? 5e-6 : 1e-4),
-      });
+      };
+      LORA_KEYS_GIVEN.set(resolvedStage, isPlainObject(merged.lora) ? Object.keys(merged.lora) : []);
+      stages.push(resolvedStage);
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       problems.push(
@@ -393,6 +396,10 @@ export function resolveTrainConfig(raw: unknown, source = "config"): TrainConfig
     stages,
   };
 }
+
+/** The lora.* keys each resolved stage's config gave (init_lora: the rest come from the file). */
+const LORA_KEYS_GIVEN = new WeakMap<object, string[]>();
+export const loraKeysGiven = (stage: object): readonly string[] => LORA_KEYS_GIVEN.get(stage) ?? [];
 
 /** JSON Schema of the config file, for editors (yaml-language-server, VS Code). */
 export function trainConfigJsonSchema(): Record<string, unknown> {

@@ -51,7 +51,7 @@ export async function reopenExtended(
     onProgress?.({
       phase: "notice",
       stage: record.name,
-      message: `stage "${record.name}" finished after ${record.steps} steps; training it on to step ${total}`,
+      message: `stage "${record.name}" finished at step ${record.steps}; training it on to step ${total}`,
     });
     return record;
   }
