@@ -10,6 +10,8 @@ import { native } from "../src/native/index.js";
 import { resolveTrainConfig } from "../src/config/train.js";
 import { comparisonSpec } from "../src/train/lora_saves.js";
 import { train } from "../src/train/run.js";
+import { main } from "../src/cli/main.js";
+import { captureCli } from "./helpers/capture.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
 import { minimal, problems } from "./helpers/train_config.js";
 import { writeImage, writeText } from "./helpers/images.js";
@@ -89,6 +91,16 @@ describe("intermediate LoRAs", () => {
     const report = readFileSync(result.report, "utf8");
     expect(report).toContain('href="train/lora/train-step1.safetensors"');
     expect(report).toContain('src="train/lora_comparison.png"');
+    // `lora inspect` on a checkpoint says what it is, how to resume, and lists the stage's LoRAs.
+    const checkpoint = join(out, "train", "checkpoints", "checkpoint-2");
+    for (const path of [checkpoint, join(checkpoint, "training_state.safetensors")]) {
+      const r = await captureCli(() => main(["lora", "inspect", path]));
+      expect(r.code).toBe(0);
+      expect(r.out).toContain('a training checkpoint (trainer state, not a LoRA) of stage "train" at step 2');
+      expect(r.out).toContain(`--config ${join(out, "config.yaml")} --resume ${checkpoint}`);
+      expect(r.out).toContain(join(lora, "train-step1.safetensors"));
+      expect(r.out).not.toMatch(/unknown key/);
+    }
   });
 
   it("without validation, the grid uses the evaluate prompts and seeds; LoRA saves need a LoRA", () => {
