@@ -8,7 +8,10 @@ import { readSafetensors } from "../src/io/safetensors.js";
 import { native } from "../src/native/index.js";
 import { readMetrics } from "../src/train/metrics.js";
 import { train, type TrainProgress } from "../src/train/run.js";
+import { resolveTrainConfig } from "../src/config/train.js";
+import { stagePlan } from "../src/train/stage_plan.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
+import { minimal, problems } from "./helpers/train_config.js";
 import { writeImage, writeText } from "./helpers/images.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
@@ -79,10 +82,17 @@ describe("epochs", () => {
     ]);
   });
 
-  it("max_train_steps overrides num_train_epochs; a stage needs one of them", async () => {
-    const result = await train(config(join(dir.path, "override"), { num_train_epochs: 5, max_train_steps: 1 }));
-    expect(result.stages[0]!.steps).toBe(1);
-    await expect(train(config(join(dir.path, "neither")))).rejects.toThrow(/give max_train_steps or num_train_epochs/);
+  it("max_train_steps overrides num_train_epochs; a stage needs one of them", () => {
+    const { max_train_steps: _steps, ...withoutSteps } = minimal;
+    const stage = resolveTrainConfig({ ...withoutSteps, num_train_epochs: 5, save_every_n_epochs: 2 }).stages[0]!;
+    const batches = 3;
+    const plan = stagePlan(stage, batches);
+    expect(plan.totalSteps).toBe(5 * batches);
+    expect([...Array(plan.totalSteps + 1).keys()].filter(plan.isSaveStep)).toEqual([2 * batches, 4 * batches]);
+    expect(stagePlan({ ...stage, max_train_steps: 1 }, batches).totalSteps).toBe(1);
+    expect(problems(withoutSteps)).toEqual([
+      "max_train_steps: how long to train: give max_train_steps or num_train_epochs",
+    ]);
   });
 });
 
@@ -110,12 +120,18 @@ describe("training a run longer", () => {
     const out = join(dir.path, "extend-linear");
     await train(config(out, { max_train_steps: 1, lr_scheduler: "linear" }));
     const notices: string[] = [];
-    const onProgress = (e: TrainProgress) => e.phase === "notice" && notices.push(String(e.message));
-    const longer = await train(config(out, { max_train_steps: 2, lr_scheduler: "linear" }), {
+    const controller = new AbortController();
+    // The notice comes before any training: the run is stopped there.
+    const onProgress = (e: TrainProgress) => {
+      if (e.phase === "notice") notices.push(String(e.message));
+      if (/schedule depends/.test(notices.join())) controller.abort();
+    };
+    const stopped = await train(config(out, { max_train_steps: 2, lr_scheduler: "linear" }), {
       resume: "latest",
       onProgress,
-    });
-    expect(longer.stages[0]!.steps).toBe(2);
+      signal: controller.signal,
+    }).catch((e: Error) => e);
+    expect((stopped as Error).name).toBe("AbortError");
     expect(notices.join("\n")).toMatch(/linear learning-rate schedule depends on the total step count/);
   });
 });

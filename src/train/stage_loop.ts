@@ -80,7 +80,8 @@ export async function trainLoop(loop: StageLoop, state: LoopState): Promise<void
       loop.ctx.onProgress?.({ phase: "validation", stage: stage.name, step: state.step, total });
       await validationSamples(loop.models, stage, loop.dir, state.step, { resolution: loop.resolution });
     }
-    await afterSaveStep(loop, state.step);
+    // Like checkpoints, no intermediate LoRA is written from a step whose loss was not finite.
+    if (state.nonFinite === 0) await afterSaveStep(loop, state.step);
     const stopping = signal?.aborted ?? false;
     if (state.step % stage.checkpointing_steps === 0 || state.step === total || stopping) {
       // A state whose loss is not finite is never saved: the newest checkpoint stays a good one.

@@ -47,7 +47,7 @@ export function stagePlan(stage: PlanKeys, batchesPerEpoch: number): StagePlan {
   return {
     totalSteps,
     stepsPerEpoch: perEpoch,
-    isSaveStep: (step) => step < totalSteps && every.some((n) => step % n === 0),
+    isSaveStep: (step) => step > 0 && step < totalSteps && every.some((n) => step % n === 0),
   };
 }
 
