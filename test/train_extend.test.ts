@@ -104,6 +104,9 @@ describe("training a run longer", () => {
     const onProgress = (e: TrainProgress) => e.phase === "notice" && notices.push(String(e.message));
     const longer = await train(config(out, { max_train_steps: 3 }), { resume: "latest", onProgress });
     expect(notices.join("\n")).toMatch(/finished at step 1; training it on to step 3/);
+    // The shorter result is kept as an intermediate LoRA.
+    const kept = await readSafetensors(join(out, "train", "lora", "train-step1.safetensors"));
+    expect(kept.metadata.ss_steps).toBe("1");
     const reference = await train(config(join(dir.path, "extend-ref"), { max_train_steps: 3 }));
     await tensorsEqual(longer.stages[0]!.loraFiles.kohya!, reference.stages[0]!.loraFiles.kohya!);
     const times = ({ step_time: _t, images_per_sec: _i, ...rest }: Record<string, unknown>) => rest;

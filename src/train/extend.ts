@@ -2,14 +2,17 @@
 // num_train_epochs (resume_check.ts lets only those counts grow), a stage that
 // progress.json lists as done is taken off that list, so it continues from its newest
 // checkpoint (the one its last step saved) as if it had been configured with the
-// larger count from the start. Its old evaluation is kept beside, named by its step.
+// larger count from the start. Its old LoRA files and evaluation are kept, named by its step.
 import { existsSync } from "node:fs";
-import { rename, rm } from "node:fs/promises";
+import { mkdir, readFile, rename, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 
 import type { TrainConfig } from "../config/train.js";
 import { runEvalDir } from "../eval/hooks.js";
+import { writeFileAtomic } from "../io/atomic.js";
 import type { StageRecord } from "./outputs.js";
 import type { TrainProgress } from "./run.js";
+import { stageDir } from "./stage.js";
 import { plannedTotal } from "./stage_plan.js";
 
 /** The stage's total steps now, from what its record says about an epoch; undefined when unknown. */
@@ -48,6 +51,7 @@ export async function reopenExtended(
     }
     records.splice(i, 1);
     await keepOldEvaluation(runDir, record);
+    await keepOldLoras(runDir, record);
     onProgress?.({
       phase: "notice",
       stage: record.name,
@@ -56,6 +60,24 @@ export async function reopenExtended(
     return record;
   }
   return undefined;
+}
+
+/**
+ * The shorter training's LoRA files are kept as the intermediate `<stage>-step<N>` ones
+ * (the layout of lora_saves.ts), so it stays comparable with the longer result.
+ */
+async function keepOldLoras(runDir: string, record: StageRecord): Promise<void> {
+  const lora = join(stageDir(runDir, record.name), "lora");
+  const name = `${record.name}-step${record.steps}`;
+  for (const [format, file] of Object.entries(record.loraFiles)) {
+    if (!existsSync(file)) continue;
+    const to =
+      format === "kohya"
+        ? join(lora, `${name}.safetensors`)
+        : join(lora, name, format, "pytorch_lora_weights.safetensors");
+    await mkdir(dirname(to), { recursive: true });
+    await writeFileAtomic(to, await readFile(file));
+  }
 }
 
 /** The evaluation of the shorter training moves to eval/<stage>-step<N> (replacing an older such copy). */

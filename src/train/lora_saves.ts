@@ -38,7 +38,9 @@ export async function afterSaveStep(loop: StageLoop, step: number): Promise<void
     onProgress?.({ phase: "validation", stage: stage.name, step, total: plan.totalSteps });
     await validationSamples(models, stage, loop.dir, step, { resolution: loop.resolution, spec });
   }
-  const steps = await sampledSteps(loop.dir, (s) => s <= step && (plan.isSaveStep(s) || s === step));
+  // Rows: every intermediate LoRA on disk (also one kept from before a run was extended), and this step.
+  const saved = new Set((await listIntermediateLoras(loop.dir, stage.name)).map((l) => l.step));
+  const steps = await sampledSteps(loop.dir, (s) => s === step || (s < step && saved.has(s)));
   await writeComparisonGrid(loop.dir, spec, steps, last ? step : undefined);
 }
 
