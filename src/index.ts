@@ -155,6 +155,8 @@ export { train } from "./train/run.js";
 export type { TrainOptions, TrainProgress, TrainResult } from "./train/run.js";
 export type { StageProgress } from "./train/stage.js";
 export type { StageRecord } from "./train/outputs.js";
+export { describeTrainingCheckpoint, formatTrainingCheckpoint } from "./train/checkpoint_info.js";
+export type { TrainingCheckpointInfo } from "./train/checkpoint_info.js";
 export { Trainer } from "./train/trainer.js";
 export type { ParamGroupSpec, StepResult, TrainBatch, TrainerSpec } from "./train/trainer.js";
 export { resolveTrainConfig, trainConfigJsonSchema } from "./config/train.js";

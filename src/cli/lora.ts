@@ -5,6 +5,8 @@ import { basename, extname } from "node:path";
 
 import {
   baseModuleNamesFromModel,
+  describeTrainingCheckpoint,
+  formatTrainingCheckpoint,
   disposeLora,
   formatLoraSummary,
   loadLoraFile,
@@ -38,7 +40,8 @@ export const command: Command = {
     "         kohya files load in diffusers,",
     "         AUTOMATIC1111 and ComfyUI; diffusers/peft files carry no alpha, so alpha/rank is",
     "         folded into the up weights (and recorded, so converting back restores it).",
-    "inspect  prints the format, ranks, alphas, targeted layers per block and the metadata.",
+    "inspect  prints the format, ranks, alphas, targeted layers per block and the metadata;",
+    "         on a training checkpoint, its stage and step, how to resume and the stage's LoRA files.",
     "merge    applies each LoRA at its scale (default 1) to the base model's UNet and text encoder,",
     "         fuses them into the weights and writes a complete diffusers folder DIR (the other",
     "         components are hard-linked or copied). BASE is a diffusers folder or a hub id.",
@@ -114,6 +117,14 @@ async function convert(argv: string[]): Promise<number> {
 async function inspect(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(argv, { json: { type: "boolean" }, base: { type: "string" } });
   if (positionals.length !== 1) throw new UsageError("expected exactly one LoRA file or folder");
+  // A training checkpoint holds trainer state, not a LoRA: say what it is and where the LoRAs are.
+  const checkpoint = await describeTrainingCheckpoint(positionals[0]!);
+  if (checkpoint) {
+    console.log(
+      values.json ? JSON.stringify(checkpoint, null, 2) : formatTrainingCheckpoint(checkpoint, positionals[0]!),
+    );
+    return 0;
+  }
   const weights = await loadLoraFile(positionals[0]!, { baseModuleNames: await baseNames(values.base) });
   try {
     const summary = summarizeLora(weights);

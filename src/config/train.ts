@@ -196,7 +196,20 @@ export const stageShape = {
   keep_tags: z.int().min(0).max(L.tags).default(0),
   train_batch_size: z.int().min(1).max(L.batchSize).default(1),
   gradient_accumulation_steps: z.int().min(1).max(L.accumulation).default(1),
-  max_train_steps: z.int().min(1).max(L.steps),
+  max_train_steps: z.int().min(1).max(L.steps).optional().describe("optimizer steps; overrides num_train_epochs"),
+  num_train_epochs: z
+    .int()
+    .min(1)
+    .max(L.steps)
+    .optional()
+    .describe("epochs (passes over the dataset with its repeats), when max_train_steps is not given"),
+  save_every_n_steps: z.int().min(1).max(L.steps).optional().describe("also write the LoRA every N steps"),
+  save_every_n_epochs: z.int().min(1).max(L.steps).optional().describe("also write the LoRA every N epochs"),
+  init_lora: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("start from this LoRA file (diffusers, kohya or peft; kohya's network_weights)"),
   learning_rate: z
     .number()
     .positive()
@@ -231,6 +244,19 @@ export const stageShape = {
 };
 
 export const StageSchema = z.strictObject(stageShape).superRefine((stage, ctx) => {
+  if (stage.max_train_steps === undefined && stage.num_train_epochs === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["max_train_steps"],
+      message: "how long to train: give max_train_steps or num_train_epochs",
+    });
+  }
+  const savesLora = stage.train_unet === "lora" || stage.train_text_encoder === "lora";
+  for (const key of ["save_every_n_steps", "save_every_n_epochs", "init_lora"] as const) {
+    if (stage[key] !== undefined && !savesLora) {
+      ctx.addIssue({ code: "custom", path: [key], message: "applies to LoRA training; this stage trains no LoRA" });
+    }
+  }
   if (stage.optimizer === "adamw8bit") {
     ctx.addIssue({ code: "custom", path: ["optimizer"], message: ADAMW8BIT_REFUSAL });
   }
@@ -348,13 +374,16 @@ export function resolveTrainConfig(raw: unknown, source = "config"): TrainConfig
   rawStages.forEach((stage, i) => {
     const where = input.stages ? `stages[${i}]` : "";
     try {
-      const parsed = parseConfig(StageSchema, deepMerge(defaults, stage), source);
+      const merged = deepMerge(defaults, stage);
+      const parsed = parseConfig(StageSchema, merged, source);
       const full = parsed.train_unet === "full" || parsed.train_text_encoder === "full";
-      stages.push({
+      const resolvedStage = {
         ...parsed,
         name: parsed.name ?? (rawStages.length > 1 ? `stage-${i + 1}` : "train"),
         learning_rate: parsed.learning_rate ?? (full ? 5e-6 : 1e-4),
-      });
+      };
+      LORA_KEYS_GIVEN.set(resolvedStage, isPlainObject(merged.lora) ? Object.keys(merged.lora) : []);
+      stages.push(resolvedStage);
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       problems.push(
@@ -384,6 +413,10 @@ export function resolveTrainConfig(raw: unknown, source = "config"): TrainConfig
     stages,
   };
 }
+
+/** The lora.* keys each resolved stage's config gave (init_lora: the rest come from the file). */
+const LORA_KEYS_GIVEN = new WeakMap<object, string[]>();
+export const loraKeysGiven = (stage: object): readonly string[] => LORA_KEYS_GIVEN.get(stage) ?? [];
 
 /** JSON Schema of the config file, for editors (yaml-language-server, VS Code). */
 export function trainConfigJsonSchema(): Record<string, unknown> {

@@ -74,15 +74,18 @@ export async function generateClassImages(
   return made;
 }
 
+/** What samples are drawn with: the validation settings, or the same fields of another prompt set. */
+export type SampleSpec = Omit<NonNullable<StageConfig["validation"]>, "every_n_steps">;
+
 /** Validation samples for `step`: one PNG per prompt and seed, and a grid, under <stage>/samples/step-N. */
 export async function validationSamples(
   models: StageModels,
   stage: StageConfig & { name: string },
   stageDir: string,
   step: number,
-  options: { resolution: number; signal?: AbortSignal },
+  options: { resolution: number; signal?: AbortSignal; spec?: SampleSpec },
 ): Promise<string> {
-  const v = stage.validation!;
+  const v = options.spec ?? stage.validation!;
   const dir = join(stageDir, "samples", `step-${step}`);
   await mkdir(dir, { recursive: true });
   const pipe = await pipelineOf(models, stage.name);

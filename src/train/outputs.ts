@@ -22,6 +22,8 @@ export interface StageRecord {
   fullModel?: string;
   /** The same model as one single-file checkpoint (save.full_model: single-file). */
   singleFile?: string;
+  /** Optimizer steps per epoch (how far num_train_epochs reaches when a finished run is extended). */
+  stepsPerEpoch?: number;
   /** metrics.jsonl line count when the stage ended (resume at a stage boundary). */
   metricsLines: number;
   /** Its end-of-stage evaluation finished (`evaluate` in the config). */
@@ -36,9 +38,10 @@ export async function saveStageOutputs(outcome: StageOutcome, ctx: StageContext)
     steps: outcome.steps,
     lastLoss: outcome.lastLoss,
     loraFiles: {},
+    stepsPerEpoch: outcome.stepsPerEpoch,
     metricsLines: 0,
   };
-  if (outcome.models.loraName) record.loraFiles = await saveLoraFiles(outcome, ctx, dir);
+  if (outcome.models.loraName) record.loraFiles = await writeLoraFiles(outcome, ctx, dir);
   const full = stage.train_unet === "full" || stage.train_text_encoder === "full" || stage.save.full_model;
   if (full) record.fullModel = await saveFullModel(outcome, ctx, join(dir, "model"), record.loraFiles);
   if (full && stage.save.extract_lora) await saveExtractedLora(ctx, dir, record);
@@ -50,19 +53,33 @@ export async function saveStageOutputs(outcome: StageOutcome, ctx: StageContext)
   return record;
 }
 
-/** The trained LoRA in each of save.lora_formats; returns format -> file. */
-async function saveLoraFiles(outcome: StageOutcome, ctx: StageContext, dir: string): Promise<StageRecord["loraFiles"]> {
+/** What a LoRA file is written from: the stage's models after `steps` steps, and its dataset (metadata). */
+export type LoraSnapshot = Pick<StageOutcome, "models" | "dataset" | "steps" | "totalSteps">;
+
+/**
+ * The trained LoRA in each of save.lora_formats; returns format -> file. The final LoRA is
+ * `lora/<stage>.safetensors` (kohya) and `lora/<format>/pytorch_lora_weights.safetensors`; an
+ * intermediate one (`name` = "<stage>-step<N>") is `lora/<name>.safetensors` and
+ * `lora/<name>/<format>/pytorch_lora_weights.safetensors`, so it loads like the final one.
+ */
+export async function writeLoraFiles(
+  snapshot: LoraSnapshot,
+  ctx: StageContext,
+  dir: string,
+  name = ctx.stage.name,
+): Promise<StageRecord["loraFiles"]> {
   const { stage } = ctx;
-  const { models } = outcome;
+  const { models } = snapshot;
   const files: StageRecord["loraFiles"] = {};
   const weights = await extractLora({ unet: models.unet, textEncoder: models.textEncoder }, models.loraName!);
   try {
-    const kohya = kohyaMetadata(outcome, ctx);
+    const kohya = kohyaMetadata(snapshot, ctx, name);
+    const folder = name === stage.name ? join(dir, "lora") : join(dir, "lora", name);
     for (const format of stage.save.lora_formats) {
       const path =
         format === "kohya"
-          ? join(dir, "lora", `${stage.name}.safetensors`)
-          : join(dir, "lora", format, "pytorch_lora_weights.safetensors");
+          ? join(dir, "lora", `${name}.safetensors`)
+          : join(folder, format, "pytorch_lora_weights.safetensors");
       await saveLora(path, weights, { format, metadata: format === "kohya" ? kohya : { sdtune_stage: stage.name } });
       files[format] = path;
     }
@@ -73,12 +90,12 @@ async function saveLoraFiles(outcome: StageOutcome, ctx: StageContext, dir: stri
 }
 
 /** kohya's ss_* training metadata, so A1111 / ComfyUI users see how the LoRA was made. */
-function kohyaMetadata(outcome: StageOutcome, ctx: StageContext): Record<string, string> {
+function kohyaMetadata(outcome: LoraSnapshot, ctx: StageContext, name: string): Record<string, string> {
   const { stage } = ctx;
   const { models } = outcome;
   const resolution = stage.resolution ?? Number(models.unet.config.sample_size) * (models.vae?.scaleFactor ?? 8);
   return kohyaTrainingMetadata({
-    outputName: stage.name,
+    outputName: name,
     learningRate: stage.learning_rate,
     unetLr: stage.train_unet === "lora" ? stage.learning_rate : null,
     textEncoderLr:
@@ -86,7 +103,7 @@ function kohyaMetadata(outcome: StageOutcome, ctx: StageContext): Record<string,
     numTrainImages: outcome.dataset.items.filter((i) => i.role !== "class").length,
     numRegImages: outcome.dataset.items.filter((i) => i.role === "class").length,
     steps: outcome.steps,
-    maxTrainSteps: stage.max_train_steps,
+    maxTrainSteps: outcome.totalSteps,
     batchSizePerDevice: stage.train_batch_size,
     gradientAccumulationSteps: stage.gradient_accumulation_steps,
     gradientCheckpointing: stage.gradient_checkpointing,

@@ -66,6 +66,9 @@ export async function preflight(config: TrainConfig, runDir: string, options: Pr
 /** Checks that need the whole config: refused before anything runs, with the stage named. */
 function checkStages(config: TrainConfig): void {
   for (const [i, stage] of config.stages.entries()) {
+    if (stage.init_lora && !existsSync(stage.init_lora)) {
+      throw new Error(`stages[${i}] ("${stage.name}"): init_lora ${stage.init_lora}: no such file or folder`);
+    }
     if (stage.optimizer === "adamw8bit") {
       throw new Error(
         `stages[${i}] ("${stage.name}"): optimizer adamw8bit needs the CUDA build (its block-wise 8-bit state is a GPU kernel); use optimizer: adamw`,

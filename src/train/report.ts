@@ -11,6 +11,7 @@ import { escapeHtml, promptListHtml } from "../eval/report.js";
 import { readRunCurves } from "../eval/runs.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import type { TrainConfig } from "../config/train.js";
+import { COMPARISON_GRID, listIntermediateLoras } from "./lora_saves.js";
 import type { StageRecord } from "./outputs.js";
 import { stageDir } from "./stage.js";
 
@@ -38,6 +39,7 @@ export async function writeTrainingReport(
       if (record.fullModel) items.push(`<li>model: <code>${escapeHtml(rel(record.fullModel))}</code></li>`);
       parts.push(`<ul>${items.join("")}</ul>`);
     }
+    parts.push(...(await intermediateLoras(stageDir(runDir, stage.name), stage.name, rel)));
     const grid = await latestValidationGrid(stageDir(runDir, stage.name));
     if (grid) {
       parts.push(
@@ -66,6 +68,24 @@ ${sections.join("\n")}
 `;
   await writeFileAtomic(path, html);
   return path;
+}
+
+/** The intermediate LoRAs (save_every_n_steps / epochs) and their comparison grid. */
+async function intermediateLoras(dir: string, stage: string, rel: (p: string) => string): Promise<string[]> {
+  const saved = await listIntermediateLoras(dir, stage);
+  if (saved.length === 0) return [];
+  const links = saved.map(
+    (s) => `<li>step ${s.step}: <a href="${escapeHtml(rel(s.path))}">${escapeHtml(rel(s.path))}</a></li>`,
+  );
+  const parts = [`<p>Intermediate LoRAs:</p><ul>${links.join("")}</ul>`];
+  const grid = join(dir, COMPARISON_GRID);
+  if (existsSync(grid)) {
+    parts.push(
+      `<figure><img src="${escapeHtml(rel(grid))}" alt="intermediate LoRAs compared"><figcaption>` +
+        "each intermediate LoRA (rows) on the same prompts and seeds (columns), to pick the best one</figcaption></figure>",
+    );
+  }
+  return parts;
 }
 
 async function latestValidationGrid(dir: string): Promise<{ file: string; step: number } | undefined> {

@@ -1,7 +1,8 @@
 // Whether a run folder may be started or resumed with this config: a folder holding a
 // saved run is never started over; a resume needs the same settings (only the keys in
-// RESUME_SAFE_KEYS may change), compared with the run's config.yaml, whose loss or
-// damage refuses the resume rather than skipping the comparison.
+// RESUME_SAFE_KEYS may change, and the step / epoch counts may grow: that extends the
+// run), compared with the run's config.yaml, whose loss or damage refuses the resume
+// rather than skipping the comparison.
 import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -48,14 +49,35 @@ export async function checkResumable(
         "settings), or start a new run in another output_dir.",
     );
   }
-  const changed = changedKeys(previous, JSON.parse(JSON.stringify(resolved)) as Record<string, unknown>);
+  const extended: string[] = [];
+  const changed = changedKeys(previous, JSON.parse(JSON.stringify(resolved)) as Record<string, unknown>, extended);
   if (changed.length) {
     throw new Error(
       `${runDir}: the config differs from the run being resumed in ${changed.join(", ")}. An exact resume ` +
         "needs the same settings: undo the change, or start a new run in another output_dir. " +
-        `(Only ${RESUME_SAFE_KEYS.join(", ")} may change between resumes.)`,
+        `(Only ${RESUME_SAFE_KEYS.join(", ")} may change between resumes, and ${EXTEND_KEYS.join(" / ")} ` +
+        "may grow to train longer.)",
     );
   }
+  for (const path of extended) scheduleNotice(resolved, path, options);
+}
+
+/** Counts that may grow on resume: the run continues as if configured with the larger count. */
+const EXTEND_KEYS = ["max_train_steps", "num_train_epochs"];
+
+/** A schedule that depends on the total steps changes shape when the total grows: say so. */
+function scheduleNotice(config: TrainConfig, path: string, options: TrainOptions): void {
+  const index = /^stages\[(\d+)\]/.exec(path)?.[1];
+  const stage = config.stages[Number(index ?? 0)];
+  if (!stage || stage.lr_scheduler === "constant" || stage.lr_scheduler === "constant_with_warmup") return;
+  options.onProgress?.({
+    phase: "notice",
+    stage: stage.name,
+    message:
+      `stage "${stage.name}": training longer (${path}); its ${stage.lr_scheduler} learning-rate schedule depends ` +
+      "on the total step count, so the steps from here follow the schedule for the new total, and the result " +
+      "differs from a run configured with it from the start (a constant schedule continues exactly)",
+  });
 }
 
 /** Keys that may change between a run and its resume without breaking exactness. */
@@ -70,11 +92,16 @@ const RESUME_SAFE_KEYS = [
 ];
 
 /** "stages[1].learning_rate"-style paths of every difference that matters for an exact resume. */
-function changedKeys(before: Record<string, unknown>, after: Record<string, unknown>): string[] {
+function changedKeys(before: Record<string, unknown>, after: Record<string, unknown>, extended: string[]): string[] {
   const out: string[] = [];
   const walk = (a: unknown, b: unknown, path: string): void => {
     const key = path.split(/[.[]/).at(-1)!.replace("]", "");
     if (RESUME_SAFE_KEYS.includes(key)) return;
+    // A count may grow, or be added (max_train_steps over num_train_epochs: the stage checks the total).
+    if (EXTEND_KEYS.includes(key) && typeof b === "number" && (a === undefined || (typeof a === "number" && b >= a))) {
+      if (a !== b) extended.push(path);
+      return;
+    }
     if (a && b && typeof a === "object" && typeof b === "object" && Array.isArray(a) === Array.isArray(b)) {
       const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
       for (const k of keys) {

@@ -17,6 +17,7 @@ import { native } from "../native/index.js";
 import { CheckpointStore, type Checkpoint } from "./checkpoints.js";
 import { MetricsLog } from "./metrics.js";
 import { formatDatasetSummary } from "./dataset_report.js";
+import { reopenExtended } from "./extend.js";
 import { explainFsError } from "./paths.js";
 import { checkResumable } from "./resume_check.js";
 import { preflight, type Checked } from "./preflight.js";
@@ -105,6 +106,7 @@ async function trainLocked(
 ): Promise<TrainResult> {
   const progress = await readProgress(join(runDir, PROGRESS));
   await checkResumable(resolved, runDir, options, progress);
+  if (options.resume) await reopenExtended(resolved, runDir, progress.stages, options.onProgress);
   const { placement, modelDir } = checked;
   await writeFileAtomic(join(runDir, "config.yaml"), toYaml(resolved));
   await writeFileAtomic(join(runDir, "run.json"), JSON.stringify(runInfo(placement), null, 2));

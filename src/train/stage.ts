@@ -5,7 +5,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 
 import type { StageConfig, TrainConfig } from "../config/train.js";
-import { openDataset, type BatchOptions, type Dataset, type DatasetSpec } from "../data/index.js";
+import { createBatchStream, openDataset, type BatchOptions, type Dataset, type DatasetSpec } from "../data/index.js";
 import { readSafetensors } from "../io/safetensors.js";
 import { CheckpointStore } from "./checkpoints.js";
 import type { MetricsLog } from "./metrics.js";
@@ -15,6 +15,7 @@ import { runPath } from "./paths.js";
 import { openBatches, type BatchSource } from "./stage_batches.js";
 import { STATE_FILE, trainLoop, type LoopState } from "./stage_loop.js";
 import { addTrainable, loadStageBase, type StageBase, type StageModels } from "./stage_models.js";
+import { stagePlan, type StagePlan } from "./stage_plan.js";
 import { Trainer } from "./trainer.js";
 
 export { TrainingStopped } from "./stage_loop.js";
@@ -66,6 +67,9 @@ export interface StageOutcome {
   steps: number;
   lastLoss: number;
   resolution: number;
+  /** The steps the stage was planned for, and the steps of one epoch. */
+  totalSteps: number;
+  stepsPerEpoch: number;
 }
 
 function defaultResolution(models: StageModels): number {
@@ -121,16 +125,40 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
     await addTrainable(models, stage, stageSeed(ctx));
     trainer = await createStageTrainer(ctx, models);
     const state = await restoreState(trainer, ctx.resumeFrom);
-    nextBatch = await openBatches(dataset, batchOptions(ctx, resolution, state.position), models, ctx);
-    await trainLoop({ ctx, models, trainer, store, nextBatch, dir, resolution }, state);
+    const options = batchOptions(ctx, resolution, state.position);
+    const plan = planOf(ctx, createBatchStream(dataset, options).batchesPerEpoch, state.step);
+    nextBatch = await openBatches(dataset, options, models, ctx);
+    await trainLoop({ ctx, models, trainer, store, nextBatch, dir, resolution, plan, dataset }, state);
     await nextBatch.close();
-    return { models, trainer, dataset, steps: state.step, lastLoss: state.lastLoss, resolution };
+    const { totalSteps, stepsPerEpoch } = plan;
+    return {
+      models,
+      trainer,
+      dataset,
+      steps: state.step,
+      lastLoss: state.lastLoss,
+      resolution,
+      totalSteps,
+      stepsPerEpoch,
+    };
   } catch (error) {
     await nextBatch?.close().catch(() => undefined);
     trainer?.dispose();
     models.dispose();
     throw withAdvice(error, stage.name, store.dir);
   }
+}
+
+/** The stage's plan; a checkpoint past its end (steps or epochs lowered) is refused. */
+function planOf(ctx: StageContext, batchesPerEpoch: number, step: number): StagePlan {
+  const plan = stagePlan(ctx.stage, batchesPerEpoch);
+  if (step > plan.totalSteps) {
+    throw new Error(
+      `stage "${ctx.stage.name}": the checkpoint resumed from is at step ${step}, past the ${plan.totalSteps} steps ` +
+        "this config trains for; a run can only be extended (raise max_train_steps or num_train_epochs)",
+    );
+  }
+  return plan;
 }
 
 /** Each stage draws its own random streams. */

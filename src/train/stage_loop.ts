@@ -10,6 +10,9 @@ import { validationSamples } from "./images.js";
 import { learningRate } from "./lr_schedule.js";
 import type { StageCheckpointState, StageContext } from "./stage.js";
 import type { BatchSource } from "./stage_batches.js";
+import type { StagePlan } from "./stage_plan.js";
+import { afterSaveStep } from "./lora_saves.js";
+import type { Dataset } from "../data/index.js";
 import type { StageModels } from "./stage_models.js";
 import type { StepResult, Trainer } from "./trainer.js";
 
@@ -42,6 +45,9 @@ export interface StageLoop {
   /** The stage folder (validation samples). */
   dir: string;
   resolution: number;
+  plan: StagePlan;
+  /** The stage's dataset (intermediate LoRAs' metadata). */
+  dataset: Dataset;
 }
 
 interface StepTotals {
@@ -55,7 +61,7 @@ interface StepTotals {
 /** Trains from `state` to max_train_steps, updating `state` as it goes. */
 export async function trainLoop(loop: StageLoop, state: LoopState): Promise<void> {
   const { stage, signal } = loop.ctx;
-  const total = stage.max_train_steps;
+  const total = loop.plan.totalSteps;
   loop.ctx.onProgress?.({ phase: "train", stage: stage.name, step: state.step, total });
   while (state.step < total) {
     const lrs = {
@@ -74,6 +80,8 @@ export async function trainLoop(loop: StageLoop, state: LoopState): Promise<void
       loop.ctx.onProgress?.({ phase: "validation", stage: stage.name, step: state.step, total });
       await validationSamples(loop.models, stage, loop.dir, state.step, { resolution: loop.resolution });
     }
+    // Like checkpoints, no intermediate LoRA is written from a step whose loss was not finite.
+    if (state.nonFinite === 0) await afterSaveStep(loop, state.step);
     const stopping = signal?.aborted ?? false;
     if (state.step % stage.checkpointing_steps === 0 || state.step === total || stopping) {
       // A state whose loss is not finite is never saved: the newest checkpoint stays a good one.
@@ -90,7 +98,7 @@ function lrAt(loop: StageLoop, base: number, step: number): number {
       name: stage.lr_scheduler,
       baseLr: base,
       warmupSteps: stage.lr_warmup_steps,
-      totalSteps: stage.max_train_steps,
+      totalSteps: loop.plan.totalSteps,
       numCycles: stage.lr_num_cycles,
       power: stage.lr_power,
     },
@@ -147,7 +155,7 @@ async function recordStep(loop: StageLoop, state: LoopState, totals: StepTotals,
     phase: "train",
     stage: stage.name,
     step: state.step,
-    total: stage.max_train_steps,
+    total: loop.plan.totalSteps,
     loss: totals.loss,
     lr,
   });

@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 
 import type { StageConfig } from "../config/train.js";
-import { applyLoraFile, createTrainableLora, fuseLora } from "../lora/index.js";
+import { applyLoraFile, createTrainableLora, fuseLora, loraParameters } from "../lora/index.js";
 import { parseVAEConfig } from "../models/config.js";
 import { readJsonFile } from "../models/files.js";
 import { TextEncoder } from "../models/text_encoder.js";
@@ -16,6 +16,7 @@ import { VAE } from "../models/vae.js";
 import type { Tensor } from "../native/index.js";
 import { readSchedulerConfig } from "../sched/index.js";
 import { ClipTokenizer } from "../text/clip_tokenizer.js";
+import { attachInitLora } from "./init_lora.js";
 import type { Placement } from "./precision.js";
 import type { ParamGroupSpec } from "./trainer.js";
 
@@ -100,29 +101,40 @@ export async function loadStageBase(
   }
 }
 
-/** Adds what the stage trains: fresh LoRA adapters (seeded) or whole models. */
-export async function addTrainable(models: StageModels, stage: StageConfig, seed: number): Promise<void> {
+/** Adds what the stage trains: LoRA adapters (fresh and seeded, or init_lora's) or whole models. */
+export async function addTrainable(
+  models: StageModels,
+  stage: StageConfig & { name: string },
+  seed: number,
+): Promise<void> {
   const lora = stage.lora;
-  const loraOptions = (targets: string[] | string, seedOffset: number) => ({
-    name: TRAINED_LORA,
-    targets,
-    rank: lora.rank,
-    alpha: lora.alpha ?? lora.rank,
-    dropout: lora.dropout,
-    init: lora.init,
-    seed: seed + seedOffset,
-  });
-  if (stage.train_unet === "lora") {
-    const created = await createTrainableLora(models.unet, loraOptions(lora.unet_targets, 0));
-    models.groups.push({ name: "unet", params: created.parameters as [string, Tensor][] });
-  } else if (stage.train_unet === "full") {
-    models.groups.push({ name: "unet", full: true });
+  if (stage.init_lora) await attachInitLora(models, stage, TRAINED_LORA);
+  const parts = [
+    { name: "unet", mode: stage.train_unet, model: models.unet, targets: lora.unet_targets },
+    {
+      name: "text_encoder",
+      mode: stage.train_text_encoder,
+      model: models.textEncoder,
+      targets: lora.text_encoder_targets,
+    },
+  ] as const;
+  for (const [seedOffset, part] of parts.entries()) {
+    if (part.mode === "full") models.groups.push({ name: part.name, full: true });
+    if (part.mode !== "lora") continue;
+    const params = stage.init_lora
+      ? await loraParameters(part.model, TRAINED_LORA)
+      : (
+          await createTrainableLora(part.model, {
+            name: TRAINED_LORA,
+            targets: part.targets,
+            rank: lora.rank,
+            alpha: lora.alpha ?? lora.rank,
+            dropout: lora.dropout,
+            init: lora.init,
+            seed: seed + seedOffset,
+          })
+        ).parameters;
+    models.groups.push({ name: part.name, params: params as [string, Tensor][] });
+    models.loraName = TRAINED_LORA;
   }
-  if (stage.train_text_encoder === "lora") {
-    const created = await createTrainableLora(models.textEncoder, loraOptions(lora.text_encoder_targets, 1));
-    models.groups.push({ name: "text_encoder", params: created.parameters as [string, Tensor][] });
-  } else if (stage.train_text_encoder === "full") {
-    models.groups.push({ name: "text_encoder", full: true });
-  }
-  if (stage.train_unet === "lora" || stage.train_text_encoder === "lora") models.loraName = TRAINED_LORA;
 }
