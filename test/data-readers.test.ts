@@ -204,6 +204,9 @@ describe("caption folders (kohya)", () => {
     expect(ds.report).toEqual([
       { file: "plain/d.png", code: "missing-caption", reason: expect.stringContaining("plain/d.txt"), skipped: false },
     ]);
+    // The config's repeats scale every image's own, as kohya's subset num_repeats.
+    const tripled = await openDataset({ path: root, repeats: 3 });
+    expect(tripled.items.map((i) => i.repeats)).toEqual(ds.items.map((i) => 3 * i.repeats));
     const skipping = await openDataset({ path: root, type: "captions", missingCaption: "skip" });
     expect(skipping.items.map((i) => i.name)).not.toContain("plain/d.png");
 

@@ -13,6 +13,7 @@ import { probeCandidates, type Candidate } from "./probe.js";
 import {
   DATA_DEFAULTS,
   DatasetError,
+  type DataItem,
   type Dataset,
   type DatasetIssue,
   type DatasetSpec,
@@ -65,7 +66,7 @@ export async function openDataset(spec: DatasetSpec, options: OpenOptions = {}):
     await allowedRoots(root, spec),
     probeIssues,
   );
-  const items = await probeCandidates(inside, spec, options, probeIssues);
+  const items = withRepeats(await probeCandidates(inside, spec, options, probeIssues), type, spec.repeats);
   // A caption warning about an image that turned out unusable is noise: the skip says it all.
   const unusable = new Set(probeIssues.map((i) => i.file));
   report.splice(0, report.length, ...report.filter((i) => i.skipped || !unusable.has(i.file)), ...probeIssues);
@@ -181,4 +182,14 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * The config's `repeats` for every reader: DreamBooth folders take it as their repeats (the
+ * reader applied it); elsewhere it multiplies each image's own (a kohya "N_name" folder, a
+ * `repeats` column), as kohya's subset num_repeats scales a whole folder.
+ */
+function withRepeats(items: DataItem[], type: string, repeats: number | undefined): DataItem[] {
+  if (type === "dreambooth" || repeats === undefined || repeats === 1) return items;
+  return items.map((item) => (item.role === "class" ? item : { ...item, repeats: item.repeats * repeats }));
 }

@@ -36,7 +36,7 @@ export interface DatasetSpec {
   classPrompt?: string;
   /** dreambooth: how many class images prior preservation wants (sets classImagesNeeded). */
   numClassImages?: number;
-  /** dreambooth: how often each instance image appears per epoch (default 1). */
+  /** How often each image appears per epoch (default 1); multiplies an image's own repeats (kohya folder, column), except in dreambooth folders, where it replaces them. */
   repeats?: number;
   /** Captions that are not valid UTF-8: decode with U+FFFD replacements (default) or skip the item. */
   invalidUtf8?: "replace" | "skip";
