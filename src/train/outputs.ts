@@ -138,7 +138,7 @@ async function saveFullModel(
 
 /**
  * The float32 weights of the whole-model groups: the EMA average (UNet, with use_ema), else
- * AdamW's master copies (half-precision parameters), else the parameters themselves.
+ * the optimizer's master copies (half-precision parameters), else the parameters themselves.
  */
 async function trainedWeights(
   trainer: StageOutcome["trainer"],
