@@ -49,7 +49,8 @@ async function interruptedRun(cfg: Record<string, unknown>, stopAt: number): Pro
   return train(cfg, { resume: "latest" });
 }
 
-const CASES: [string, Record<string, unknown>, RegExp][] = [
+/** label, config keys, a key of the optimizer's state in the checkpoint, kohya's ss_optimizer. */
+const CASES: [string, Record<string, unknown>, RegExp, string][] = [
   [
     "prodigy (text encoder LoRA too)",
     {
@@ -58,6 +59,7 @@ const CASES: [string, Record<string, unknown>, RegExp][] = [
       optimizer_args: { weight_decay: 0.01, use_bias_correction: true, safeguard_warmup: true, d_coef: 2 },
     },
     /^optim\.text_encoder\.__prodigy__$/,
+    "prodigyopt.prodigy.Prodigy(weight_decay=0.01,use_bias_correction=True,safeguard_warmup=True,d_coef=2)",
   ],
   [
     "adafactor (kohya's settings, cosine schedule)",
@@ -68,16 +70,18 @@ const CASES: [string, Record<string, unknown>, RegExp][] = [
       optimizer_args: { relative_step: false, scale_parameter: false, warmup_init: false, weight_decay: 0.01 },
     },
     /^optim\.unet\..*\.exp_avg_sq_row$/,
+    "transformers.optimization.Adafactor(relative_step=False,scale_parameter=False,warmup_init=False,weight_decay=0.01)",
   ],
   [
     "lion",
     { optimizer: "lion", learning_rate: 1e-4, optimizer_args: { weight_decay: 0.1 } },
     /^optim\.unet\..*\.exp_avg$/,
+    "lion_pytorch.lion_pytorch.Lion(weight_decay=0.1)",
   ],
 ];
 
 describe("training with Prodigy, Adafactor and Lion", () => {
-  for (const [label, extra, stateKey] of CASES) {
+  for (const [label, extra, stateKey, ssOptimizer] of CASES) {
     it(`${label}: an interrupted and resumed run ends bit for bit where the uninterrupted one does`, async () => {
       const name = label.split(" ")[0]!;
       const a = await train(config(join(dir.path, `${name}-a`), extra));
@@ -89,7 +93,9 @@ describe("training with Prodigy, Adafactor and Lion", () => {
         [...saved.tensors.keys()].some((k) => stateKey.test(k)),
         `${stateKey} in the checkpoint`,
       ).toBe(true);
-      const x = (await readSafetensors(a.stages[0]!.loraFiles.kohya!)).tensors;
+      const kohya = await readSafetensors(a.stages[0]!.loraFiles.kohya!);
+      expect(kohya.metadata.ss_optimizer).toBe(ssOptimizer);
+      const x = kohya.tensors;
       const y = (await readSafetensors(b.stages[0]!.loraFiles.kohya!)).tensors;
       expect([...y.keys()].sort()).toEqual([...x.keys()].sort());
       let changed = 0;

@@ -261,3 +261,32 @@ export function nativeOptimizerSpec(
     }
   }
 }
+
+const KOHYA_CLASS: Record<OptimizerName, string> = {
+  adamw: "torch.optim.adamw.AdamW",
+  adamw8bit: "bitsandbytes.optim.adamw.AdamW8bit",
+  prodigy: "prodigyopt.prodigy.Prodigy",
+  adafactor: "transformers.optimization.Adafactor",
+  lion: "lion_pytorch.lion_pytorch.Lion",
+};
+
+const pythonValue = (v: unknown): string =>
+  typeof v === "boolean"
+    ? v
+      ? "True"
+      : "False"
+    : Array.isArray(v)
+      ? `(${v.map(pythonValue).join(", ")})`
+      : v === null
+        ? "None"
+        : String(v);
+
+/** kohya's ss_optimizer: the reference class and its arguments, e.g. "prodigyopt.prodigy.Prodigy(d_coef=2)". */
+export function kohyaOptimizerName(stage: OptimizerStageFields): string {
+  const args =
+    stage.optimizer === "adamw" || stage.optimizer === "adamw8bit"
+      ? { weight_decay: stage.adam_weight_decay }
+      : stage.optimizer_args;
+  const list = Object.entries(args).map(([k, v]) => `${k}=${pythonValue(v)}`);
+  return `${KOHYA_CLASS[stage.optimizer]}${list.length ? `(${list.join(",")})` : ""}`;
+}

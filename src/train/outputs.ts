@@ -3,6 +3,7 @@
 // the stage fine-tuned a whole model or asked for one (LoRA merged in).
 import { join } from "node:path";
 
+import { kohyaOptimizerName } from "../config/optimizer.js";
 import { disposeLora, extractLora, fuseLora, kohyaTrainingMetadata, saveLora } from "../lora/index.js";
 import { mergeLoraIntoModel } from "../lora/adapters/merge.js";
 import type { Tensor } from "../native/index.js";
@@ -90,6 +91,7 @@ function kohyaMetadata(outcome: StageOutcome, ctx: StageContext): Record<string,
     gradientCheckpointing: stage.gradient_checkpointing,
     lrScheduler: stage.lr_scheduler,
     lrWarmupSteps: stage.lr_warmup_steps,
+    optimizer: kohyaOptimizerName(stage),
     maxGradNorm: stage.max_grad_norm,
     mixedPrecision: ctx.placement.mixedPrecision,
     seed: ctx.seed,
