@@ -1,4 +1,4 @@
-// AdamW and gradient clipping from JS. Training steps call the C++ classes
+// The optimizers (AdamW, and any of them by type) and gradient clipping from JS. Training steps call the C++ classes
 // directly; this handle serves custom loops, tests and tools.
 #include <napi.h>
 
@@ -6,6 +6,7 @@
 
 #include "bindings/async.h"
 #include "bindings/common.h"
+#include "bindings/optimizer_options.h"
 #include "bindings/tensor_handle.h"
 #include "train/adamw.h"
 
@@ -14,54 +15,66 @@ namespace sdtune {
 namespace {
 
 // The optimizer and the lock that keeps a running step() apart from state reads and writes.
-struct AdamWHolder {
-  explicit AdamWHolder(std::unique_ptr<train::AdamW> o) : optimizer(std::move(o)) {}
-  std::unique_ptr<train::AdamW> optimizer;
+struct OptimizerHolder {
+  explicit OptimizerHolder(std::unique_ptr<train::Optimizer> o) : optimizer(std::move(o)) {}
+  std::unique_ptr<train::Optimizer> optimizer;
   std::mutex mutex;
 };
 
-class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
+// new AdamW([[name, Tensor], ...], {beta1, beta2, eps, weightDecay})
+struct AdamWClass {
+  static constexpr const char* name = "AdamW";
+  static std::unique_ptr<train::Optimizer> make(const Napi::CallbackInfo& info) {
+    auto params = namedTensorsFromJs(info[0], "params");
+    train::AdamWOptions options;
+    if (!info[1].IsUndefined()) readAdamWOptions(requireObject(info[1], "options"), "options", options);
+    return std::make_unique<train::AdamW>(std::move(params), options);
+  }
+};
+
+// new Optimizer([[name, Tensor], ...], {type: "adamw" | "prodigy" | "adafactor" | "lion", ...})
+struct AnyOptimizerClass {
+  static constexpr const char* name = "Optimizer";
+  static std::unique_ptr<train::Optimizer> make(const Napi::CallbackInfo& info) {
+    auto params = namedTensorsFromJs(info[0], "params");
+    return train::makeOptimizer(std::move(params), readOptimizerOptions(info[1], "options"));
+  }
+};
+
+template <class Class>
+class OptimizerHandle : public Napi::ObjectWrap<OptimizerHandle<Class>> {
+  using Self = OptimizerHandle<Class>;
+
  public:
   static void init(Napi::Env env, Napi::Object exports) {
-    Napi::Function ctor = DefineClass(env, "AdamW",
-                                      {
-                                          InstanceMethod<&AdamWHandle::step>("step"),
-                                          InstanceMethod<&AdamWHandle::stateDict>("stateDict"),
-                                          InstanceMethod<&AdamWHandle::loadStateDict>("loadStateDict"),
-                                          InstanceAccessor<&AdamWHandle::stepCount>("stepCount"),
-                                          InstanceMethod<&AdamWHandle::dispose>("dispose"),
-                                      });
-    addonData(env).constructors["AdamW"] = Napi::Persistent(ctor);
-    exports.Set("AdamW", ctor);
+    Napi::Function ctor = Self::DefineClass(env, Class::name,
+                                            {
+                                                Self::template InstanceMethod<&Self::step>("step"),
+                                                Self::template InstanceMethod<&Self::stateDict>("stateDict"),
+                                                Self::template InstanceMethod<&Self::loadStateDict>("loadStateDict"),
+                                                Self::template InstanceAccessor<&Self::stepCount>("stepCount"),
+                                                Self::template InstanceMethod<&Self::dispose>("dispose"),
+                                            });
+    addonData(env).constructors[Class::name] = Napi::Persistent(ctor);
+    exports.Set(Class::name, ctor);
   }
 
-  // new AdamW([[name, Tensor], ...], {beta1, beta2, eps, weightDecay})
-  explicit AdamWHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdamWHandle>(info) {
-    Napi::Env env = info.Env();
-    guard(env, [&] {
-      auto params = namedTensorsFromJs(info[0], "params");
-      train::AdamWOptions options;
-      if (!info[1].IsUndefined()) {
-        auto o = requireObject(info[1], "options");
-        options.beta1 = getOptionalNumber(o, "beta1", "options").value_or(options.beta1);
-        options.beta2 = getOptionalNumber(o, "beta2", "options").value_or(options.beta2);
-        options.eps = getOptionalNumber(o, "eps", "options").value_or(options.eps);
-        options.weightDecay = getOptionalNumber(o, "weightDecay", "options").value_or(options.weightDecay);
-      }
-      holder_ = std::make_shared<AdamWHolder>(std::make_unique<train::AdamW>(std::move(params), options));
-    });
+  explicit OptimizerHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Self>(info) {
+    guard(info.Env(), [&] { holder_ = std::make_shared<OptimizerHolder>(Class::make(info)); });
   }
 
  private:
-  std::shared_ptr<AdamWHolder> live(Napi::Env env) {
-    if (!holder_) throw Napi::Error::New(env, "AdamW is disposed");
+  std::shared_ptr<OptimizerHolder> live(Napi::Env env) {
+    if (!holder_) throw Napi::Error::New(env, std::string(Class::name) + " is disposed");
     return holder_;
   }
 
   // State reads and writes happen on the JS thread: refuse rather than block while a step runs.
-  static std::unique_lock<std::mutex> lockIdle(Napi::Env env, AdamWHolder& holder) {
+  static std::unique_lock<std::mutex> lockIdle(Napi::Env env, OptimizerHolder& holder) {
     std::unique_lock<std::mutex> lock(holder.mutex, std::try_to_lock);
-    if (!lock.owns_lock()) throw Napi::Error::New(env, "AdamW is busy: await the running step() first");
+    if (!lock.owns_lock()) {
+      throw Napi::Error::New(env, std::string(Class::name) + " is busy: await the running step() first");
+    }
     return lock;
   }
 
@@ -75,7 +88,7 @@ class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
       std::vector<at::Tensor> grads;
       if (!info[1].IsUndefined()) grads = tensorsFromJs(info[1], "grads");
       return PromiseWorker<bool>::run(
-          env, "sdtune:adamw.step",
+          env, "sdtune:optimizer.step",
           [holder, lr, grads]() {
             std::lock_guard<std::mutex> lock(holder->mutex);
             holder->optimizer->step(lr, grads);
@@ -113,7 +126,7 @@ class AdamWHandle : public Napi::ObjectWrap<AdamWHandle> {
 
   void dispose(const Napi::CallbackInfo&) { holder_.reset(); }
 
-  std::shared_ptr<AdamWHolder> holder_;
+  std::shared_ptr<OptimizerHolder> holder_;
 };
 
 // clipGradNorm(grads, maxNorm) -> Promise<number>: the norm before clipping.
@@ -130,7 +143,8 @@ Napi::Value clipGradNorm(const Napi::CallbackInfo& info) {
 }
 
 void initOptimizer(Napi::Env env, Napi::Object exports) {
-  AdamWHandle::init(env, exports);
+  OptimizerHandle<AdamWClass>::init(env, exports);
+  OptimizerHandle<AnyOptimizerClass>::init(env, exports);
   exports.Set("clipGradNorm", Napi::Function::New(env, clipGradNorm));
 }
 

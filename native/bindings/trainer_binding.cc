@@ -7,6 +7,7 @@
 
 #include "bindings/async.h"
 #include "bindings/common.h"
+#include "bindings/optimizer_options.h"
 #include "bindings/scheduler_params.h"
 #include "bindings/tensor_handle.h"
 #include "bindings/text_encoder_handle.h"
@@ -67,13 +68,10 @@ train::TrainerOptions readOptions(const Napi::Object& o) {
   options.clipSkip = getOptionalInt(o, "clipSkip", what).value_or(0);
   options.trainTextEncoder = getBool(o, "trainTextEncoder", false, what);
   if (!o.Get("adamw").IsUndefined()) {
-    auto a = requireObject(o.Get("adamw"), "options.adamw");
-    options.adamw.beta1 = getOptionalNumber(a, "beta1", "options.adamw").value_or(options.adamw.beta1);
-    options.adamw.beta2 = getOptionalNumber(a, "beta2", "options.adamw").value_or(options.adamw.beta2);
-    options.adamw.eps = getOptionalNumber(a, "eps", "options.adamw").value_or(options.adamw.eps);
-    options.adamw.weightDecay =
-        getOptionalNumber(a, "weightDecay", "options.adamw").value_or(options.adamw.weightDecay);
+    readAdamWOptions(requireObject(o.Get("adamw"), "options.adamw"), "options.adamw", options.optimizer.adamw);
   }
+  if (!o.Get("optimizer").IsUndefined())
+    options.optimizer = readOptimizerOptions(o.Get("optimizer"), "options.optimizer");
   if (!o.Get("lossScaling").IsUndefined()) {
     auto s = requireObject(o.Get("lossScaling"), "options.lossScaling");
     options.lossScaling.enabled = getBool(s, "enabled", false, "options.lossScaling");

@@ -46,7 +46,7 @@ Trainer::Trainer(models::UNet2DConditionModel unet, models::CLIPTextModel textEn
       if (!p.is_floating_point()) throw std::invalid_argument("parameter " + name + " is not floating point");
       p.set_requires_grad(true);
     }
-    optimizers_.push_back(std::make_unique<AdamW>(group.params, options_.adamw));
+    optimizers_.push_back(makeOptimizer(group.params, options_.optimizer));
     if (options_.useEma && group.name == "unet") {
       ema_ = std::make_unique<Ema>(group.params, options_.ema);
       emaGroup_ = optimizers_.size() - 1;

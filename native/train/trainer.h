@@ -3,8 +3,8 @@
 // the trainer's own generator, the noisy input, the UNet prediction, the loss
 // (epsilon / v-prediction target, min-SNR-gamma weighting, prior preservation),
 // backward (loss-scaled in float16), and at each accumulation boundary: unscale,
-// clip, AdamW, EMA. Everything that decides the next step lives in stateDict(),
-// so a resumed run continues bit for bit.
+// clip, the optimizer (AdamW, Prodigy, Adafactor or Lion), EMA. Everything that decides the next step lives in
+// stateDict(), so a resumed run continues bit for bit.
 #pragma once
 
 #include <torch/torch.h>
@@ -19,9 +19,9 @@
 #include "models/unet.h"
 #include "models/vae.h"
 #include "sched/schedule.h"
-#include "train/adamw.h"
 #include "train/ema.h"
 #include "train/loss_scaler.h"
+#include "train/optimizer.h"
 
 namespace sdtune::train {
 
@@ -38,8 +38,8 @@ struct TrainerOptions {
   double noiseOffset = 0.0;  // 0: off
   double priorLossWeight = 1.0;
   int64_t gradientAccumulationSteps = 1;
-  double maxGradNorm = 0.0;  // 0: measure only
-  AdamWOptions adamw;
+  double maxGradNorm = 0.0;    // 0: measure only
+  OptimizerOptions optimizer;  // AdamW unless set
   LossScalerOptions lossScaling;
   bool useEma = false;
   EmaOptions ema;
@@ -116,7 +116,7 @@ class Trainer {
   std::vector<ParamGroup> groups_;
   TrainerOptions options_;
   sched::NoiseSchedule schedule_;
-  std::vector<std::unique_ptr<AdamW>> optimizers_;  // one per group
+  std::vector<std::unique_ptr<Optimizer>> optimizers_;  // one per group
   LossScaler scaler_;
   std::unique_ptr<Ema> ema_;  // over the "unet" group
   size_t emaGroup_ = 0;

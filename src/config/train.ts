@@ -6,6 +6,7 @@
 import { z } from "zod";
 
 import { ConfigError, parseConfig } from "./errors.js";
+import { ADAMW_DEFAULTS, OPTIMIZERS, optimizerDefaultLearningRate, stageOptimizerProblems } from "./optimizer.js";
 import { resolveSamplerName } from "./samplers.js";
 
 /** A sampler as diffusers, AUTOMATIC1111, ComfyUI or kohya spell it (resolved again where it is used). */
@@ -220,11 +221,15 @@ export const stageShape = {
   lr_warmup_steps: z.int().min(0).max(L.steps).default(0),
   lr_num_cycles: z.number().positive().optional(),
   lr_power: z.number().positive().default(1),
-  optimizer: z.enum(["adamw", "adamw8bit"]).default("adamw"),
-  adam_beta1: z.number().min(0).lt(1).default(0.9),
-  adam_beta2: z.number().min(0).lt(1).default(0.999),
-  adam_weight_decay: z.number().min(0).default(1e-2),
-  adam_epsilon: z.number().positive().default(1e-8),
+  optimizer: z.enum(OPTIMIZERS).default("adamw").describe("adamw, prodigy, adafactor or lion (README: Optimizers)"),
+  optimizer_args: z
+    .record(z.string(), z.unknown())
+    .default({})
+    .describe("the optimizer's arguments under its reference's names (e.g. prodigy: d_coef, use_bias_correction)"),
+  adam_beta1: z.number().min(0).lt(1).default(ADAMW_DEFAULTS.adam_beta1),
+  adam_beta2: z.number().min(0).lt(1).default(ADAMW_DEFAULTS.adam_beta2),
+  adam_weight_decay: z.number().min(0).default(ADAMW_DEFAULTS.adam_weight_decay),
+  adam_epsilon: z.number().positive().default(ADAMW_DEFAULTS.adam_epsilon),
   max_grad_norm: z.number().min(0).default(1).describe("0 turns clipping off"),
   snr_gamma: z.number().positive().optional().describe("min-SNR-gamma loss weighting (5 is the paper's value)"),
   noise_offset: z.number().min(0).default(0),
@@ -260,6 +265,7 @@ export const StageSchema = z.strictObject(stageShape).superRefine((stage, ctx) =
   if (stage.optimizer === "adamw8bit") {
     ctx.addIssue({ code: "custom", path: ["optimizer"], message: ADAMW8BIT_REFUSAL });
   }
+  for (const p of stageOptimizerProblems(stage)) ctx.addIssue({ code: "custom", path: p.path, message: p.message });
   if (stage.cache_latents && !stage.center_crop) {
     ctx.addIssue({
       code: "custom",
@@ -380,7 +386,7 @@ export function resolveTrainConfig(raw: unknown, source = "config"): TrainConfig
       const resolvedStage = {
         ...parsed,
         name: parsed.name ?? (rawStages.length > 1 ? `stage-${i + 1}` : "train"),
-        learning_rate: parsed.learning_rate ?? (full ? 5e-6 : 1e-4),
+        learning_rate: parsed.learning_rate ?? optimizerDefaultLearningRate(parsed.optimizer) ?? (full ? 5e-6 : 1e-4),
       };
       LORA_KEYS_GIVEN.set(resolvedStage, isPlainObject(merged.lora) ? Object.keys(merged.lora) : []);
       stages.push(resolvedStage);

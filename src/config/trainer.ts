@@ -7,6 +7,7 @@
 import { z } from "zod";
 
 import { parseConfig } from "./errors.js";
+import { nativeOptimizerSpecSchema } from "./optimizer.js";
 import { PriorPreservationSchema, stageShape } from "./train.js";
 
 /** A config field without its default, optional: the trainer takes it when given. */
@@ -30,6 +31,8 @@ export const trainerSettingsSchema = z.object({
       weightDecay: setting(stageShape.adam_weight_decay),
     })
     .optional(),
+  /** Another optimizer (or AdamW) with its settings; replaces `adamw` when given. */
+  optimizer: nativeOptimizerSpecSchema.optional(),
   ema: z
     .object({ enabled: z.boolean(), decay: setting(stageShape.ema_decay), useWarmup: z.boolean().optional() })
     .optional(),

@@ -19,7 +19,7 @@ import type {
   NativeVAE,
   NativeVAEConfig,
 } from "./models.js";
-import type { AdamW, AdamWOptions } from "./optim.js";
+import type { AdamW, AdamWOptions, NativeOptimizerSpec, Optimizer } from "./optim.js";
 import type { NativeGenerateRequest, NativeGenerateResult, NativePipelineModels } from "./pipeline.js";
 import type { RuntimeInfo } from "./runtime.js";
 import type { SafetensorsFile, SafetensorsHeader } from "./safetensors.js";
@@ -44,6 +44,8 @@ export interface NativeAddon {
     maxAbsDiff(a: Tensor, b: Tensor): number;
   };
   AdamW: new (params: [string, Tensor][], options?: AdamWOptions) => AdamW;
+  /** Any optimizer by type: AdamW, Prodigy, Adafactor (relativeStep ignores step()'s lr) or Lion. */
+  Optimizer: new (params: [string, Tensor][], options: NativeOptimizerSpec) => Optimizer;
   /** torch.nn.utils.clip_grad_norm_ in place; resolves to the norm before clipping (maxNorm <= 0 only measures). */
   clipGradNorm(grads: Tensor[], maxNorm: number): Promise<number>;
   /** Data pipeline ops (native/bindings/data_ops.cc). */
@@ -131,6 +133,7 @@ export const ADDON_SURFACE: AddonSurface = {
   safetensors: { inspect: "function", open: "function", write: "function" },
   ops: { matmul: "function", randn: "function", maxAbsDiff: "function" },
   AdamW: "class",
+  Optimizer: "class",
   clipGradNorm: "function",
   data: { pixelsToTensor: "function", sampleLatents: "function" },
   image: { resize: "function", clipPreprocess: "function" },

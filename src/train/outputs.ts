@@ -3,6 +3,7 @@
 // the stage fine-tuned a whole model or asked for one (LoRA merged in).
 import { join } from "node:path";
 
+import { kohyaOptimizerName } from "../config/optimizer.js";
 import { disposeLora, extractLora, fuseLora, kohyaTrainingMetadata, saveLora } from "../lora/index.js";
 import { mergeLoraIntoModel } from "../lora/adapters/merge.js";
 import type { Tensor } from "../native/index.js";
@@ -109,6 +110,7 @@ function kohyaMetadata(outcome: LoraSnapshot, ctx: StageContext, name: string): 
     gradientCheckpointing: stage.gradient_checkpointing,
     lrScheduler: stage.lr_scheduler,
     lrWarmupSteps: stage.lr_warmup_steps,
+    optimizer: kohyaOptimizerName(stage),
     maxGradNorm: stage.max_grad_norm,
     mixedPrecision: ctx.placement.mixedPrecision,
     seed: ctx.seed,
@@ -157,7 +159,7 @@ async function saveFullModel(
 
 /**
  * The float32 weights of the whole-model groups: the EMA average (UNet, with use_ema), else
- * AdamW's master copies (half-precision parameters), else the parameters themselves.
+ * the optimizer's master copies (half-precision parameters), else the parameters themselves.
  */
 async function trainedWeights(
   trainer: StageOutcome["trainer"],

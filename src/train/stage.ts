@@ -4,6 +4,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 
+import { nativeOptimizerSpec } from "../config/optimizer.js";
 import type { StageConfig, TrainConfig } from "../config/train.js";
 import { createBatchStream, openDataset, type BatchOptions, type Dataset, type DatasetSpec } from "../data/index.js";
 import { readSafetensors } from "../io/safetensors.js";
@@ -198,12 +199,12 @@ function createStageTrainer(ctx: StageContext, models: StageModels): Promise<Tra
     priorLossWeight: stage.prior_preservation?.prior_loss_weight ?? 1,
     gradientAccumulationSteps: stage.gradient_accumulation_steps,
     maxGradNorm: stage.max_grad_norm,
-    adamw: {
+    optimizer: nativeOptimizerSpec(stage.optimizer, stage.optimizer_args, {
       beta1: stage.adam_beta1,
       beta2: stage.adam_beta2,
       eps: stage.adam_epsilon,
       weightDecay: stage.adam_weight_decay,
-    },
+    }),
     lossScaling: { enabled: placement.lossScaling },
     ema: { enabled: stage.use_ema, decay: stage.ema_decay },
     seed: stageSeed(ctx),

@@ -63,6 +63,7 @@ export class Trainer {
       gradientAccumulationSteps: spec.gradientAccumulationSteps,
       maxGradNorm: spec.maxGradNorm,
       adamw: spec.adamw,
+      optimizer: spec.optimizer,
       lossScaling: spec.lossScaling,
       ema: spec.ema,
       seed: spec.seed ?? 0,
