@@ -1,4 +1,4 @@
-// ProcessGroup: c10d's collectives for data-parallel training (dist/process_group.h).
+// ProcessGroup: c10d's collectives for data-parallel training (parallel/process_group.h).
 // Every call runs on the executor thread, so collectives are ordered with the training
 // steps that use the same group.
 #include <napi.h>

@@ -7,7 +7,7 @@
 #include <memory>
 #include <string>
 
-#include "dist/process_group.h"
+#include "parallel/process_group.h"
 
 namespace sdtune {
 
