@@ -31,6 +31,8 @@ dist::ProcessGroupOptions readOptions(const Napi::Object& o) {
   int64_t bucketMb = getOptionalInt(o, "bucketMb", what).value_or(25);
   if (bucketMb < 1) throw std::invalid_argument(what + ".bucketMb must be >= 1");
   options.bucketBytes = static_cast<size_t>(bucketMb) << 20;
+  options.agentStore = getBool(o, "agentStore", false, what);
+  options.storePrefix = getOptionalString(o, "storePrefix", what).value_or("");
   return options;
 }
 

@@ -1,6 +1,7 @@
 #include "parallel/process_group.h"
 
 // The c10d headers compile their backends only under these switches (libtorch's own build sets them).
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #if defined(SDTUNE_WITH_GLOO)
@@ -126,11 +127,13 @@ std::shared_ptr<ProcessGroup> ProcessGroup::connect(const ProcessGroupOptions& o
   try {
     c10d::TCPStoreOptions storeOptions;
     storeOptions.port = static_cast<uint16_t>(o.masterPort);
-    storeOptions.isServer = o.rank == 0;
+    storeOptions.isServer = o.rank == 0 && !o.agentStore;
     storeOptions.numWorkers = static_cast<size_t>(o.worldSize);
-    storeOptions.waitWorkers = true;
+    storeOptions.waitWorkers = !o.agentStore;
     storeOptions.timeout = o.timeout;
-    pg->impl_->store = c10::make_intrusive<c10d::TCPStore>(o.masterAddr, storeOptions);
+    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(o.masterAddr, storeOptions);
+    if (!o.storePrefix.empty()) store = c10::make_intrusive<c10d::PrefixStore>(o.storePrefix, store);
+    pg->impl_->store = store;
     pg->impl_->group = o.backend == "nccl" ? makeNccl(pg->impl_->store, o) : makeGloo(pg->impl_->store, o);
   } catch (const std::invalid_argument&) {
     throw;

@@ -24,6 +24,10 @@ struct ProcessGroupOptions {
   std::chrono::milliseconds timeout{std::chrono::minutes(30)};
   std::string backend = "gloo";    // "gloo", or "nccl" (CUDA builds only)
   size_t bucketBytes = 25u << 20;  // gradient all-reduce bucket size, as DDP's default
+  // torchrun's static rendezvous hosts the store itself (TORCHELASTIC_USE_AGENT_STORE): every rank
+  // is then a client, and keys live under `storePrefix` (PyTorch's "/worker/attempt_<restart>").
+  bool agentStore = false;
+  std::string storePrefix;
 };
 
 class ProcessGroup {

@@ -13,6 +13,10 @@ export interface NativeProcessGroupOptions {
   backend?: "gloo" | "nccl";
   /** Gradient all-reduce bucket size in MiB (default 25, as DDP). */
   bucketMb?: number;
+  /** The store at masterAddr:masterPort is hosted by a launcher (torchrun's static rendezvous): join it as a client. */
+  agentStore?: boolean;
+  /** Keys go under this prefix in the store. */
+  storePrefix?: string;
 }
 
 /** One rank's membership of a c10d process group; every method runs on the addon's executor thread. */

@@ -102,6 +102,10 @@ export class DataParallel {
       worldSize: plan.worldSize,
       timeoutMs: plan.timeoutMs,
       backend: plan.backend,
+      // torchrun's static rendezvous hosts the store (as torch.distributed does under it).
+      ...(process.env.TORCHELASTIC_USE_AGENT_STORE === "True"
+        ? { agentStore: true, storePrefix: `/worker/attempt_${process.env.TORCHELASTIC_RESTART_COUNT ?? "0"}` }
+        : {}),
     });
     return new DataParallel(group, plan.localRank, plan.verifyEvery);
   }

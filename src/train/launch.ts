@@ -5,6 +5,7 @@
 // next collective; one that hangs is killed after a grace period).
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
+import { availableParallelism } from "node:os";
 
 import type { DistributedPlan } from "./distributed.js";
 
@@ -54,6 +55,8 @@ export async function launchLocal<R>(
       LOCAL_RANK: String(rank),
       LOCAL_WORLD_SIZE: String(n),
       SDTUNE_LAUNCHED: "1",
+      // As torchrun: the ranks share the cores instead of each taking all of them (unless set).
+      OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? String(Math.max(1, Math.floor(availableParallelism() / n))),
       ...(plan.timeoutMs ? { SDTUNE_DIST_TIMEOUT_MS: String(plan.timeoutMs) } : {}),
       ...(plan.backend ? { SDTUNE_DIST_BACKEND: plan.backend } : {}),
     };
