@@ -87,7 +87,8 @@ function supervise<R>(children: ChildProcess[], options: LaunchOptions): Promise
         else if (m.sdtune === "result") result = m.result as R;
         else if (m.sdtune === "error") errors.set(rank, m.message);
       });
-      child.on("exit", (code, signal) => {
+      // "close": after the process ended and its IPC channel delivered every message.
+      child.on("close", (code, signal) => {
         running--;
         if ((code !== 0 || signal) && failure === undefined) {
           failure =
@@ -111,13 +112,28 @@ function supervise<R>(children: ChildProcess[], options: LaunchOptions): Promise
   });
 }
 
+export interface LauncherChannel {
+  send(message: Message): void;
+  onStop(callback: () => void): void;
+  /** Sends the last message (if any), then closes the channel so that it keeps no finished worker alive. */
+  close(last?: Message): void;
+}
+
 /** In a worker started by launchLocal: the channel back to the launcher (undefined otherwise). */
-export function launcherChannel(): { send(message: Message): void; onStop(callback: () => void): void } | undefined {
+export function launcherChannel(): LauncherChannel | undefined {
   if (process.env.SDTUNE_LAUNCHED !== "1" || !process.send) return undefined;
-  // The channel must not keep a finished worker alive.
-  (process.channel as { unref?: () => void } | undefined)?.unref?.();
+  let listener: ((m: Message) => void) | undefined;
   return {
     send: (message) => void process.send?.(message),
-    onStop: (callback) => process.on("message", (m: Message) => m?.sdtune === "stop" && callback()),
+    onStop: (callback) => {
+      listener = (m) => void (m?.sdtune === "stop" && callback());
+      process.on("message", listener);
+    },
+    close: (last) => {
+      if (listener) process.off("message", listener);
+      const disconnect = (): void => void (process.connected && process.disconnect());
+      if (last && process.connected) process.send!(last, undefined, {}, disconnect);
+      else disconnect();
+    },
   };
 }

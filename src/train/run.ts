@@ -84,10 +84,10 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
     const report = channel ? (event: TrainProgress) => channel.send({ sdtune: "progress", event }) : options.onProgress;
     const onProgress = dp.isMain ? report : undefined;
     const result = await trainProcess(config, { ...options, onProgress, signal: controller.signal }, dp);
-    if (dp.isMain) channel?.send({ sdtune: "result", result });
+    channel?.close(dp.isMain ? { sdtune: "result", result } : undefined);
     return result;
   } catch (error) {
-    channel?.send({ sdtune: "error", message: (error as Error).message });
+    channel?.close({ sdtune: "error", message: (error as Error).message });
     throw error;
   }
 }

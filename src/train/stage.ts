@@ -148,16 +148,18 @@ async function prepareDataset(ctx: StageContext, models: StageModels, resolution
     ? (stage.prior_preservation.class_data_dir ?? runPath(ctx.runDir, "class_images", stage.name))
     : undefined;
   const dataset = await openDataset(datasetSpecFor(stage, classDir), { signal });
-  if (!stage.prior_preservation || dataset.classImagesNeeded === 0) return dataset;
+  // Data parallel: every rank meets at the barrier, whatever it saw missing (rank 0 may be done already).
+  if (!stage.prior_preservation || (!ctx.dp && dataset.classImagesNeeded === 0)) return dataset;
   // Class images come from the base model, before any trainable weight exists (rank 0 makes them).
-  await mainThenBarrier(ctx.dp, () =>
-    generateClassImages(models, stage, classDir!, {
+  await mainThenBarrier(ctx.dp, async () => {
+    if (dataset.classImagesNeeded === 0) return;
+    await generateClassImages(models, stage, classDir!, {
       seed: ctx.seed,
       resolution,
       signal,
       onProgress: (done, total) => ctx.onProgress?.({ phase: "class-images", stage: stage.name, step: done, total }),
-    }),
-  );
+    });
+  });
   return openDataset(datasetSpecFor(stage, classDir), { signal });
 }
 
