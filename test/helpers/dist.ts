@@ -51,6 +51,8 @@ export async function ranks(args: string[], world: number, envs: Record<string, 
       WORLD_SIZE: String(world),
       RANK: String(rank),
       LOCAL_RANK: String(rank),
+      // As --nproc-per-node sets it on this 2-core machine: results are then comparable bit for bit.
+      OMP_NUM_THREADS: "1",
       ...envs[rank],
     }),
   );
