@@ -2,7 +2,7 @@
 // hang); resuming both ranks from the newest checkpoint ends bit-identical to an uninterrupted
 // 2-process run; resuming with another number of processes is allowed and says so.
 import { existsSync, readdirSync } from "node:fs";
-import { cp } from "node:fs/promises";
+import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -57,6 +57,8 @@ describe("data-parallel failures (2 processes, Gloo)", () => {
 
     // A copy, to resume with one process instead of two.
     await cp(join(dir.path, "killed"), join(dir.path, "alone"), { recursive: true });
+    const saved = join(dir.path, "alone", "config.yaml");
+    await writeFile(saved, (await readFile(saved, "utf8")).replace(join(dir.path, "killed"), join(dir.path, "alone")));
     const alone = cli(["train", "--config", await writeConfig(dir.path, "alone", data, STEPS), "--resume", "latest"]);
     const resumed = await ranks(["train", "--config", config, "--resume", "latest"], 2);
     const codes = await Promise.all(resumed.map((r) => r.done));
