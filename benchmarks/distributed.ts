@@ -7,7 +7,7 @@
 //   npm run bench -- distributed [--steps N] [--batch B] [--resolution PX]
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -90,6 +90,7 @@ export const benchmark: Benchmark = {
     const batch = flag(args, "--batch", 2);
     const resolution = flag(args, "--resolution", 64);
     const dir = mkdtempSync(join(tmpdir(), "sdtune-bench-dist-"));
+    const loadBefore = loadavg()[0];
     try {
       const data = await writeData(dir, 8, resolution);
       const common = { steps, resolution };
@@ -105,6 +106,8 @@ export const benchmark: Benchmark = {
         cases: [one, oneGlobal, two],
         scalingEfficiency: ratio(tp(two), tp(one) === undefined ? undefined : 2 * tp(one)!),
         twoProcessesOverOneWithGlobalBatch: ratio(tp(two), tp(oneGlobal)),
+        // On a shared machine other work skews every number: say how busy it was.
+        loadAverage: { before: loadBefore, after: loadavg()[0] },
       };
     } finally {
       rmSync(dir, { recursive: true, force: true });
