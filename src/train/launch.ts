@@ -102,7 +102,8 @@ function supervise<R>(children: ChildProcess[], options: LaunchOptions): Promise
         options.signal?.removeEventListener("abort", stop);
         const aborted = options.signal?.aborted && failure !== undefined;
         if (failure !== undefined) {
-          const error = new Error(aborted ? `training interrupted (${failure})` : failure);
+          // Stopped on request: rank 0's own message says where its checkpoint is.
+          const error = new Error(aborted ? (errors.get(0) ?? `training interrupted (${failure})`) : failure);
           if (aborted) Object.assign(error, { name: "AbortError", code: "ABORT_ERR" });
           reject(error);
         } else if (result === undefined) reject(new Error("rank 0 finished without reporting its result"));
@@ -123,14 +124,18 @@ export interface LauncherChannel {
 export function launcherChannel(): LauncherChannel | undefined {
   if (process.env.SDTUNE_LAUNCHED !== "1" || !process.send) return undefined;
   let listener: ((m: Message) => void) | undefined;
+  let orphaned: (() => void) | undefined;
   return {
     send: (message) => void process.send?.(message),
     onStop: (callback) => {
       listener = (m) => void (m?.sdtune === "stop" && callback());
+      orphaned = callback; // the launcher went away: stop at the next step boundary too
       process.on("message", listener);
+      process.on("disconnect", orphaned);
     },
     close: (last) => {
       if (listener) process.off("message", listener);
+      if (orphaned) process.off("disconnect", orphaned);
       const disconnect = (): void => void (process.connected && process.disconnect());
       if (last && process.connected) process.send!(last, undefined, {}, disconnect);
       else disconnect();

@@ -88,10 +88,9 @@ export async function writeConfig(dir: string, out: string, data: string, extra:
 export function metrics(runDir: string): Record<string, unknown>[] {
   const path = join(runDir, "metrics.jsonl");
   if (!existsSync(path)) return [];
-  return readFileSync(path, "utf8")
-    .trim()
-    .split("\n")
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  // Complete lines only: the file may be read while a line is being appended.
+  const lines = readFileSync(path, "utf8").split("\n").slice(0, -1);
+  return lines.map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 export const loraFile = (runDir: string): string => join(runDir, "train", "lora", "train.safetensors");
