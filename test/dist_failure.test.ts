@@ -46,6 +46,7 @@ describe("data-parallel failures (2 processes, Gloo)", () => {
     await waitFor(
       () => existsSync(held) && readdirSync(held).some((n) => n.startsWith("checkpoint-3.partial")),
       "checkpoint-3 to be written",
+      150_000,
     ).catch((e: Error) => {
       throw new Error(`${e.message}; rank 0 said: ${r0!.stderr()}; rank 1 said: ${r1!.stderr()}`);
     });

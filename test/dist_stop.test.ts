@@ -22,7 +22,7 @@ describe("Ctrl-C on a data-parallel run", () => {
     const config = await writeConfig(dir.path, "stop", data, steps);
     const run = cli(["train", "--config", config, "--nproc-per-node", "2"]);
     const out = join(dir.path, "stop");
-    await waitFor(() => metrics(out).length >= 1, "the first step").catch((e: Error) => {
+    await waitFor(() => metrics(out).length >= 1, "the first step", 150_000).catch((e: Error) => {
       throw new Error(`${e.message}; it said: ${run.stderr()}`);
     });
     run.child.kill("SIGINT");
