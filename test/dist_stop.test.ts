@@ -1,5 +1,6 @@
 // Data parallel: Ctrl-C on the launcher stops every rank at the same step boundary, with one
-// checkpoint of that step (saved by rank 0), and the launcher exits with 130.
+// checkpoint of that step (saved by rank 0), and the launcher exits with 130. The run uses cached
+// latents, which the ranks encode between them first.
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 
@@ -18,7 +19,9 @@ afterAll(async () => dir.cleanup());
 
 describe("Ctrl-C on a data-parallel run", () => {
   it("stops both ranks at one step boundary with one checkpoint", async () => {
-    const steps = ["max_train_steps: 200", "checkpointing_steps: 1000", "train_batch_size: 1"];
+    // With cached latents: the ranks split the encoding of the missing latents between them.
+    const cache = ["cache_latents: true", "center_crop: true", `cache_dir: ${join(dir.path, "cache")}`];
+    const steps = ["max_train_steps: 200", "checkpointing_steps: 1000", "train_batch_size: 1", ...cache];
     const config = await writeConfig(dir.path, "stop", data, steps);
     const run = cli(["train", "--config", config, "--nproc-per-node", "2"]);
     const out = join(dir.path, "stop");
@@ -33,5 +36,11 @@ describe("Ctrl-C on a data-parallel run", () => {
     const checkpoints = join(out, "train", "checkpoints");
     expect(existsSync(checkpoints)).toBe(true);
     expect(readdirSync(checkpoints)).toEqual([`checkpoint-${done}`]);
+    // Both ranks wrote latent shards (a shard file's name carries its writer's process id).
+    const latents = join(dir.path, "cache", "latents");
+    const shards = readdirSync(latents).flatMap((ns) =>
+      readdirSync(join(latents, ns)).filter((f) => f.endsWith(".safetensors")),
+    );
+    expect(new Set(shards.map((f) => f.split("-")[1])).size).toBe(2);
   }, 180_000);
 });

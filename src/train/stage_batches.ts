@@ -6,7 +6,13 @@ import { join } from "node:path";
 import { createBatchStream, type BatchInfo, type BatchOptions, type Dataset } from "../data/index.js";
 import { tensorFrom } from "../tensor.js";
 import { mainThenBarrier } from "./distributed.js";
-import { createLatentBatchStream, LatentCache, TextEmbeddingCache, trainingCaptions } from "../cache/index.js";
+import {
+  createLatentBatchStream,
+  LatentCache,
+  TextEmbeddingCache,
+  trainingCaptions,
+  type EnsureOptions,
+} from "../cache/index.js";
 import type { StageContext } from "./stage.js";
 import type { StageModels } from "./stage_models.js";
 import type { TrainBatch } from "./trainer.js";
@@ -159,16 +165,27 @@ async function fillLatentCache(
     variant: ctx.variant,
     dtype: ctx.placement.weightDtype,
   });
-  // Data parallel: rank 0 fills the cache while the others wait (the store takes concurrent readers).
-  await mainThenBarrier(ctx.dp, async () => {
-    if ((await latents.missing(dataset, options)).length === 0) return;
-    await latents.ensure(dataset, options, {
-      vae: await models.ensureVae(),
-      signal: ctx.signal,
-      onProgress: (e) => ctx.onProgress?.({ phase: "cache", stage: ctx.stage.name, step: e.step, total: e.total }),
-    });
-  });
+  if (ctx.dp) {
+    // Data parallel: each rank encodes its share of the missing latents (split by key, so the
+    // shares never depend on when a rank looked), then all wait until every share is written.
+    const { rank, worldSize } = ctx.dp;
+    const mine = (await latents.missing(dataset, options)).filter(
+      (p) => Number.parseInt(p.key.slice(0, 8), 16) % worldSize === rank,
+    );
+    if (mine.length > 0) await latents.compute(dataset, options, mine, await encodeOptions(models, ctx));
+    await ctx.dp.barrier();
+  } else if ((await latents.missing(dataset, options)).length > 0) {
+    await latents.ensure(dataset, options, await encodeOptions(models, ctx));
+  }
   return latents;
+}
+
+async function encodeOptions(models: StageModels, ctx: StageContext): Promise<EnsureOptions> {
+  return {
+    vae: await models.ensureVae(),
+    signal: ctx.signal,
+    onProgress: (e) => ctx.onProgress?.({ phase: "cache", stage: ctx.stage.name, step: e.step, total: e.total }),
+  };
 }
 
 async function fillTextCache(
