@@ -16,7 +16,7 @@ const say = (msg) => quiet || console.log(`[bootstrap] ${msg}`);
 // Packages the build needs, with what each is for.
 const buildPackages = [
   "libtorch-dev", // libtorch headers and libraries (CPU)
-  "libgloo-dev", // headers that libtorch's CMake package requires
+  "libgloo-dev", // headers that libtorch's CMake package requires; c10d's ProcessGroupGloo (data-parallel training)
   "libopenblas0-pthread", // a fast BLAS; the reference BLAS is ~20x slower
   "cmake",
   "g++",

@@ -153,6 +153,7 @@ export { checkModelOptions, MODEL_DTYPES } from "./models/options.js";
 // Training: train() runs a config (one or more stages); the Trainer is one native training step loop.
 export { train } from "./train/run.js";
 export type { TrainOptions, TrainProgress, TrainResult } from "./train/run.js";
+export type { DistributedSettings } from "./train/distributed.js";
 export type { StageProgress } from "./train/stage.js";
 export type { StageRecord } from "./train/outputs.js";
 export { describeTrainingCheckpoint, formatTrainingCheckpoint } from "./train/checkpoint_info.js";

@@ -8,6 +8,7 @@
 #include "bindings/async.h"
 #include "bindings/common.h"
 #include "bindings/optimizer_options.h"
+#include "bindings/process_group_handle.h"
 #include "bindings/scheduler_params.h"
 #include "bindings/tensor_handle.h"
 #include "bindings/text_encoder_handle.h"
@@ -88,6 +89,30 @@ train::TrainerOptions readOptions(const Napi::Object& o) {
   return options;
 }
 
+// Every rank starts from rank 0's trained weights, and averages its gradients with the others'.
+void joinProcessGroup(train::Trainer& trainer, const std::shared_ptr<dist::ProcessGroup>& group) {
+  std::vector<torch::Tensor> params;
+  for (const auto& g : trainer.groups()) {
+    for (const auto& [name, p] : g.params) params.push_back(p);
+  }
+  group->broadcast(params, 0);
+  trainer.setGradientReducer([group](const std::vector<torch::Tensor>& grads) { group->allReduceMean(grads); });
+}
+
+// batch.globalRows / batch.globalBatch: this rank's rows of a data-parallel global batch.
+void readShard(const Napi::Object& b, train::TrainBatch& batch) {
+  batch.lossWeight = getOptionalNumber(b, "lossWeight", "batch").value_or(1.0);
+  if (!(batch.lossWeight > 0)) throw std::invalid_argument("batch.lossWeight must be > 0");
+  batch.globalRows = optionalTensor(b, "globalRows", "batch");
+  if (!batch.globalRows.defined()) return;
+  batch.globalBatch = getInt(b, "globalBatch", "batch");
+  const auto& rows = batch.globalRows;
+  if (rows.dim() != 1 || rows.numel() == 0 || rows.is_floating_point() || rows.min().item<int64_t>() < 0 ||
+      rows.max().item<int64_t>() >= batch.globalBatch) {
+    throw std::invalid_argument("batch.globalRows must be a non-empty 1-D integer tensor of rows in [0, globalBatch)");
+  }
+}
+
 class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
  public:
   static void init(Napi::Env env, Napi::Object exports) {
@@ -124,6 +149,9 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
         holder->textEncoder = TextEncoderHandle::unwrap(o.Get("textEncoder"), "options.textEncoder");
       }
       if (!o.Get("vae").IsUndefined()) holder->vae = VAEHandle::unwrap(o.Get("vae"), "options.vae");
+      std::shared_ptr<dist::ProcessGroup> group;  // data parallel (bindings/process_group_binding.cc)
+      if (!o.Get("processGroup").IsUndefined())
+        group = unwrapProcessGroup(o.Get("processGroup"), "options.processGroup");
       train::TrainerOptions options = readOptions(o);
       // Cached latents need the VAE's scaling_factor even when the VAE itself is not loaded.
       std::optional<double> scalingFactor = getOptionalNumber(o, "vaeScalingFactor", "options");
@@ -153,7 +181,7 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
       }
       return PromiseWorker<std::shared_ptr<TrainerHolder>>::run(
           env, "sdtune:trainer.create",
-          [holder, options, groups, fullGroups, scalingFactor]() mutable {
+          [holder, options, groups, fullGroups, scalingFactor, group]() mutable {
             auto locks = holder->lockModels();
             for (auto& [index, name] : fullGroups) {
               torch::nn::Module& module = name == "unet" ? static_cast<torch::nn::Module&>(*holder->unet->module)
@@ -166,6 +194,7 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
                 holder->unet->module, holder->textEncoder ? holder->textEncoder->model : models::CLIPTextModel(nullptr),
                 holder->vae ? holder->vae->module : models::AutoencoderKL(nullptr), scaling, std::move(groups),
                 options);
+            if (group) joinProcessGroup(*holder->trainer, group);
             return holder;
           },
           [](Napi::Env env, std::shared_ptr<TrainerHolder>& h) {
@@ -192,6 +221,7 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
       batch.noise = optionalTensor(b, "noise", "batch");
       batch.timesteps = optionalTensor(b, "timesteps", "batch");
       batch.priorRows = getOptionalInt(b, "priorRows", "batch").value_or(0);
+      readShard(b, batch);
       if (!info[1].IsArray()) throw Napi::TypeError::New(env, "lrs must be an array of numbers");
       std::vector<double> lrs;
       auto array = info[1].As<Napi::Array>();

@@ -57,8 +57,17 @@ Trainer::Trainer(models::UNet2DConditionModel unet, models::CLIPTextModel textEn
 
 torch::Tensor Trainer::randn(at::IntArrayRef shape, const torch::Tensor& like) {
   // Drawn on the CPU generator then moved, as diffusers' randn_tensor does: same draws on every device.
-  torch::Tensor t = at::randn(shape, generator_, torch::TensorOptions().dtype(torch::kFloat));
+  std::vector<int64_t> full(shape.begin(), shape.end());
+  if (drawTotal_ > 0) full[0] = drawTotal_;  // data parallel: the global batch's draw, this rank's rows
+  torch::Tensor t = at::randn(full, generator_, torch::TensorOptions().dtype(torch::kFloat));
+  if (drawTotal_ > 0) t = t.index_select(0, drawRows_);
   return t.to(like.device(), like.scalar_type());
+}
+
+torch::Tensor Trainer::randTimesteps(int64_t rows) {
+  torch::Tensor t =
+      at::randint(0, schedule_.numTrainTimesteps(), {drawTotal_ > 0 ? drawTotal_ : rows}, generator_, torch::kLong);
+  return drawTotal_ > 0 ? t.index_select(0, drawRows_) : t;
 }
 
 torch::Tensor Trainer::drawLatents(const TrainBatch& batch) {
@@ -158,6 +167,8 @@ double msSince(Clock::time_point& start) {
 StepResult Trainer::stepInTrainMode(const TrainBatch& batch, const std::vector<double>& lrs, bool keepPrediction) {
   auto [dtype, device] = placement(*unet_);
   auto clock = Clock::now();
+  drawRows_ = batch.globalRows.defined() ? batch.globalRows.to(torch::kCPU, torch::kLong) : torch::Tensor();
+  drawTotal_ = drawRows_.defined() ? batch.globalBatch : 0;
 
   // Random draws in diffusers' order: posterior sample, noise, offset noise, timesteps.
   torch::Tensor latents = drawLatents(batch).to(device, dtype);  // [B, 4, h, w]
@@ -169,9 +180,7 @@ StepResult Trainer::stepInTrainMode(const TrainBatch& batch, const std::vector<d
   if (!batch.noise.defined() && options_.noiseOffset > 0) {
     noise = noise + options_.noiseOffset * randn({rows, latents.size(1), 1, 1}, latents);
   }
-  torch::Tensor t = batch.timesteps.defined()
-                        ? batch.timesteps.to(torch::kLong)
-                        : at::randint(0, schedule_.numTrainTimesteps(), {rows}, generator_, torch::kLong);
+  torch::Tensor t = batch.timesteps.defined() ? batch.timesteps.to(torch::kLong) : randTimesteps(rows);
   torch::Tensor noisy = schedule_.addNoise(latents, noise, t.to(device));
   torch::Tensor context = encodeText(batch).to(device, dtype);
   torch::Tensor pred = unet_->forward(noisy, t.to(device), context);  // [B, 4, h, w]
@@ -209,7 +218,8 @@ StepResult Trainer::stepInTrainMode(const TrainBatch& batch, const std::vector<d
   if (keepPrediction) result.modelPred = pred.detach();
   result.phaseMs.forward = msSince(clock);
   // accelerate divides by the accumulation count so accumulated gradients average.
-  scaler_.scaleLoss(loss / static_cast<double>(options_.gradientAccumulationSteps)).backward();
+  torch::Tensor weighted = batch.lossWeight == 1.0 ? loss : loss * batch.lossWeight;  // data parallel shares
+  scaler_.scaleLoss(weighted / static_cast<double>(options_.gradientAccumulationSteps)).backward();
   result.phaseMs.backward = msSince(clock);
   ++microStep_;
   if (microStep_ % options_.gradientAccumulationSteps == 0) optimizerBoundary(lrs, result);
@@ -221,6 +231,7 @@ StepResult Trainer::stepInTrainMode(const TrainBatch& batch, const std::vector<d
 
 void Trainer::optimizerBoundary(const std::vector<double>& lrs, StepResult& result) {
   auto clock = Clock::now();
+  if (gradientReducer_) gradientReducer_(grads());  // data parallel: the mean over ranks
   // Unscaled, clipped and applied in float32: unscaling half gradients in place would flush the
   // small ones to zero, which is what the scaling was for (GradScaler refuses fp16 grads too).
   std::vector<torch::Tensor> all;

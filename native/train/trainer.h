@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -62,6 +63,14 @@ struct TrainBatch {
   torch::Tensor noise;                // optional override (tests), else drawn
   torch::Tensor timesteps;            // optional override (tests), else drawn
   int64_t priorRows = 0;
+  // Data parallel: this rank's rows of a global batch of drawRows.. rows. Random draws are made for
+  // the whole global batch (identically on every rank) and these rows kept, so N ranks draw
+  // what one process with the global batch would. Undefined: the batch is the whole batch.
+  torch::Tensor globalRows;  // int64 [B]: row indices into the global batch
+  int64_t globalBatch = 0;   // rows of the global batch
+  // Scales this micro-batch's gradient: a rank holding B_r of a global batch's B rows weighs
+  // B_r * worldSize / B, so the average over ranks is the global batch's mean loss gradient.
+  double lossWeight = 1.0;
 };
 
 struct StepResult {
@@ -98,6 +107,10 @@ class Trainer {
   // The EMA weights copied into the UNet's trainable parameters (for saving); no-op without EMA.
   void copyEmaToModel();
   const std::vector<ParamGroup>& groups() const { return groups_; }
+  // Data parallel: called with the trained parameters' gradients after backward, before unscale,
+  // clipping and the optimizer step (at accumulation boundaries); it averages them across ranks in place.
+  using GradientReducer = std::function<void(const std::vector<torch::Tensor>&)>;
+  void setGradientReducer(GradientReducer reducer) { gradientReducer_ = std::move(reducer); }
   int64_t optimizerStep() const { return optimizerStep_; }
 
  private:
@@ -108,6 +121,7 @@ class Trainer {
   std::vector<torch::Tensor> grads() const;
   void optimizerBoundary(const std::vector<double>& lrs, StepResult& result);
   torch::Tensor randn(at::IntArrayRef shape, const torch::Tensor& like);
+  torch::Tensor randTimesteps(int64_t rows);
 
   models::UNet2DConditionModel unet_;
   models::CLIPTextModel textEncoder_;
@@ -123,6 +137,9 @@ class Trainer {
   at::Generator generator_;  // CPU: every random draw of training
   int64_t microStep_ = 0;
   int64_t optimizerStep_ = 0;
+  GradientReducer gradientReducer_;
+  torch::Tensor drawRows_;  // the current batch's globalRows (undefined: draw the batch's own rows)
+  int64_t drawTotal_ = 0;
 };
 
 }  // namespace sdtune::train

@@ -94,7 +94,7 @@ export function createLatentBatchStream(
         const latentMean = stack(keptEntries, "mean", shape);
         const latentStd = stack(keptEntries, "std", shape);
         const batch: LatentBatch = {
-          ...describeExamples(kept),
+          ...describeExamples(kept, planned),
           latentMean,
           latentStd,
           shape,

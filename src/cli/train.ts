@@ -16,6 +16,9 @@ const help = [
   "  --config FILE      the run config",
   "  --resume latest    continue the run in output_dir from its newest checkpoint (or a checkpoint folder)",
   "  --print-schema     write the config's JSON Schema (for editors) to FILE or stdout",
+  "  --nproc-per-node N data parallel: train with N worker processes on this machine (global batch =",
+  "                     train_batch_size x N); under torchrun/Slurm, RANK, WORLD_SIZE, MASTER_ADDR and",
+  "                     MASTER_PORT make each process join as that rank instead",
   "",
   "Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and exits with code 130 (143);",
   "a second Ctrl-C quits at once (saved checkpoints are never torn).",
@@ -32,6 +35,7 @@ export const command: Command = {
       const result = await train(args.config, {
         resume: args.resume,
         overrides: args.overrides,
+        ...(args.nprocPerNode ? { distributed: { nprocPerNode: args.nprocPerNode } } : {}),
         signal: stop.signal,
         onProgress: (event) => progress.show(event),
       });
@@ -56,11 +60,13 @@ interface TrainArgs {
   resume?: string;
   overrides: string[];
   printSchema?: { file?: string };
+  nprocPerNode?: number;
 }
 
 function parseTrainArgs(argv: string[]): TrainArgs {
   let config: string | undefined;
   let resume: string | undefined;
+  let nproc: string | undefined;
   const overrides: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -73,6 +79,8 @@ function parseTrainArgs(argv: string[]): TrainArgs {
     else if (arg.startsWith("--config=")) config = arg.slice(9);
     else if (arg === "--resume") resume = value();
     else if (arg.startsWith("--resume=")) resume = arg.slice(9);
+    else if (arg === "--nproc-per-node") nproc = value();
+    else if (arg.startsWith("--nproc-per-node=")) nproc = arg.slice(17);
     else if (arg === "--print-schema") {
       const file = argv[i + 1];
       return { config: "", overrides, printSchema: { file: file && !file.startsWith("-") ? file : undefined } };
@@ -83,7 +91,11 @@ function parseTrainArgs(argv: string[]): TrainArgs {
     else throw new UsageError(`unexpected argument "${arg}"`);
   }
   if (!config) throw new UsageError("--config is required");
-  return { config, resume, overrides };
+  const nprocPerNode = nproc === undefined ? undefined : Number(nproc);
+  if (nprocPerNode !== undefined && !(Number.isInteger(nprocPerNode) && nprocPerNode >= 1)) {
+    throw new UsageError(`--nproc-per-node needs a whole number of processes >= 1, got "${nproc}"`);
+  }
+  return { config, resume, overrides, nprocPerNode };
 }
 
 async function printSchema(file: string | undefined): Promise<number> {

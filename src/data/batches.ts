@@ -8,7 +8,14 @@ import { type CaptionOptions } from "./caption-text.js";
 import { abortError } from "./files.js";
 import { hwcToChw, parseBackground, renderImage, type ResizeKernel } from "./image.js";
 import { planExamples, describeExamples, reportSkipped, balancePairs } from "./examples.js";
-import { EpochPlanner, type PlannedBatch, type PlanOptions, type StreamPosition } from "./plan.js";
+import {
+  EpochPlanner,
+  shardBatch,
+  type PlannedBatch,
+  type PlanOptions,
+  type ShardOptions,
+  type StreamPosition,
+} from "./plan.js";
 import { DATA_DEFAULTS, type DataItem, type Dataset, type DatasetIssue, type ItemRole } from "./types.js";
 
 export type { StreamPosition } from "./plan.js";
@@ -33,6 +40,11 @@ export interface BatchOptions extends PlanOptions, CaptionOptions {
   signal?: AbortSignal;
   /** Called for each image that fails to decode (it is also appended to dataset.report). */
   onIssue?: (issue: DatasetIssue) => void;
+  /**
+   * Data parallel: batchSize is the global batch; this process gets its rank's share of each
+   * (shardBatch), keyed as in the global batch, and `globalRows` / `globalBatch` say where it sits.
+   */
+  shard?: ShardOptions;
 }
 
 /** Where one example came from and how it was cut: enough to key a latent cache. */
@@ -67,6 +79,9 @@ export interface BatchInfo {
   position: StreamPosition;
   /** The position after it: save this to resume with the following batch. */
   next: StreamPosition;
+  /** With `shard`: each example's row in the global batch, and that batch's row count. */
+  globalRows?: number[];
+  globalBatch?: number;
 }
 
 export interface RawBatch extends BatchInfo {
@@ -227,9 +242,10 @@ async function* run<T>(
     while (pending.length < prefetch && cursor.epoch < endEpoch) {
       const position = cursor;
       const next = planner.normalise({ epoch: cursor.epoch, index: cursor.index + 1 });
-      const planned = planner.epoch(position.epoch)[position.index]!;
+      const global = planner.epoch(position.epoch)[position.index]!;
+      const planned = options.shard ? shardBatch(global, options.shard) : global;
       pending.push(
-        loader.load(planned, position, next).then(
+        (planned ? loader.load(planned, position, next) : Promise.resolve(undefined)).then(
           (batch) => ({ batch }),
           (error: unknown) => ({ error }),
         ),
@@ -324,7 +340,7 @@ async function loadBatch(
   return {
     hwc: out,
     shape: [kept.length, 3, bucket.height, bucket.width],
-    ...describeExamples(kept),
+    ...describeExamples(kept, planned),
     bucket,
     position,
     next,

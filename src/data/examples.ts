@@ -17,6 +17,8 @@ export interface PlannedExample {
   left: number;
   top: number;
   flip: boolean;
+  /** Its slot in the (global) batch: the key of its randomness, and its row there. */
+  slot: number;
 }
 
 /** How `item` is resized and cut for `bucket`; without an rng: unflipped, centre crop. */
@@ -65,7 +67,8 @@ export function planExamples(
   const bucket = planner.buckets[planned.bucket]!;
   const seed = options.seed ?? 0;
   const slots = [...planned.entries, ...planned.classEntries];
-  return slots.map((index, slot) => {
+  return slots.map((index, local) => {
+    const slot = planned.slots?.[local] ?? local;
     const item = dataset.items[index]!;
     const rng = keyedRng(seed, RNG_PURPOSE.item, position.epoch, position.index, slot);
     const geometry = exampleGeometry(planner, options, item, bucket, rng);
@@ -77,15 +80,18 @@ export function planExamples(
             options,
             keyedRng(seed, RNG_PURPOSE.caption, position.epoch, position.index, slot),
           );
-    return { item, index, role: item.role, caption, ...geometry };
+    return { item, index, role: item.role, caption, ...geometry, slot };
   });
 }
 
 /** What a batch of `kept` examples carries besides its pixels (or latents). */
 export function describeExamples(
   kept: readonly PlannedExample[],
-): Pick<BatchInfo, "captions" | "keys" | "names" | "roles" | "crops"> {
+  planned?: PlannedBatch,
+): Pick<BatchInfo, "captions" | "keys" | "names" | "roles" | "crops" | "globalRows" | "globalBatch"> {
   return {
+    // A rank's share of a global batch (data parallel): where its rows sit there.
+    ...(planned?.globalRows ? { globalRows: kept.map((e) => e.slot), globalBatch: planned.globalRows } : {}),
     captions: kept.map((e) => e.caption),
     keys: kept.map((e) => e.item.key),
     names: kept.map((e) => e.item.name),

@@ -34,6 +34,42 @@ export interface PlannedBatch {
   entries: number[];
   /** Indices into dataset.items of the class examples paired with them (prior preservation). */
   classEntries: number[];
+  /**
+   * Data parallel (shardBatch): the slot of each entry, then each class entry, in the global batch
+   * (its row there; per-example randomness is keyed on it), and the global batch's row count.
+   */
+  slots?: number[];
+  globalRows?: number;
+}
+
+/** Data parallel: which share of every global batch this process takes. */
+export interface ShardOptions {
+  rank: number;
+  worldSize: number;
+}
+
+/**
+ * This rank's contiguous share of a global batch (sizes differ by at most one row), with its
+ * examples' global slots, so that the ranks together see exactly the global batch. A batch with
+ * fewer examples than ranks is skipped by every rank alike (undefined): no rank may go without rows.
+ */
+export function shardBatch(planned: PlannedBatch, shard: ShardOptions): PlannedBatch | undefined {
+  const { rank, worldSize } = shard;
+  const n = planned.entries.length;
+  if (n < worldSize) return undefined;
+  const base = Math.floor(n / worldSize);
+  const extra = n % worldSize;
+  const start = rank * base + Math.min(rank, extra);
+  const count = base + (rank < extra ? 1 : 0);
+  const own = Array.from({ length: count }, (_, i) => start + i);
+  const hasClass = planned.classEntries.length > 0;
+  return {
+    bucket: planned.bucket,
+    entries: planned.entries.slice(start, start + count),
+    classEntries: hasClass ? planned.classEntries.slice(start, start + count) : [],
+    slots: hasClass ? [...own, ...own.map((i) => n + i)] : own,
+    globalRows: n + planned.classEntries.length,
+  };
 }
 
 export interface StreamPosition {

@@ -26,6 +26,7 @@ import type { SafetensorsFile, SafetensorsHeader } from "./safetensors.js";
 import type { Generator, NoiseSchedule, SamplerName, Scheduler } from "./sched.js";
 import type { AnyTypedArray, CancelToken, DType, Tensor } from "./tensor.js";
 import type { NativeTrainer, NativeTrainerOptions } from "./trainer.js";
+import type { NativeProcessGroup, NativeProcessGroupOptions } from "./dist.js";
 
 export interface NativeAddon {
   Tensor: abstract new () => Tensor;
@@ -87,6 +88,8 @@ export interface NativeAddon {
   UNet: { load(options: NativeModelLoadOptions<NativeUNetConfig>): Promise<NativeUNet> };
   VAE: { load(options: NativeModelLoadOptions<NativeVAEConfig>): Promise<NativeVAE> };
   Trainer: { create(options: NativeTrainerOptions): Promise<NativeTrainer> };
+  /** Data-parallel training: the c10d rendezvous (blocks until every rank joins). */
+  ProcessGroup: { connect(options: NativeProcessGroupOptions): Promise<NativeProcessGroup> };
   info(): RuntimeInfo;
   setNumThreads(threads: number): number;
   manualSeed(seed: number): void;
@@ -147,6 +150,7 @@ export const ADDON_SURFACE: AddonSurface = {
   UNet: { load: "function" },
   VAE: { load: "function" },
   Trainer: { create: "function" },
+  ProcessGroup: { connect: "function" },
   info: "function",
   setNumThreads: "function",
   manualSeed: "function",

@@ -37,6 +37,7 @@ export type {
   NativeVAE,
 } from "./models.js";
 export type { NativePipelineModels, NativeGenerateRequest, NativeGenerateResult } from "./pipeline.js";
+export type { NativeProcessGroup, NativeProcessGroupOptions } from "./dist.js";
 export type { NativeTrainerOptions, NativeTrainBatch, NativeStepResult, NativeTrainer } from "./trainer.js";
 export type {
   NativeAdaptableModel,

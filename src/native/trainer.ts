@@ -3,6 +3,7 @@ import type { SchedulerParams } from "../config/scheduler.js";
 import type { TrainerSettings } from "../config/trainer.js";
 import type { NativeTextEncoder } from "./clip.js";
 import type { NativeUNet, NativeVAE } from "./models.js";
+import type { NativeProcessGroup } from "./dist.js";
 import type { Tensor } from "./tensor.js";
 
 /** The settings a config decides (src/config/trainer.ts) plus what only the caller has. */
@@ -24,6 +25,8 @@ export interface NativeTrainerOptions extends TrainerSettings {
   sampleLatents?: boolean;
   clipSkip?: number;
   trainTextEncoder?: boolean;
+  /** Data parallel: rank 0's trained weights are broadcast at creation; gradients are averaged over ranks. */
+  processGroup?: NativeProcessGroup;
 }
 
 /** One micro-batch: pixels, cached latent distribution or latents; inputIds or cached embeddings. */
@@ -38,6 +41,14 @@ export interface NativeTrainBatch {
   timesteps?: Tensor;
   /** The last rows are class images (prior preservation). */
   priorRows?: number;
+  /**
+   * Data parallel: this rank's row indices (int64 [B]) in a global batch of `globalBatch` rows. Random
+   * draws are made for the global batch (identically on every rank) and these rows kept.
+   */
+  globalRows?: Tensor;
+  globalBatch?: number;
+  /** Scales this micro-batch's gradient (data parallel: rows held × world size / global rows). Default 1. */
+  lossWeight?: number;
 }
 
 export interface NativeStepResult {

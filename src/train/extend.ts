@@ -31,6 +31,8 @@ export async function reopenExtended(
   runDir: string,
   records: StageRecord[],
   onProgress?: (event: TrainProgress) => void,
+  /** False on data-parallel ranks other than 0: they only drop the record, rank 0 moves the files. */
+  writeFiles = true,
 ): Promise<StageRecord | undefined> {
   for (const [i, record] of records.entries()) {
     const stage = config.stages.find((s) => s.name === record.name);
@@ -50,8 +52,10 @@ export async function reopenExtended(
       );
     }
     records.splice(i, 1);
-    await keepOldEvaluation(runDir, record);
-    await keepOldLoras(runDir, record);
+    if (writeFiles) {
+      await keepOldEvaluation(runDir, record);
+      await keepOldLoras(runDir, record);
+    }
     onProgress?.({
       phase: "notice",
       stage: record.name,

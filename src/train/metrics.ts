@@ -21,8 +21,17 @@ export interface StepMetrics {
 
 export class MetricsLog {
   private lines = 0;
+  private discarding = false;
 
   private constructor(readonly path: string) {}
+
+  /** A log that counts lines and writes none (data parallel: every rank but rank 0). */
+  static discard(lines: number): MetricsLog {
+    const log = new MetricsLog("");
+    log.lines = lines;
+    log.discarding = true;
+    return log;
+  }
 
   /** Opens the log; with `keepLines`, drops everything after that many lines (resume). */
   static async open(path: string, keepLines?: number): Promise<MetricsLog> {
@@ -49,7 +58,7 @@ export class MetricsLog {
   }
 
   async append(record: Record<string, unknown>): Promise<void> {
-    await appendFile(this.path, `${JSON.stringify(record)}\n`);
+    if (!this.discarding) await appendFile(this.path, `${JSON.stringify(record)}\n`);
     this.lines++;
   }
 }

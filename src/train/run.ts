@@ -15,6 +15,8 @@ import { writeFileAtomic } from "../io/atomic.js";
 import { acquireFileLock } from "../io/lock.js";
 import { native } from "../native/index.js";
 import { CheckpointStore, type Checkpoint } from "./checkpoints.js";
+import { DataParallel, mainThenBarrier, resolveDistributed, type DistributedSettings } from "./distributed.js";
+import { launcherChannel, launchLocal } from "./launch.js";
 import { MetricsLog } from "./metrics.js";
 import { formatDatasetSummary } from "./dataset_report.js";
 import { reopenExtended } from "./extend.js";
@@ -38,6 +40,12 @@ export interface TrainOptions {
   signal?: AbortSignal;
   /** Latent / text-embedding cache folder (default: $SDTUNE_CACHE_DIR or ~/.cache/sdtune). */
   cacheDir?: string;
+  /**
+   * Data-parallel training (README "Several processes, GPUs or machines"): `nprocPerNode` starts that
+   * many worker processes here; rank/worldSize/masterAddr/masterPort join a group (default: the
+   * RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT variables torchrun and Slurm scripts set).
+   */
+  distributed?: DistributedSettings;
 }
 
 export type TrainProgress =
@@ -63,21 +71,51 @@ const PROGRESS = "progress.json";
 
 /** Trains per `config`: a config object, or the path of a YAML/JSON config file. */
 export async function train(config: unknown, options: TrainOptions = {}): Promise<TrainResult> {
+  const plan = resolveDistributed(options.distributed);
+  if (plan.kind === "launch") return launchLocal<TrainResult>(plan, options);
+  if (plan.kind === "single") return trainProcess(config, options, undefined);
+  // One rank of a group: rank 0 reports (to the launcher, if one started us); a stop request is
+  // agreed on by all ranks at a step boundary (stage_loop.ts).
+  const channel = launcherChannel();
+  const controller = new AbortController();
+  options.signal?.addEventListener("abort", () => controller.abort(), { once: true });
+  channel?.onStop(() => controller.abort());
+  try {
+    const dp = await DataParallel.connect(plan);
+    const report = channel ? (event: TrainProgress) => channel.send({ sdtune: "progress", event }) : options.onProgress;
+    const onProgress = dp.isMain ? report : undefined;
+    const result = await trainProcess(config, { ...options, onProgress, signal: controller.signal }, dp);
+    channel?.close(dp.isMain ? { sdtune: "result", result } : undefined);
+    return result;
+  } catch (error) {
+    channel?.close({ sdtune: "error", message: (error as Error).message });
+    throw error;
+  }
+}
+
+async function trainProcess(
+  config: unknown,
+  options: TrainOptions,
+  dp: DataParallel | undefined,
+): Promise<TrainResult> {
   let raw = typeof config === "string" ? await loadConfigFile(config) : config;
   const source = typeof config === "string" ? config : "config";
   if (options.overrides?.length) raw = applyOverrides(raw as Record<string, unknown>, options.overrides);
   const resolved = resolveTrainConfig(raw, source);
   const runDir = resolve(resolved.output_dir);
-  // Nothing is written before everything the run needs has been checked.
+  // Nothing is written before everything the run needs has been checked (downloads: rank 0 first).
+  if (dp && !dp.isMain) await dp.barrier();
   const checked = await preflight(resolved, runDir, options);
+  if (dp?.isMain) await dp.barrier();
   for (const [stage, summary] of checked.datasets) {
     options.onProgress?.({ phase: "notice", stage, message: formatDatasetSummary(summary) });
   }
   try {
+    if (dp?.isMain === false) return await trainLocked(resolved, runDir, options, checked, dp);
     await mkdir(runDir, { recursive: true });
     const release = await lockRun(runDir);
     try {
-      return await trainLocked(resolved, runDir, options, checked);
+      return await trainLocked(resolved, runDir, options, checked, dp);
     } finally {
       await release();
     }
@@ -96,6 +134,8 @@ interface Run {
   /** The stages' records so far, in order (finished ones from progress.json, then new ones). */
   records: StageRecord[];
   checked: Checked;
+  /** Data parallel: this process's rank (rank 0 alone writes the run folder). */
+  dp?: DataParallel;
 }
 
 async function trainLocked(
@@ -103,23 +143,32 @@ async function trainLocked(
   runDir: string,
   options: TrainOptions,
   checked: Checked,
+  dp: DataParallel | undefined,
 ): Promise<TrainResult> {
   const progress = await readProgress(join(runDir, PROGRESS));
   await checkResumable(resolved, runDir, options, progress);
-  if (options.resume) await reopenExtended(resolved, runDir, progress.stages, options.onProgress);
-  const { placement, modelDir } = checked;
-  await writeFileAtomic(join(runDir, "config.yaml"), toYaml(resolved));
-  await writeFileAtomic(join(runDir, "run.json"), JSON.stringify(runInfo(placement), null, 2));
-  for (const [stage, summary] of checked.datasets) {
-    await writeFileAtomic(join(stageDir(runDir, stage), "dataset_report.json"), JSON.stringify(summary, null, 2));
+  if (options.resume) {
+    await reopenExtended(resolved, runDir, progress.stages, options.onProgress, dp?.isMain !== false);
+    await dp?.barrier();
   }
-  const run: Run = { config: resolved, dir: runDir, options, placement, progress, records: [], checked };
+  const { placement, modelDir } = checked;
+  await mainThenBarrier(dp, async () => {
+    await writeFileAtomic(join(runDir, "config.yaml"), toYaml(resolved));
+    await writeFileAtomic(join(runDir, "run.json"), JSON.stringify(runInfo(placement, dp), null, 2));
+    for (const [stage, summary] of checked.datasets) {
+      await writeFileAtomic(join(stageDir(runDir, stage), "dataset_report.json"), JSON.stringify(summary, null, 2));
+    }
+  });
+  const run: Run = { config: resolved, dir: runDir, options, placement, progress, records: [], checked, dp };
   const done = new Map(progress.stages.map((s) => [s.name, s]));
   // Where to pick up: the first unfinished stage, from its newest checkpoint (or a given one).
   const current = resolved.stages.find((s) => !done.has(s.name));
   const resumeFrom = await findResumePoint(run, current);
   const keepLines = resumeFrom?.state.metricsLines ?? progress.stages.at(-1)?.metricsLines ?? 0;
-  const metrics = await MetricsLog.open(join(runDir, "metrics.jsonl"), options.resume ? keepLines : 0);
+  const metrics =
+    dp?.isMain === false
+      ? MetricsLog.discard(options.resume ? keepLines : 0)
+      : await MetricsLog.open(join(runDir, "metrics.jsonl"), options.resume ? keepLines : 0);
 
   let base: StageBase = { modelDir, loras: [] };
   for (const [index, stage] of resolved.stages.entries()) {
@@ -130,13 +179,14 @@ async function trainLocked(
       options.signal?.throwIfAborted();
       const from = stage === current ? resumeFrom : undefined;
       record = await trainStage(run, { stage, index, base, metrics, resumeFrom: from });
-      await writeTrainingReport(runDir, resolved, run.records);
+      if (dp?.isMain !== false) await writeTrainingReport(runDir, resolved, run.records);
     }
     // An evaluation interrupted after its stage finished runs on resume (its images resume).
     if (stage.evaluate && !record.evaluated) await evaluateRecorded(run, stage, base, record);
     base = nextBase(base, record);
   }
-  const report = await writeTrainingReport(runDir, resolved, run.records);
+  const report =
+    dp?.isMain === false ? join(runDir, "report.html") : await writeTrainingReport(runDir, resolved, run.records);
   return { outputDir: runDir, config: resolved, stages: run.records, report };
 }
 
@@ -162,7 +212,7 @@ async function findResumePoint(
     );
   }
   // Resuming from an older checkpoint starts a new branch: newer ones are set aside, never used again.
-  if (resume !== "latest") await store.abandonAfter(checkpoint.step);
+  if (resume !== "latest" && run.dp?.isMain !== false) await store.abandonAfter(checkpoint.step);
   return { dir: checkpoint.dir, state: checkpoint.manifest.state };
 }
 
@@ -208,15 +258,25 @@ async function trainStage(
     onProgress: options.onProgress,
     cacheDir: options.cacheDir ?? run.config.cache_dir,
     variant: run.config.variant,
+    dp: run.dp,
   };
   const outcome = await runStage(ctx);
   try {
     options.onProgress?.({ phase: "save", stage: ctx.stage.name, step: outcome.steps, total: outcome.steps });
-    const record = await saveStageOutputs(outcome, ctx);
-    record.metricsLines = ctx.metrics.lineCount;
+    // Rank 0 saves; the others then read what it recorded (the next stage starts from it).
+    const saved = await mainThenBarrier(run.dp, async () => {
+      const record = await saveStageOutputs(outcome, ctx);
+      record.metricsLines = ctx.metrics.lineCount;
+      await writeFileAtomic(
+        join(run.dir, PROGRESS),
+        JSON.stringify({ ...run.progress, stages: [...run.progress.stages, record] }, null, 2),
+      );
+      return record;
+    });
+    const record = saved ?? (await readProgress(join(run.dir, PROGRESS))).stages.find((s) => s.name === ctx.stage.name);
+    if (!record) throw new Error(`stage "${ctx.stage.name}": rank 0 recorded no outputs in ${join(run.dir, PROGRESS)}`);
     run.records.push(record);
     run.progress.stages.push(record);
-    await writeFileAtomic(join(run.dir, PROGRESS), JSON.stringify(run.progress, null, 2));
     return record;
   } finally {
     outcome.trainer.dispose();
@@ -233,6 +293,12 @@ async function evaluateRecorded(
 ): Promise<void> {
   const { signal, onProgress } = run.options;
   const clipModel = run.checked.clipModels.get(stage.evaluate!.clip_model);
+  if (run.dp) {
+    // Rank 0 evaluates and records it; the others wait, then take its word.
+    await mainThenBarrier(run.dp, () => evaluateRecorded({ ...run, dp: undefined }, stage, base, record));
+    record.evaluated = true;
+    return;
+  }
   try {
     await evaluateStage(run.dir, stage, base, record, run.placement, {
       clipModel,
@@ -278,9 +344,10 @@ async function readProgress(path: string): Promise<RunProgress> {
   }
 }
 
-function runInfo(placement: Placement): Record<string, unknown> {
+function runInfo(placement: Placement, dp: DataParallel | undefined): Record<string, unknown> {
   const info = native().info();
   return {
+    world_size: dp?.worldSize ?? 1,
     sdtune: process.env.npm_package_version,
     node: process.version,
     libtorch: info.libtorchVersion,

@@ -9,6 +9,7 @@ import type { StageConfig, TrainConfig } from "../config/train.js";
 import { createBatchStream, openDataset, type BatchOptions, type Dataset, type DatasetSpec } from "../data/index.js";
 import { readSafetensors } from "../io/safetensors.js";
 import { CheckpointStore } from "./checkpoints.js";
+import { mainThenBarrier, type DataParallel } from "./distributed.js";
 import type { MetricsLog } from "./metrics.js";
 import type { Placement } from "./precision.js";
 import { generateClassImages } from "./images.js";
@@ -22,7 +23,7 @@ import { Trainer } from "./trainer.js";
 export { TrainingStopped } from "./stage_loop.js";
 
 export interface StageProgress {
-  phase: "train" | "class-images" | "cache" | "validation" | "save";
+  phase: "train" | "class-images" | "cache" | "validation" | "save" | "notice";
   stage: string;
   step: number;
   total: number;
@@ -41,6 +42,8 @@ export interface StageCheckpointState {
   consecutiveNonFinite: number;
   /** The last step's loss (what a stage that ends at this checkpoint reports). */
   lastLoss?: number;
+  /** Data parallel: the number of ranks that trained it (absent: 1). */
+  worldSize?: number;
 }
 
 export interface StageContext {
@@ -59,6 +62,8 @@ export interface StageContext {
   cacheDir?: string;
   /** Weights variant of the run's model (e.g. "fp16"). */
   variant?: string;
+  /** Data parallel: this process's rank; rank 0 alone writes. */
+  dp?: DataParallel;
 }
 
 export interface StageOutcome {
@@ -112,7 +117,7 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
   const dir = stageDir(ctx.runDir, stage.name);
   await mkdir(dir, { recursive: true });
   const store = new CheckpointStore<StageCheckpointState>(join(dir, "checkpoints"), stage.checkpoints_total_limit);
-  await store.removePartial();
+  if (ctx.dp?.isMain !== false) await store.removePartial();
   const models = await loadStageBase(ctx.base, stage, ctx.placement, {
     loadVae: !stage.cache_latents,
     variant: ctx.variant,
@@ -125,7 +130,7 @@ export async function runStage(ctx: StageContext): Promise<StageOutcome> {
     const dataset = await prepareDataset(ctx, models, resolution);
     await addTrainable(models, stage, stageSeed(ctx));
     trainer = await createStageTrainer(ctx, models);
-    const state = await restoreState(trainer, ctx.resumeFrom);
+    const state = await restoreState(trainer, ctx);
     const options = batchOptions(ctx, resolution, state.position);
     const plan = planOf(ctx, createBatchStream(dataset, options).batchesPerEpoch, state.step);
     nextBatch = await openBatches(dataset, options, models, ctx);
@@ -172,13 +177,17 @@ async function prepareDataset(ctx: StageContext, models: StageModels, resolution
     ? (stage.prior_preservation.class_data_dir ?? runPath(ctx.runDir, "class_images", stage.name))
     : undefined;
   const dataset = await openDataset(datasetSpecFor(stage, classDir), { signal });
-  if (!stage.prior_preservation || dataset.classImagesNeeded === 0) return dataset;
-  // Class images come from the base model, before any trainable weight exists.
-  await generateClassImages(models, stage, classDir!, {
-    seed: ctx.seed,
-    resolution,
-    signal,
-    onProgress: (done, total) => ctx.onProgress?.({ phase: "class-images", stage: stage.name, step: done, total }),
+  // Data parallel: every rank meets at the barrier, whatever it saw missing (rank 0 may be done already).
+  if (!stage.prior_preservation || (!ctx.dp && dataset.classImagesNeeded === 0)) return dataset;
+  // Class images come from the base model, before any trainable weight exists (rank 0 makes them).
+  await mainThenBarrier(ctx.dp, async () => {
+    if (dataset.classImagesNeeded === 0) return;
+    await generateClassImages(models, stage, classDir!, {
+      seed: ctx.seed,
+      resolution,
+      signal,
+      onProgress: (done, total) => ctx.onProgress?.({ phase: "class-images", stage: stage.name, step: done, total }),
+    });
   });
   return openDataset(datasetSpecFor(stage, classDir), { signal });
 }
@@ -208,17 +217,51 @@ function createStageTrainer(ctx: StageContext, models: StageModels): Promise<Tra
     lossScaling: { enabled: placement.lossScaling },
     ema: { enabled: stage.use_ema, decay: stage.ema_decay },
     seed: stageSeed(ctx),
+    processGroup: ctx.dp?.group,
   });
 }
 
 /** A fresh loop state, or the trainer state and position of the checkpoint resumed from. */
-async function restoreState(trainer: Trainer, resumeFrom: StageContext["resumeFrom"]): Promise<LoopState> {
+async function restoreState(trainer: Trainer, ctx: StageContext): Promise<LoopState> {
+  const { resumeFrom } = ctx;
   if (!resumeFrom) return { step: 0, position: { epoch: 0, index: 0 }, nonFinite: 0, lastLoss: Number.NaN };
   const saved = await readSafetensors(join(resumeFrom.dir, STATE_FILE));
   await trainer.loadStateDict([...saved.tensors]);
   for (const t of saved.tensors.values()) t.dispose();
   const { step, position, consecutiveNonFinite, lastLoss } = resumeFrom.state;
-  return { step, position, nonFinite: consecutiveNonFinite, lastLoss: lastLoss ?? Number.NaN };
+  return {
+    step,
+    position: positionForWorld(ctx, position, resumeFrom.state.worldSize ?? 1),
+    nonFinite: consecutiveNonFinite,
+    lastLoss: lastLoss ?? Number.NaN,
+  };
+}
+
+/**
+ * A checkpoint saved by another number of ranks: its position counts global batches of that
+ * size; the run goes on from the same point of the epoch (the same examples consumed) in
+ * global batches of the new size, and says so.
+ */
+function positionForWorld(
+  ctx: StageContext,
+  position: LoopState["position"],
+  savedWorld: number,
+): LoopState["position"] {
+  const world = ctx.dp?.worldSize ?? 1;
+  if (savedWorld === world) return position;
+  const index = Math.floor((position.index * savedWorld) / world);
+  ctx.onProgress?.({
+    phase: "notice",
+    stage: ctx.stage.name,
+    step: 0,
+    total: 0,
+    message:
+      `the checkpoint was trained by ${savedWorld} process${savedWorld === 1 ? "" : "es"}, this run has ${world}: ` +
+      `the global batch is now ${ctx.stage.train_batch_size * world} (train_batch_size ${ctx.stage.train_batch_size} ` +
+      `x ${world}); training continues from the same point of epoch ${position.epoch} (batch ${index}), so it is ` +
+      "not bit-identical to an uninterrupted run",
+  });
+  return { epoch: position.epoch, index };
 }
 
 function batchOptions(ctx: StageContext, resolution: number, position: LoopState["position"]): BatchOptions {
@@ -228,7 +271,9 @@ function batchOptions(ctx: StageContext, resolution: number, position: LoopState
     buckets: stage.buckets?.enabled
       ? { minSide: stage.buckets.min_side, maxSide: stage.buckets.max_side, step: stage.buckets.step }
       : false,
-    batchSize: stage.train_batch_size,
+    // Data parallel: the global batch is planned once, identically on every rank, then split.
+    batchSize: stage.train_batch_size * (ctx.dp?.worldSize ?? 1),
+    ...(ctx.dp ? { shard: { rank: ctx.dp.rank, worldSize: ctx.dp.worldSize } } : {}),
     crop: stage.center_crop ? "center" : "random",
     flip: stage.random_flip,
     seed: stageSeed(ctx),

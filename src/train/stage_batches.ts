@@ -3,8 +3,16 @@
 // loaded only to fill the cache) and optionally cached text embeddings.
 import { join } from "node:path";
 
-import { createBatchStream, type BatchOptions, type Dataset } from "../data/index.js";
-import { createLatentBatchStream, LatentCache, TextEmbeddingCache, trainingCaptions } from "../cache/index.js";
+import { createBatchStream, type BatchInfo, type BatchOptions, type Dataset } from "../data/index.js";
+import { tensorFrom } from "../tensor.js";
+import { mainThenBarrier } from "./distributed.js";
+import {
+  createLatentBatchStream,
+  LatentCache,
+  TextEmbeddingCache,
+  trainingCaptions,
+  type EnsureOptions,
+} from "../cache/index.js";
 import type { StageContext } from "./stage.js";
 import type { StageModels } from "./stage_models.js";
 import type { TrainBatch } from "./trainer.js";
@@ -21,6 +29,26 @@ export type BatchSource = (() => Promise<ReadyBatch>) & { close(): Promise<void>
 
 const priorRows = (roles: readonly string[]): number => roles.filter((r) => r === "class").length;
 
+/**
+ * Data parallel: where this rank's rows sit in the global batch (the trainer draws noise for the
+ * global batch and keeps them), and the weight that makes the ranks' average the global mean.
+ */
+function shardFields(
+  b: Pick<BatchInfo, "globalRows" | "globalBatch">,
+  worldSize: number,
+): Pick<TrainBatch, "globalRows" | "globalBatch" | "lossWeight"> {
+  if (!b.globalRows || !b.globalBatch) return {};
+  return {
+    globalRows: tensorFrom(
+      BigInt64Array.from(b.globalRows, (r) => BigInt(r)),
+      [b.globalRows.length],
+      "int64",
+    ),
+    globalBatch: b.globalBatch,
+    lossWeight: (b.globalRows.length * worldSize) / b.globalBatch,
+  };
+}
+
 /** The stage's batches: pixels, or cached latents (see the file comment). */
 export async function openBatches(
   dataset: Dataset,
@@ -30,7 +58,7 @@ export async function openBatches(
 ): Promise<BatchSource> {
   const iterator = ctx.stage.cache_latents
     ? await latentBatches(dataset, options, models, ctx)
-    : pixelBatches(dataset, options, models);
+    : pixelBatches(dataset, options, models, ctx.dp?.worldSize ?? 1);
   const next = async (): Promise<ReadyBatch> => {
     const r = await iterator.next();
     if (r.done) throw new Error(`stage "${ctx.stage.name}": the data stream ended early`);
@@ -40,7 +68,12 @@ export async function openBatches(
 }
 
 /** Decoded images plus token ids. */
-function pixelBatches(dataset: Dataset, options: BatchOptions, models: StageModels): AsyncIterator<ReadyBatch> {
+function pixelBatches(
+  dataset: Dataset,
+  options: BatchOptions,
+  models: StageModels,
+  worldSize: number,
+): AsyncIterator<ReadyBatch> {
   const stream = createBatchStream(dataset, options)[Symbol.asyncIterator]();
   return {
     next: async () => {
@@ -48,15 +81,17 @@ function pixelBatches(dataset: Dataset, options: BatchOptions, models: StageMode
       if (r.done) return r;
       const b = r.value;
       const ids = models.tokenizer.encode(b.captions);
+      const shard = shardFields(b, worldSize);
       return {
         done: false,
         value: {
-          input: { pixels: b.pixels, inputIds: ids, priorRows: priorRows(b.roles) },
+          input: { pixels: b.pixels, inputIds: ids, priorRows: priorRows(b.roles), ...shard },
           examples: b.captions.length,
           next: b.next,
           dispose: () => {
             b.pixels.dispose();
             ids.dispose();
+            shard.globalRows?.dispose();
           },
         },
       };
@@ -86,6 +121,7 @@ async function latentBatches(
       if (r.done) return r;
       const b = r.value;
       const ids = b.textEmbeddings ? undefined : models.tokenizer.encode(b.captions);
+      const shard = shardFields(b, ctx.dp?.worldSize ?? 1);
       return {
         done: false,
         value: {
@@ -94,6 +130,7 @@ async function latentBatches(
             latentStd: b.latentStd,
             ...(b.textEmbeddings ? { encoderHiddenStates: b.textEmbeddings } : { inputIds: ids }),
             priorRows: priorRows(b.roles),
+            ...shard,
           },
           examples: b.captions.length,
           next: b.next,
@@ -102,6 +139,7 @@ async function latentBatches(
             b.latentStd.dispose();
             b.textEmbeddings?.dispose();
             ids?.dispose();
+            shard.globalRows?.dispose();
           },
         },
       };
@@ -127,14 +165,27 @@ async function fillLatentCache(
     variant: ctx.variant,
     dtype: ctx.placement.weightDtype,
   });
-  if ((await latents.missing(dataset, options)).length > 0) {
-    await latents.ensure(dataset, options, {
-      vae: await models.ensureVae(),
-      signal: ctx.signal,
-      onProgress: (e) => ctx.onProgress?.({ phase: "cache", stage: ctx.stage.name, step: e.step, total: e.total }),
-    });
+  if (ctx.dp) {
+    // Data parallel: each rank encodes its share of the missing latents (split by key, so the
+    // shares never depend on when a rank looked), then all wait until every share is written.
+    const { rank, worldSize } = ctx.dp;
+    const mine = (await latents.missing(dataset, options)).filter(
+      (p) => Number.parseInt(p.key.slice(0, 8), 16) % worldSize === rank,
+    );
+    if (mine.length > 0) await latents.compute(dataset, options, mine, await encodeOptions(models, ctx));
+    await ctx.dp.barrier();
+  } else if ((await latents.missing(dataset, options)).length > 0) {
+    await latents.ensure(dataset, options, await encodeOptions(models, ctx));
   }
   return latents;
+}
+
+async function encodeOptions(models: StageModels, ctx: StageContext): Promise<EnsureOptions> {
+  return {
+    vae: await models.ensureVae(),
+    signal: ctx.signal,
+    onProgress: (e) => ctx.onProgress?.({ phase: "cache", stage: ctx.stage.name, step: e.step, total: e.total }),
+  };
 }
 
 async function fillTextCache(
@@ -155,10 +206,12 @@ async function fillTextCache(
     tokenizer: join(ctx.base.modelDir, "tokenizer"),
     dtype: ctx.placement.weightDtype,
   });
-  await text.ensure(trainingCaptions(dataset, options), {
-    textEncoder: models.textEncoder,
-    tokenizer: models.tokenizer,
-    signal: ctx.signal,
-  });
+  await mainThenBarrier(ctx.dp, () =>
+    text.ensure(trainingCaptions(dataset, options), {
+      textEncoder: models.textEncoder,
+      tokenizer: models.tokenizer,
+      signal: ctx.signal,
+    }),
+  );
   return text;
 }

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { assertFinite } from "../io/finite.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import type { CheckpointStore } from "./checkpoints.js";
+import { mainThenBarrier } from "./distributed.js";
 import { validationSamples } from "./images.js";
 import { learningRate } from "./lr_schedule.js";
 import type { StageCheckpointState, StageContext } from "./stage.js";
@@ -56,11 +57,13 @@ interface StepTotals {
   examples: number;
   seconds: number;
   result: StepResult;
+  /** A stop was asked for (on any rank, data parallel). */
+  stop: boolean;
 }
 
 /** Trains from `state` to max_train_steps, updating `state` as it goes. */
 export async function trainLoop(loop: StageLoop, state: LoopState): Promise<void> {
-  const { stage, signal } = loop.ctx;
+  const { stage } = loop.ctx;
   const total = loop.plan.totalSteps;
   loop.ctx.onProgress?.({ phase: "train", stage: stage.name, step: state.step, total });
   while (state.step < total) {
@@ -73,19 +76,24 @@ export async function trainLoop(loop: StageLoop, state: LoopState): Promise<void
     // Gradient overflows (float16) are the loss scaler's business; a non-finite loss is not.
     state.nonFinite = Number.isFinite(totals.loss) ? 0 : state.nonFinite + 1;
     state.lastLoss = totals.loss;
-    await recordStep(loop, state, totals, lrs.unet);
+    await recordStep(loop, state, totals, lrs.unet, await verifyRanks(loop, state.step));
     refuseNonFinite(loop, state);
     if (stage.validation && (state.step % stage.validation.every_n_steps === 0 || state.step === total)) {
-      // Not cancellable: a stop request waits for these few images, then saves.
+      // Not cancellable: a stop request waits for these few images, then saves. Rank 0 makes them.
       loop.ctx.onProgress?.({ phase: "validation", stage: stage.name, step: state.step, total });
-      await validationSamples(loop.models, stage, loop.dir, state.step, { resolution: loop.resolution });
+      await mainThenBarrier(loop.ctx.dp, () =>
+        validationSamples(loop.models, stage, loop.dir, state.step, { resolution: loop.resolution }),
+      );
     }
-    // Like checkpoints, no intermediate LoRA is written from a step whose loss was not finite.
-    if (state.nonFinite === 0) await afterSaveStep(loop, state.step);
-    const stopping = signal?.aborted ?? false;
+    // Like checkpoints, no intermediate LoRA is written from a step whose loss was not finite;
+    // rank 0 writes it while the other ranks wait.
+    if (state.nonFinite === 0) await mainThenBarrier(loop.ctx.dp, () => afterSaveStep(loop, state.step));
+    const stopping = totals.stop;
     if (state.step % stage.checkpointing_steps === 0 || state.step === total || stopping) {
       // A state whose loss is not finite is never saved: the newest checkpoint stays a good one.
-      const saved = state.nonFinite === 0 ? await saveCheckpoint(loop, state) : (await loop.store.latest())?.dir;
+      const saved = await mainThenBarrier(loop.ctx.dp, async () =>
+        state.nonFinite === 0 ? await saveCheckpoint(loop, state) : (await loop.store.latest())?.dir,
+      );
       if (stopping) throw new TrainingStopped(saved);
     }
   }
@@ -125,17 +133,54 @@ async function optimizerStep(
     } finally {
       batch.dispose();
     }
-    lossSum += result.loss;
-    priorSum += result.priorLoss;
+    // Data parallel: a rank's loss weighs by its share of the global batch (lossWeight).
+    const weight = batch.input.lossWeight ?? 1;
+    lossSum += result.loss * weight;
+    priorSum += result.priorLoss * weight;
     examples += batch.examples;
     state.position = batch.next;
   }
+  let stop = loop.ctx.signal?.aborted ?? false;
+  const dp = loop.ctx.dp;
+  if (dp) {
+    // The global batch's numbers, and one stop decision for all ranks (any rank asked: all stop here).
+    const [loss, prior, ex, anyStop] = await dp.mean([lossSum, priorSum, examples, stop ? 1 : 0]);
+    [lossSum, priorSum, examples, stop] = [loss!, prior!, Math.round(ex! * dp.worldSize), anyStop! > 0];
+  }
   const seconds = (performance.now() - started) / 1000;
-  return { loss: lossSum / accumulation, priorLoss: priorSum / accumulation, examples, seconds, result: result! };
+  return { loss: lossSum / accumulation, priorLoss: priorSum / accumulation, examples, seconds, result: result!, stop };
+}
+
+/**
+ * Data parallel, every distributed.verifyEvery steps: each rank's hash of its trainer state; they
+ * must all be equal (same weights, optimizer state and generator), else the run stops.
+ */
+async function verifyRanks(loop: StageLoop, step: number): Promise<number[] | undefined> {
+  const dp = loop.ctx.dp;
+  if (!dp || dp.verifyEvery <= 0 || step % dp.verifyEvery !== 0) return undefined;
+  const state = await loop.trainer.stateDict();
+  try {
+    const hashes = await dp.hashes(state.map(([, t]) => t));
+    if (hashes.some((h) => h !== hashes[0])) {
+      throw new Error(
+        `stage "${loop.ctx.stage.name}": at step ${step} the ranks hold different weights (hashes ` +
+          `${hashes.join(", ")}); data-parallel training has diverged, which is a bug: please report it`,
+      );
+    }
+    return hashes;
+  } finally {
+    for (const [, t] of state) t.dispose();
+  }
 }
 
 /** The step's metrics line and progress event. */
-async function recordStep(loop: StageLoop, state: LoopState, totals: StepTotals, lr: number): Promise<void> {
+async function recordStep(
+  loop: StageLoop,
+  state: LoopState,
+  totals: StepTotals,
+  lr: number,
+  rankHashes: number[] | undefined,
+): Promise<void> {
   const { stage } = loop.ctx;
   const { result, seconds } = totals;
   await loop.ctx.metrics.append({
@@ -150,6 +195,7 @@ async function recordStep(loop: StageLoop, state: LoopState, totals: StepTotals,
     overflow: result.overflow,
     step_time: seconds,
     images_per_sec: totals.examples / seconds,
+    ...(rankHashes ? { rank_hashes: rankHashes } : {}),
   });
   loop.ctx.onProgress?.({
     phase: "train",
@@ -186,6 +232,7 @@ async function saveCheckpoint(loop: StageLoop, state: LoopState): Promise<string
     metricsLines: loop.ctx.metrics.lineCount,
     consecutiveNonFinite: state.nonFinite,
     lastLoss: state.lastLoss,
+    ...(loop.ctx.dp ? { worldSize: loop.ctx.dp.worldSize } : {}),
   };
   const tensors = await loop.trainer.stateDict();
   try {

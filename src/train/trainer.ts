@@ -70,6 +70,7 @@ export class Trainer {
       sampleLatents: spec.sampleLatents ?? true,
       clipSkip: spec.clipSkip ?? 0,
       trainTextEncoder,
+      processGroup: spec.processGroup,
     });
     return new Trainer(handle, names);
   }
