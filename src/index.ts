@@ -15,6 +15,8 @@ export type {
 export { tensorFrom, disposeAll, cancelTokenFor } from "./tensor.js";
 export { inspectSafetensors, readSafetensors, writeSafetensors } from "./io/safetensors.js";
 export { formatBytes } from "./io/bytes.js";
+export { formatDuration, ProgressBar } from "./io/progress_bar.js";
+export type { ProgressBarOptions } from "./io/progress_bar.js";
 export type { SafetensorsContents, TensorEntries } from "./io/safetensors.js";
 export { ClipTokenizer } from "./text/clip_tokenizer.js";
 export type { DecodeOptions, EncodedBatch, EncodeOptions } from "./text/clip_tokenizer.js";
@@ -153,6 +155,7 @@ export { checkModelOptions, MODEL_DTYPES } from "./models/options.js";
 // Training: train() runs a config (one or more stages); the Trainer is one native training step loop.
 export { train } from "./train/run.js";
 export type { TrainOptions, TrainProgress, TrainResult } from "./train/run.js";
+export type { ProgressMode } from "./train/progress_view.js";
 export type { StageProgress } from "./train/stage.js";
 export type { StageRecord } from "./train/outputs.js";
 export { Trainer } from "./train/trainer.js";

@@ -67,6 +67,7 @@ const RESUME_SAFE_KEYS = [
   "save",
   "cache_dir",
   "device",
+  "report_to",
 ];
 
 /** "stages[1].learning_rate"-style paths of every difference that matters for an exact resume. */

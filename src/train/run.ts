@@ -15,9 +15,10 @@ import { writeFileAtomic } from "../io/atomic.js";
 import { acquireFileLock } from "../io/lock.js";
 import { native } from "../native/index.js";
 import { CheckpointStore, type Checkpoint } from "./checkpoints.js";
-import { MetricsLog } from "./metrics.js";
+import { openRunLogs } from "./logs.js";
 import { formatDatasetSummary } from "./dataset_report.js";
 import { explainFsError } from "./paths.js";
+import { PROGRESS_MODES, TrainProgressView, type ProgressMode } from "./progress_view.js";
 import { checkResumable } from "./resume_check.js";
 import { preflight, type Checked } from "./preflight.js";
 import type { Placement } from "./precision.js";
@@ -37,6 +38,13 @@ export interface TrainOptions {
   signal?: AbortSignal;
   /** Latent / text-embedding cache folder (default: $SDTUNE_CACHE_DIR or ~/.cache/sdtune). */
   cacheDir?: string;
+  /**
+   * Progress on stderr: "auto" (a bar on a terminal, plain lines otherwise, as the CLI does),
+   * "bar", "plain" (step, epoch, loss, lr, rate, ETA every `progressInterval` s) or "none" (default).
+   */
+  progress?: ProgressMode;
+  /** Seconds between plain progress lines (default 10; lines also come at each phase's start and end). */
+  progressInterval?: number;
 }
 
 export type TrainProgress =
@@ -62,6 +70,36 @@ const PROGRESS = "progress.json";
 
 /** Trains per `config`: a config object, or the path of a YAML/JSON config file. */
 export async function train(config: unknown, options: TrainOptions = {}): Promise<TrainResult> {
+  const view = progressView(options);
+  if (!view) return trainShown(config, options);
+  const onProgress = options.onProgress;
+  try {
+    return await trainShown(config, {
+      ...options,
+      onProgress: (event) => {
+        view.show(event);
+        onProgress?.(event);
+      },
+    });
+  } finally {
+    view.done();
+  }
+}
+
+/** The view `progress` asks for; a bad mode or interval is refused before anything runs. */
+function progressView(options: TrainOptions): TrainProgressView | undefined {
+  const { progress, progressInterval } = options;
+  if (progress !== undefined && !PROGRESS_MODES.includes(progress)) {
+    throw new Error(`progress: "${String(progress)}" is not one of ${PROGRESS_MODES.join(", ")}`);
+  }
+  if (progressInterval !== undefined && !(Number.isFinite(progressInterval) && progressInterval > 0)) {
+    throw new Error(`progressInterval: expected a positive number of seconds, got ${String(progressInterval)}`);
+  }
+  if (!progress || progress === "none") return undefined;
+  return new TrainProgressView({ mode: progress, intervalSeconds: progressInterval });
+}
+
+async function trainShown(config: unknown, options: TrainOptions): Promise<TrainResult> {
   let raw = typeof config === "string" ? await loadConfigFile(config) : config;
   const source = typeof config === "string" ? config : "config";
   if (options.overrides?.length) raw = applyOverrides(raw as Record<string, unknown>, options.overrides);
@@ -117,22 +155,25 @@ async function trainLocked(
   const current = resolved.stages.find((s) => !done.has(s.name));
   const resumeFrom = await findResumePoint(run, current);
   const keepLines = resumeFrom?.state.metricsLines ?? progress.stages.at(-1)?.metricsLines ?? 0;
-  const metrics = await MetricsLog.open(join(runDir, "metrics.jsonl"), options.resume ? keepLines : 0);
-
+  const metrics = await openRunLogs(runDir, resolved, options.resume ? keepLines : 0);
   let base: StageBase = { modelDir, loras: [] };
-  for (const [index, stage] of resolved.stages.entries()) {
-    let record = done.get(stage.name);
-    if (record) {
-      run.records.push(record);
-    } else {
-      options.signal?.throwIfAborted();
-      const from = stage === current ? resumeFrom : undefined;
-      record = await trainStage(run, { stage, index, base, metrics, resumeFrom: from });
-      await writeTrainingReport(runDir, resolved, run.records);
+  try {
+    for (const [index, stage] of resolved.stages.entries()) {
+      let record = done.get(stage.name);
+      if (record) {
+        run.records.push(record);
+      } else {
+        options.signal?.throwIfAborted();
+        const from = stage === current ? resumeFrom : undefined;
+        record = await trainStage(run, { stage, index, base, metrics, resumeFrom: from });
+        await writeTrainingReport(runDir, resolved, run.records);
+      }
+      // An evaluation interrupted after its stage finished runs on resume (its images resume).
+      if (stage.evaluate && !record.evaluated) await evaluateRecorded(run, stage, base, record);
+      base = nextBase(base, record);
     }
-    // An evaluation interrupted after its stage finished runs on resume (its images resume).
-    if (stage.evaluate && !record.evaluated) await evaluateRecorded(run, stage, base, record);
-    base = nextBase(base, record);
+  } finally {
+    await metrics.close();
   }
   const report = await writeTrainingReport(runDir, resolved, run.records);
   return { outputDir: runDir, config: resolved, stages: run.records, report };
@@ -206,6 +247,8 @@ async function trainStage(
     onProgress: options.onProgress,
     cacheDir: options.cacheDir ?? run.config.cache_dir,
     variant: run.config.variant,
+    // The report during training: live curves, the newest validation grid, "step N of M".
+    refreshReport: (step) => writeTrainingReport(run.dir, run.config, run.records, { stage: stage.stage.name, step }),
   };
   const outcome = await runStage(ctx);
   try {

@@ -57,6 +57,8 @@ export interface StageContext {
   cacheDir?: string;
   /** Weights variant of the run's model (e.g. "fp16"). */
   variant?: string;
+  /** Rewrites report.html mid-stage (after validation samples and checkpoints). */
+  refreshReport?: (step: number) => Promise<unknown>;
 }
 
 export interface StageOutcome {

@@ -69,16 +69,19 @@ export async function trainLoop(loop: StageLoop, state: LoopState): Promise<void
     state.lastLoss = totals.loss;
     await recordStep(loop, state, totals, lrs.unet);
     refuseNonFinite(loop, state);
-    if (stage.validation && (state.step % stage.validation.every_n_steps === 0 || state.step === total)) {
+    const validating = stage.validation && (state.step % stage.validation.every_n_steps === 0 || state.step === total);
+    if (validating) {
       // Not cancellable: a stop request waits for these few images, then saves.
       loop.ctx.onProgress?.({ phase: "validation", stage: stage.name, step: state.step, total });
       await validationSamples(loop.models, stage, loop.dir, state.step, { resolution: loop.resolution });
+      await loop.ctx.refreshReport?.(state.step);
     }
     const stopping = signal?.aborted ?? false;
     if (state.step % stage.checkpointing_steps === 0 || state.step === total || stopping) {
       // A state whose loss is not finite is never saved: the newest checkpoint stays a good one.
       const saved = state.nonFinite === 0 ? await saveCheckpoint(loop, state) : (await loop.store.latest())?.dir;
       if (stopping) throw new TrainingStopped(saved);
+      if (state.step < total && !validating) await loop.ctx.refreshReport?.(state.step);
     }
   }
 }
@@ -142,12 +145,14 @@ async function recordStep(loop: StageLoop, state: LoopState, totals: StepTotals,
     overflow: result.overflow,
     step_time: seconds,
     images_per_sec: totals.examples / seconds,
+    time: Date.now() / 1000,
   });
   loop.ctx.onProgress?.({
     phase: "train",
     stage: stage.name,
     step: state.step,
     total: stage.max_train_steps,
+    epoch: state.position.epoch,
     loss: totals.loss,
     lr,
   });
@@ -179,6 +184,8 @@ async function saveCheckpoint(loop: StageLoop, state: LoopState): Promise<string
     consecutiveNonFinite: state.nonFinite,
     lastLoss: state.lastLoss,
   };
+  // The lines the checkpoint counts are on disk before it exists (a resume cuts back to them).
+  await loop.ctx.metrics.sync();
   const tensors = await loop.trainer.stateDict();
   try {
     // Weights that diverged without a non-finite loss yet (e.g. a huge learning rate) are never saved.
