@@ -10,6 +10,7 @@ import { basename, join, resolve } from "node:path";
 import { stringify as toYaml } from "yaml";
 
 import { applyOverrides, loadConfigFile } from "../config/load.js";
+import { resolveConfigPaths } from "../config/paths.js";
 import { resolveTrainConfig, type TrainConfig } from "../config/train.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { acquireFileLock } from "../io/lock.js";
@@ -100,7 +101,8 @@ function progressView(options: TrainOptions): TrainProgressView | undefined {
 }
 
 async function trainShown(config: unknown, options: TrainOptions): Promise<TrainResult> {
-  let raw = typeof config === "string" ? await loadConfigFile(config) : config;
+  // A file's relative paths are relative to the file; overrides (typed in a shell) to the working directory.
+  let raw = typeof config === "string" ? resolveConfigPaths(await loadConfigFile(config), config) : config;
   const source = typeof config === "string" ? config : "config";
   if (options.overrides?.length) raw = applyOverrides(raw as Record<string, unknown>, options.overrides);
   const resolved = resolveTrainConfig(raw, source);
