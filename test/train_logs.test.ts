@@ -12,7 +12,9 @@ import { readMetrics } from "../src/train/metrics.js";
 import { train } from "../src/train/run.js";
 import { fixture, repoRoot, tempDir } from "./helpers/fixtures.js";
 import { writeImage, writeText } from "./helpers/images.js";
+import { fields, one, text } from "./helpers/protobuf.js";
 import { readEventFile } from "./helpers/tfevents.js";
+import { jsonItems, readWandbLog } from "./helpers/wandb_log.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
 let data: string;
@@ -36,8 +38,16 @@ const config = (out: string) => ({
   max_train_steps: 4,
   checkpointing_steps: 2,
   learning_rate: 1e-3,
-  report_to: ["tensorboard"],
+  report_to: ["tensorboard", "wandb"],
 });
+
+/** The run's one W&B offline folder and its id. */
+function wandbRun(out: string): { folder: string; id: string } {
+  const names = readdirSync(join(out, "wandb"));
+  expect(names).toHaveLength(1);
+  const id = /^offline-run-\d{8}_\d{6}-([a-z0-9]+)$/.exec(names[0]!)![1]!;
+  return { folder: join(out, "wandb", names[0]!), id };
+}
 
 describe("live training logs", () => {
   it("TensorBoard and metrics.jsonl hold each step once after resuming from an older checkpoint; the report is live", async () => {
@@ -57,6 +67,7 @@ describe("live training logs", () => {
     expect(liveReport).toContain("training: step 2 of 4");
     expect(liveReport).toContain('http-equiv="refresh"');
     expect((await readMetrics(join(out, "metrics.jsonl"))).map((m) => m.step)).toEqual([1, 2, 3]);
+    const before = wandbRun(out);
 
     // Back to checkpoint-2: step 3 is trained again, and no log may show it twice.
     await train(config(out), { resume: join(out, "train", "checkpoints", "checkpoint-2") });
@@ -77,6 +88,33 @@ describe("live training logs", () => {
       expect(e.wallTime).toBe(m.time);
     });
     expect(readFileSync(join(out, "report.html"), "utf8")).not.toContain('http-equiv="refresh"');
+
+    // The W&B offline run: rebuilt under the same id, header, run, one history row per step, summary, exit 0, final.
+    const { folder, id } = wandbRun(out);
+    expect(id).toBe(before.id);
+    const records = readWandbLog(join(folder, `run-${id}.wandb`));
+    expect(records.map((r) => r.num)).toEqual(records.map((_, i) => i + 1));
+    expect(records.map((r) => r.type)).toEqual([21, 17, 2, 2, 2, 2, 3, 18, 20]);
+    const run = records[1]!.body;
+    expect(text(one(run, 1))).toBe(id);
+    const runConfig = jsonItems(fields(one(run, 4).value as Buffer)) as { stages: { max_train_steps: number }[] };
+    expect(runConfig.stages[0]!.max_train_steps).toBe(4);
+    records.slice(2, 6).forEach((r, i) => {
+      const row = jsonItems(r.body);
+      expect(row).toMatchObject({
+        _step: i,
+        "train/step": i + 1,
+        "train/loss": metrics[i]!.loss,
+        "train/lr": metrics[i]!.lr,
+      });
+      expect(row._timestamp).toBe(metrics[i]!.time);
+      expect(one(fields(one(r.body, 2).value as Buffer), 1).value).toBe(i);
+    });
+    expect(jsonItems(records[6]!.body)["train/loss"]).toBe(metrics[3]!.loss);
+    expect(one(records[7]!.body, 1).value).toBe(0);
+    const summary = JSON.parse(readFileSync(join(folder, "files", "wandb-summary.json"), "utf8"));
+    expect(summary["train/step"]).toBe(4);
+    expect(readFileSync(join(folder, "files", "config.yaml"), "utf8")).toContain("wandb_version: 1");
   });
 
   it("sdtune train outside a terminal prints plain progress lines; the config's relative paths are its folder's", async () => {

@@ -9,9 +9,11 @@ import { resolveConfigPath, resolveConfigPaths } from "../src/config/paths.js";
 import { resolveTrainConfig } from "../src/config/train.js";
 import { crc32c, maskedCrc32c } from "../src/io/crc32c.js";
 import { EventFileWriter, eventFileName } from "../src/io/tensorboard.js";
+import { frameRecord, wandbFileHeader } from "../src/io/wandb_log.js";
 import { TrainProgressView, resolveProgressMode } from "../src/train/progress_view.js";
 import { tempDir } from "./helpers/fixtures.js";
 import { crc32cBitwise, readEventFile } from "./helpers/tfevents.js";
+import { scanRecords } from "./helpers/wandb_log.js";
 import { minimal, problems } from "./helpers/train_config.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
@@ -47,6 +49,22 @@ describe("TensorBoard event files", () => {
     expect(events[1]!.scalars["train/lr"]).toBe(Math.fround(1e-4));
     expect(events[2]!.step).toBe(300);
     expect(events[2]!.scalars["train/loss"]).toBeNaN();
+  });
+});
+
+describe("W&B log framing", () => {
+  it("splits records across 32 KiB blocks, pads short block tails, and reads back whole", () => {
+    // Records sized to hit each case: FULL; one ending 3 bytes before the block end (zero
+    // padding follows); one ending exactly a header's room before the next block end, so the
+    // record after it starts with an empty FIRST fragment; one spanning three blocks.
+    const sizes = [100, 32768 - 3 - 114 - 7, 65536 - 7 - 32768 - 7, 10, 70_000];
+    const records = sizes.map((n, i) => Buffer.alloc(n, i + 1));
+    let file = wandbFileHeader();
+    for (const r of records) file = Buffer.concat([file, frameRecord(r, file.length)]);
+    // The empty FIRST fragment: length 0, type 2, in the last 7 bytes of the second block.
+    expect([file.readUInt16LE(65529 + 4), file[65529 + 6]]).toEqual([0, 2]);
+    expect(scanRecords(file)).toEqual(records);
+    expect(file.subarray(32768 - 3, 32768)).toEqual(Buffer.alloc(3));
   });
 });
 

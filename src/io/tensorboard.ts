@@ -9,6 +9,7 @@ import { open, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 
 import { maskedCrc32c } from "./crc32c.js";
+import { bytesField, doubleField, floatField, intField, messageField } from "./protobuf.js";
 
 /** "events.out.tfevents.<unix seconds>.<host>": the name TensorBoard looks for. */
 export function eventFileName(unixSeconds: number, host = hostname()): string {
@@ -32,14 +33,14 @@ export function encodeEvent(event: {
   fileVersion?: string;
   scalars?: Record<string, number>;
 }): Buffer {
-  const parts: Buffer[] = [tag(1, 1), double(event.wallTime)];
-  if (event.step !== undefined) parts.push(tag(2, 0), varint(event.step));
-  if (event.fileVersion !== undefined) parts.push(lengthDelimited(3, Buffer.from(event.fileVersion, "utf8")));
+  const parts: Buffer[] = [doubleField(1, event.wallTime)];
+  if (event.step !== undefined) parts.push(intField(2, event.step));
+  if (event.fileVersion !== undefined) parts.push(bytesField(3, event.fileVersion));
   if (event.scalars) {
-    const values = Object.entries(event.scalars).map(([name, value]) =>
-      lengthDelimited(1, Buffer.concat([lengthDelimited(1, Buffer.from(name, "utf8")), tag(2, 5), float(value)])),
+    const values = Object.entries(event.scalars).map(([tag, value]) =>
+      messageField(1, bytesField(1, tag), floatField(2, value)),
     );
-    parts.push(lengthDelimited(5, Buffer.concat(values)));
+    parts.push(messageField(5, ...values));
   }
   return Buffer.concat(parts);
 }
@@ -82,37 +83,4 @@ export class EventFileWriter {
   private async write(event: Buffer): Promise<void> {
     await this.handle.write(tfRecord(event));
   }
-}
-
-function tag(field: number, wireType: number): Buffer {
-  return varint(field * 8 + wireType);
-}
-
-/** Base-128 varint of a non-negative integer below 2^53. */
-function varint(value: number): Buffer {
-  if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`varint: ${value} is not a non-negative integer`);
-  const bytes: number[] = [];
-  let v = value;
-  while (v >= 0x80) {
-    bytes.push((v % 0x80) | 0x80);
-    v = Math.floor(v / 0x80);
-  }
-  bytes.push(v);
-  return Buffer.from(bytes);
-}
-
-function lengthDelimited(field: number, data: Buffer): Buffer {
-  return Buffer.concat([tag(field, 2), varint(data.length), data]);
-}
-
-function double(value: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeDoubleLE(value);
-  return b;
-}
-
-function float(value: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeFloatLE(value);
-  return b;
 }

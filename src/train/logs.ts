@@ -1,5 +1,6 @@
 // The run's logs besides metrics.jsonl, each fed the same per-step lines (config `report_to`):
-// TensorBoard event files in <output_dir>/logs/. metrics.jsonl is the record they are
+// TensorBoard event files in <output_dir>/logs/, a W&B offline run in <output_dir>/wandb/
+// (src/train/wandb_sink.ts). metrics.jsonl is the record they are
 // rebuilt from: a resumed run (whose metrics.jsonl was cut back to its checkpoint) rewrites
 // them from the kept lines, so no log ever shows a step twice.
 import { mkdir, readdir, rm } from "node:fs/promises";
@@ -8,6 +9,7 @@ import { join } from "node:path";
 import type { TrainConfig } from "../config/train.js";
 import { EventFileWriter } from "../io/tensorboard.js";
 import { MetricsLog, type MetricsSink } from "./metrics.js";
+import { WandbSink } from "./wandb_sink.js";
 
 /** Where the TensorBoard event files go: `tensorboard --logdir <output_dir>` (or this folder) shows them. */
 export function tensorboardDir(runDir: string): string {
@@ -22,8 +24,9 @@ export async function openRunLogs(runDir: string, config: TrainConfig, keepLines
     if (config.report_to.includes("tensorboard")) {
       metrics.addSink(await TensorBoardSink.open(tensorboardDir(runDir), kept));
     }
+    if (config.report_to.includes("wandb")) metrics.addSink(await WandbSink.open(runDir, config, kept));
   } catch (error) {
-    await metrics.close();
+    await metrics.close(1);
     throw error;
   }
   return metrics;

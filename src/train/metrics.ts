@@ -26,7 +26,8 @@ export interface MetricsSink {
   write(record: Record<string, unknown>): Promise<void>;
   /** Makes what was written durable. */
   sync(): Promise<void>;
-  close(): Promise<void>;
+  /** Ends the log; `exitCode` 0 when the run ended well. */
+  close(exitCode?: number): Promise<void>;
 }
 
 const SYNC_SECONDS = 5;
@@ -92,9 +93,9 @@ export class MetricsLog {
     for (const sink of this.sinks) await sink.sync();
   }
 
-  async close(): Promise<void> {
+  async close(exitCode = 0): Promise<void> {
     await this.sync();
-    for (const sink of this.sinks.splice(0)) await sink.close();
+    for (const sink of this.sinks.splice(0)) await sink.close(exitCode);
   }
 }
 

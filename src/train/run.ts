@@ -159,6 +159,7 @@ async function trainLocked(
   const keepLines = resumeFrom?.state.metricsLines ?? progress.stages.at(-1)?.metricsLines ?? 0;
   const metrics = await openRunLogs(runDir, resolved, options.resume ? keepLines : 0);
   let base: StageBase = { modelDir, loras: [] };
+  let exitCode = 1;
   try {
     for (const [index, stage] of resolved.stages.entries()) {
       let record = done.get(stage.name);
@@ -174,8 +175,9 @@ async function trainLocked(
       if (stage.evaluate && !record.evaluated) await evaluateRecorded(run, stage, base, record);
       base = nextBase(base, record);
     }
+    exitCode = 0;
   } finally {
-    await metrics.close();
+    await metrics.close(exitCode);
   }
   const report = await writeTrainingReport(runDir, resolved, run.records);
   return { outputDir: runDir, config: resolved, stages: run.records, report };

@@ -3,6 +3,8 @@
 // code with src/io/tensorboard.ts, so a framing or field-number mistake there fails a test.
 import { readFileSync } from "node:fs";
 
+import { fields } from "./protobuf.js";
+
 /** CRC-32C computed bit by bit from the Castagnoli polynomial. */
 export function crc32cBitwise(data: Uint8Array): number {
   let crc = ~0 >>> 0;
@@ -40,36 +42,6 @@ export function readEventFile(path: string): DecodedEvent[] {
     at += 12 + length + 4;
   }
   return events;
-}
-
-type Field = { field: number; wire: number; value: number | Buffer };
-
-function fields(buf: Buffer): Field[] {
-  const out: Field[] = [];
-  let at = 0;
-  const varint = (): number => {
-    let result = 0;
-    let scale = 1;
-    for (;;) {
-      const b = buf[at++]!;
-      result += (b & 0x7f) * scale;
-      scale *= 128;
-      if (b < 0x80) return result;
-    }
-  };
-  while (at < buf.length) {
-    const key = varint();
-    const field = Math.floor(key / 8);
-    const wire = key % 8;
-    if (wire === 0) out.push({ field, wire, value: varint() });
-    else if (wire === 1) out.push({ field, wire, value: buf.subarray(at, (at += 8)) });
-    else if (wire === 5) out.push({ field, wire, value: buf.subarray(at, (at += 4)) });
-    else if (wire === 2) {
-      const n = varint();
-      out.push({ field, wire, value: buf.subarray(at, (at += n)) });
-    } else throw new Error(`unexpected wire type ${wire}`);
-  }
-  return out;
 }
 
 function decodeEvent(data: Buffer): DecodedEvent {
