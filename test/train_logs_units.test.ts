@@ -1,6 +1,8 @@
 // The pieces of a run's logs, without training: TensorBoard framing and events (read back by an
 // independent decoder), plain progress lines, report_to, kohya/diffusers key names in config
 // errors, and config-relative paths.
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,7 +13,7 @@ import { crc32c, maskedCrc32c } from "../src/io/crc32c.js";
 import { EventFileWriter, eventFileName } from "../src/io/tensorboard.js";
 import { frameRecord, wandbFileHeader } from "../src/io/wandb_log.js";
 import { TrainProgressView, resolveProgressMode } from "../src/train/progress_view.js";
-import { tempDir } from "./helpers/fixtures.js";
+import { repoRoot, tempDir } from "./helpers/fixtures.js";
 import { crc32cBitwise, readEventFile } from "./helpers/tfevents.js";
 import { scanRecords } from "./helpers/wandb_log.js";
 import { minimal, problems } from "./helpers/train_config.js";
@@ -53,18 +55,21 @@ describe("TensorBoard event files", () => {
 });
 
 describe("W&B log framing", () => {
-  it("splits records across 32 KiB blocks, pads short block tails, and reads back whole", () => {
-    // Records sized to hit each case: FULL; one ending 3 bytes before the block end (zero
-    // padding follows); one ending exactly a header's room before the next block end, so the
-    // record after it starts with an empty FIRST fragment; one spanning three blocks.
-    const sizes = [100, 32768 - 3 - 114 - 7, 65536 - 7 - 32768 - 7, 10, 70_000];
-    const records = sizes.map((n, i) => Buffer.alloc(n, i + 1));
+  it("is byte for byte what wandb's DataStore writes, and reads back whole", () => {
+    // test/fixtures/wandb-log.json (scripts/fixtures/wandb_log.py): payload sizes hitting every
+    // case (FULL; zero padding of a block tail; an empty FIRST fragment where exactly a header's
+    // room is left; FIRST/MIDDLE/LAST across blocks), and the file wandb wrote for them.
+    const golden = JSON.parse(readFileSync(join(repoRoot, "test", "fixtures", "wandb-log.json"), "utf8")) as {
+      sizes: number[];
+      length: number;
+      sha256: string;
+    };
+    const records = golden.sizes.map((n, i) => Buffer.alloc(n, i + 1));
     let file = wandbFileHeader();
     for (const r of records) file = Buffer.concat([file, frameRecord(r, file.length)]);
-    // The empty FIRST fragment: length 0, type 2, in the last 7 bytes of the second block.
-    expect([file.readUInt16LE(65529 + 4), file[65529 + 6]]).toEqual([0, 2]);
+    expect(file.length).toBe(golden.length);
+    expect(createHash("sha256").update(file).digest("hex")).toBe(golden.sha256);
     expect(scanRecords(file)).toEqual(records);
-    expect(file.subarray(32768 - 3, 32768)).toEqual(Buffer.alloc(3));
   });
 });
 
