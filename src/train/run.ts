@@ -251,8 +251,7 @@ async function trainStage(
     onProgress: options.onProgress,
     cacheDir: options.cacheDir ?? run.config.cache_dir,
     variant: run.config.variant,
-    // The report during training: live curves, the newest validation grid, "step N of M".
-    refreshReport: (step) => writeTrainingReport(run.dir, run.config, run.records, { stage: stage.stage.name, step }),
+    refreshReport: liveReport(run, stage.stage.name),
   };
   const outcome = await runStage(ctx);
   try {
@@ -267,6 +266,19 @@ async function trainStage(
     outcome.trainer.dispose();
     outcome.models.dispose();
   }
+}
+
+/** Seconds between rewrites of report.html during a stage (its charts take a moment to render). */
+const LIVE_REPORT_SECONDS = 30;
+
+/** The report during training (live curves, the newest validation grid, "step N of M"), at most every 30 s. */
+function liveReport(run: Run, stage: string): (step: number) => Promise<void> {
+  let last = -Infinity;
+  return async (step) => {
+    if (performance.now() - last < LIVE_REPORT_SECONDS * 1000) return;
+    last = performance.now();
+    await writeTrainingReport(run.dir, run.config, run.records, { stage, step });
+  };
 }
 
 /** The stage's closing evaluation, then progress.json and the report say it is done. */

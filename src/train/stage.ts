@@ -57,7 +57,7 @@ export interface StageContext {
   cacheDir?: string;
   /** Weights variant of the run's model (e.g. "fp16"). */
   variant?: string;
-  /** Rewrites report.html mid-stage (after validation samples and checkpoints). */
+  /** Rewrites report.html mid-stage (after validation samples and checkpoints; it may skip some). */
   refreshReport?: (step: number) => Promise<unknown>;
 }
 
