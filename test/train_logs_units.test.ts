@@ -3,9 +3,10 @@
 // errors, and config-relative paths.
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify as toYaml } from "yaml";
 
 import { resolveConfigPath, resolveConfigPaths } from "../src/config/paths.js";
 import { resolveTrainConfig } from "../src/config/train.js";
@@ -13,6 +14,7 @@ import { crc32c, maskedCrc32c } from "../src/io/crc32c.js";
 import { EventFileWriter, eventFileName } from "../src/io/tensorboard.js";
 import { frameRecord, wandbFileHeader } from "../src/io/wandb_log.js";
 import { TrainProgressView, resolveProgressMode } from "../src/train/progress_view.js";
+import { checkResumable } from "../src/train/resume_check.js";
 import { repoRoot, tempDir } from "./helpers/fixtures.js";
 import { crc32cBitwise, readEventFile } from "./helpers/tfevents.js";
 import { scanRecords } from "./helpers/wandb_log.js";
@@ -203,5 +205,18 @@ describe("config-relative paths", () => {
     expect(out.stages[0]!.dataset!.path).toBe("org/dataset");
     expect(out.stages[1]!.evaluate!.instance_images).toBe(join(base, "inst"));
     expect(raw.output_dir).toBe("runs/a");
+  });
+
+  it("a run saved with cwd-relative paths resumes under the same paths made absolute", async () => {
+    const runDir = join(dir.path, "old-run");
+    const saved = resolveTrainConfig({ ...minimal, output_dir: runDir, dataset: { path: "data" } });
+    await mkdir(runDir, { recursive: true });
+    await writeFile(join(runDir, "config.yaml"), toYaml(saved));
+    const now = resolveTrainConfig({ ...minimal, output_dir: runDir, dataset: { path: resolve("data") } });
+    await expect(checkResumable(now, runDir, { resume: "latest" }, { stages: [{}] })).resolves.toBeUndefined();
+    const moved = resolveTrainConfig({ ...minimal, output_dir: runDir, dataset: { path: resolve("other") } });
+    await expect(checkResumable(moved, runDir, { resume: "latest" }, { stages: [{}] })).rejects.toThrow(
+      /differs from the run being resumed in stages\[0\]\.dataset\.path/,
+    );
   });
 });
