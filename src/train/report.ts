@@ -20,7 +20,7 @@ export async function writeTrainingReport(
   config: TrainConfig,
   records: StageRecord[],
   /** Written during training: the stage in progress and its step. */
-  live?: { stage: string; step: number },
+  live?: { stage: string; step: number; total: number },
 ): Promise<string> {
   const path = join(runDir, "report.html");
   const rel = (p: string): string => relative(runDir, p).split("\\").join("/");
@@ -31,7 +31,7 @@ export async function writeTrainingReport(
     const parts = [`<h2>Stage “${escapeHtml(stage.name)}”</h2>`];
     parts.push(
       `<p>${escapeHtml(stage.method)} · UNet ${escapeHtml(stage.train_unet)} · text encoder ${escapeHtml(stage.train_text_encoder)} · ` +
-        `${record ? `${record.steps} steps, last loss ${Number.isFinite(record.lastLoss) ? record.lastLoss.toFixed(5) : "n/a"}` : live?.stage === stage.name ? `training: step ${live.step} of ${stage.max_train_steps}` : "not finished"}</p>`,
+        `${record ? `${record.steps} steps, last loss ${Number.isFinite(record.lastLoss) ? record.lastLoss.toFixed(5) : "n/a"}` : live?.stage === stage.name ? `training: step ${live.step} of ${live.total}` : "not finished"}</p>`,
     );
     if (record) {
       const items = Object.entries(record.loraFiles).map(

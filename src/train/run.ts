@@ -272,12 +272,12 @@ async function trainStage(
 const LIVE_REPORT_SECONDS = 30;
 
 /** The report during training (live curves, the newest validation grid, "step N of M"), at most every 30 s. */
-function liveReport(run: Run, stage: string): (step: number) => Promise<void> {
+function liveReport(run: Run, stage: string): (step: number, total: number) => Promise<void> {
   let last = -Infinity;
-  return async (step) => {
+  return async (step, total) => {
     if (performance.now() - last < LIVE_REPORT_SECONDS * 1000) return;
     last = performance.now();
-    await writeTrainingReport(run.dir, run.config, run.records, { stage, step });
+    await writeTrainingReport(run.dir, run.config, run.records, { stage, step, total });
   };
 }
 

@@ -58,7 +58,7 @@ export interface StageContext {
   /** Weights variant of the run's model (e.g. "fp16"). */
   variant?: string;
   /** Rewrites report.html mid-stage (after validation samples and checkpoints; it may skip some). */
-  refreshReport?: (step: number) => Promise<unknown>;
+  refreshReport?: (step: number, total: number) => Promise<unknown>;
 }
 
 export interface StageOutcome {

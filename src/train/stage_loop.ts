@@ -74,14 +74,14 @@ export async function trainLoop(loop: StageLoop, state: LoopState): Promise<void
       // Not cancellable: a stop request waits for these few images, then saves.
       loop.ctx.onProgress?.({ phase: "validation", stage: stage.name, step: state.step, total });
       await validationSamples(loop.models, stage, loop.dir, state.step, { resolution: loop.resolution });
-      await loop.ctx.refreshReport?.(state.step);
+      await loop.ctx.refreshReport?.(state.step, total);
     }
     const stopping = signal?.aborted ?? false;
     if (state.step % stage.checkpointing_steps === 0 || state.step === total || stopping) {
       // A state whose loss is not finite is never saved: the newest checkpoint stays a good one.
       const saved = state.nonFinite === 0 ? await saveCheckpoint(loop, state) : (await loop.store.latest())?.dir;
       if (stopping) throw new TrainingStopped(saved);
-      if (state.step < total && !validating) await loop.ctx.refreshReport?.(state.step);
+      if (state.step < total && !validating) await loop.ctx.refreshReport?.(state.step, total);
     }
   }
 }
