@@ -152,9 +152,9 @@ async function recordStep(loop: StageLoop, state: LoopState, totals: StepTotals,
     stage: stage.name,
     step: state.step,
     total: stage.max_train_steps,
-    epoch: state.position.epoch,
     loss: totals.loss,
     lr,
+    epoch: state.position.epoch,
   });
 }
 
