@@ -15,6 +15,8 @@ export type {
 export { tensorFrom, disposeAll, cancelTokenFor } from "./tensor.js";
 export { inspectSafetensors, readSafetensors, writeSafetensors } from "./io/safetensors.js";
 export { formatBytes } from "./io/bytes.js";
+export { formatDuration, ProgressBar } from "./io/progress_bar.js";
+export type { ProgressBarOptions } from "./io/progress_bar.js";
 export type { SafetensorsContents, TensorEntries } from "./io/safetensors.js";
 export { ClipTokenizer } from "./text/clip_tokenizer.js";
 export type { DecodeOptions, EncodedBatch, EncodeOptions } from "./text/clip_tokenizer.js";
@@ -154,6 +156,7 @@ export { checkModelOptions, MODEL_DTYPES } from "./models/options.js";
 export { train } from "./train/run.js";
 export type { TrainOptions, TrainProgress, TrainResult } from "./train/run.js";
 export type { DistributedSettings } from "./train/distributed.js";
+export type { ProgressMode } from "./train/progress_view.js";
 export type { StageProgress } from "./train/stage.js";
 export type { StageRecord } from "./train/outputs.js";
 export { describeTrainingCheckpoint, formatTrainingCheckpoint } from "./train/checkpoint_info.js";

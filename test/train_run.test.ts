@@ -85,7 +85,7 @@ async function tensorsEqual(a: string, b: string): Promise<void> {
 
 async function metricsWithoutTimes(runDir: string): Promise<unknown[]> {
   return (await readMetrics(join(runDir, "metrics.jsonl"))).map(
-    ({ step_time: _t, images_per_sec: _i, ...rest }) => rest,
+    ({ step_time: _t, images_per_sec: _i, time: _w, ...rest }) => rest,
   );
 }
 

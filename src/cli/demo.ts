@@ -2,9 +2,8 @@
 // generated model (see src/demo). Prints where the LoRAs, samples and report are.
 import { join, relative } from "node:path";
 
-import { runDemo, type StageProgress } from "../index.js";
+import { runDemo } from "../index.js";
 import { parseCommandArgs, type Command } from "./command.js";
-import { ProgressBar } from "./progress.js";
 
 export const command: Command = {
   help: [
@@ -22,28 +21,14 @@ export const command: Command = {
     const controller = new AbortController();
     const onSignal = (): void => controller.abort();
     process.once("SIGINT", onSignal);
-    let bar: ProgressBar | undefined;
-    let current = "";
     const started = performance.now();
     try {
       const result = await runDemo({
         dir: values.dir as string | undefined,
         quick: Boolean(values.quick),
         signal: controller.signal,
-        onProgress: (event) => {
-          const e = event as StageProgress;
-          if (e.phase !== "train" && e.phase !== "class-images") return;
-          const label = `${e.stage} ${e.phase === "train" ? "training" : "class images"}`;
-          if (label !== current) {
-            bar?.done();
-            if (!process.stderr.isTTY) console.error(`${label}...`);
-            current = label;
-            bar = new ProgressBar({ label, total: e.total, unit: e.phase === "train" ? "step" : "img" });
-          }
-          bar!.update(e.step, typeof e.loss === "number" ? { loss: e.loss } : {});
-        },
+        progress: "auto", // a bar on a terminal, plain lines otherwise (src/train/progress_view.ts)
       });
-      bar?.done();
       const here = (p: string): string => relative(process.cwd(), p) || ".";
       console.log(`\ndemo finished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
       for (const stage of result.stages) {
@@ -58,7 +43,6 @@ export const command: Command = {
       console.log("See the README for the same config on stabilityai/stable-diffusion-2-base.");
       return 0;
     } finally {
-      bar?.done();
       process.off("SIGINT", onSignal);
     }
   },

@@ -2,9 +2,8 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 
-import { train, trainConfigJsonSchema, type StageProgress, type TrainProgress, type TrainResult } from "../index.js";
+import { train, trainConfigJsonSchema, type ProgressMode, type TrainResult } from "../index.js";
 import { UsageError, type Command } from "./command.js";
-import { formatBytes, ProgressBar } from "./progress.js";
 
 const help = [
   "usage: sdtune train --config run.yaml [--resume latest|CHECKPOINT_DIR] [key=value ...] [--key value ...]",
@@ -19,6 +18,9 @@ const help = [
   "  --nproc-per-node N data parallel: train with N worker processes on this machine (global batch =",
   "                     train_batch_size x N); under torchrun/Slurm, RANK, WORLD_SIZE, MASTER_ADDR and",
   "                     MASTER_PORT make each process join as that rank instead",
+  "  --progress MODE    bar (a terminal's default), plain (one line every --progress-interval seconds:",
+  "                     step, epoch, loss, lr, it/s, ETA; the default when stderr is not a terminal) or none",
+  "  --progress-interval SECONDS   between plain lines [10]",
   "",
   "Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and exits with code 130 (143);",
   "a second Ctrl-C quits at once (saved checkpoints are never torn).",
@@ -30,20 +32,18 @@ export const command: Command = {
     const args = parseTrainArgs(argv);
     if (args.printSchema) return printSchema(args.printSchema.file);
     const stop = stopOnSignals();
-    const progress = new TrainProgressView();
     try {
       const result = await train(args.config, {
         resume: args.resume,
         overrides: args.overrides,
         ...(args.nprocPerNode ? { distributed: { nprocPerNode: args.nprocPerNode } } : {}),
         signal: stop.signal,
-        onProgress: (event) => progress.show(event),
+        progress: args.progress,
+        progressInterval: args.progressInterval,
       });
-      progress.done();
       printResult(result);
       return 0;
     } catch (error) {
-      progress.done();
       if ((error as Error).name === "AbortError" && stop.received()) {
         console.error(`sdtune train: ${(error as Error).message}`);
         return stop.received() === "SIGTERM" ? 143 : 130;
@@ -61,13 +61,19 @@ interface TrainArgs {
   overrides: string[];
   printSchema?: { file?: string };
   nprocPerNode?: number;
+  progress: ProgressMode;
+  progressInterval?: number;
 }
+
+const MODES: readonly string[] = ["auto", "bar", "plain", "none"];
 
 function parseTrainArgs(argv: string[]): TrainArgs {
   let config: string | undefined;
   let resume: string | undefined;
   let nproc: string | undefined;
   const overrides: string[] = [];
+  let progress: ProgressMode = "auto";
+  let progressInterval: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = (): string => {
@@ -81,9 +87,18 @@ function parseTrainArgs(argv: string[]): TrainArgs {
     else if (arg.startsWith("--resume=")) resume = arg.slice(9);
     else if (arg === "--nproc-per-node") nproc = value();
     else if (arg.startsWith("--nproc-per-node=")) nproc = arg.slice(17);
-    else if (arg === "--print-schema") {
+    else if (arg === "--progress" || arg.startsWith("--progress=")) {
+      const mode = arg === "--progress" ? value() : arg.slice(11);
+      if (!MODES.includes(mode)) throw new UsageError(`--progress: expected bar, plain, none or auto, got "${mode}"`);
+      progress = mode as ProgressMode;
+    } else if (arg === "--progress-interval" || arg.startsWith("--progress-interval=")) {
+      const text = arg === "--progress-interval" ? value() : arg.slice(20);
+      progressInterval = Number(text);
+      if (!(progressInterval > 0)) throw new UsageError(`--progress-interval: expected seconds > 0, got "${text}"`);
+    } else if (arg === "--print-schema") {
       const file = argv[i + 1];
-      return { config: "", overrides, printSchema: { file: file && !file.startsWith("-") ? file : undefined } };
+      const printSchema = { file: file && !file.startsWith("-") ? file : undefined };
+      return { config: "", overrides, printSchema, progress };
     } else if (arg.startsWith("--")) {
       const eq = arg.indexOf("=");
       overrides.push(eq > 0 ? arg.slice(2) : `${arg.slice(2)}=${value()}`);
@@ -95,7 +110,7 @@ function parseTrainArgs(argv: string[]): TrainArgs {
   if (nprocPerNode !== undefined && !(Number.isInteger(nprocPerNode) && nprocPerNode >= 1)) {
     throw new UsageError(`--nproc-per-node needs a whole number of processes >= 1, got "${nproc}"`);
   }
-  return { config, resume, overrides, nprocPerNode };
+  return { config, resume, overrides, nprocPerNode, progress, progressInterval };
 }
 
 async function printSchema(file: string | undefined): Promise<number> {
@@ -133,58 +148,6 @@ function stopOnSignals(): { signal: AbortSignal; received(): NodeJS.Signals | un
       process.off("SIGTERM", onSignal);
     },
   };
-}
-
-const PHASES: Record<string, string> = {
-  train: "training",
-  "class-images": "class images",
-  cache: "caching latents",
-  evaluate: "evaluation",
-};
-
-/** One progress bar per stage and phase; download lines in between. */
-class TrainProgressView {
-  private bar: ProgressBar | undefined;
-  private barKey = "";
-  private downloading = false;
-
-  show(event: TrainProgress): void {
-    if (event.phase === "notice") {
-      // Damaged checkpoints passed over, the dataset report...: on their own lines, between bars.
-      this.done();
-      console.error(`${event.stage ? `${event.stage}: ` : ""}${String(event.message)}`);
-      return;
-    }
-    if (event.phase === "download") {
-      const e = event as { fileBytes?: number; file?: string };
-      if (process.stderr.isTTY && e.file) {
-        process.stderr.write(`\rdownloading ${e.file} ${formatBytes(e.fileBytes ?? 0)}   `);
-        this.downloading = true;
-      }
-      return;
-    }
-    const e = event as StageProgress;
-    const phase = PHASES[e.phase];
-    if (!phase || typeof e.step !== "number" || typeof e.total !== "number") return;
-    const key = `${e.stage} ${phase}`;
-    if (this.downloading) {
-      process.stderr.write("\n");
-      this.downloading = false;
-    }
-    if (!this.bar || this.barKey !== key) {
-      this.bar?.done();
-      if (!process.stderr.isTTY) console.error(`${key}...`);
-      this.barKey = key;
-      const unit = e.phase === "train" ? "step" : "img";
-      this.bar = new ProgressBar({ label: key, total: e.total, unit, initial: e.phase === "train" ? e.step : 0 });
-    }
-    this.bar.update(e.step, e.loss === undefined ? {} : { loss: e.loss, lr: e.lr ?? 0 });
-  }
-
-  done(): void {
-    this.bar?.done();
-    this.bar = undefined;
-  }
 }
 
 function printResult(result: TrainResult): void {

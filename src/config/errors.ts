@@ -2,6 +2,8 @@
 // path in the config, and an unknown key gets a "did you mean".
 import type { z } from "zod";
 
+import { describeForeignKey, foreignKey } from "./foreign_keys.js";
+
 export class ConfigError extends Error {
   override name = "ConfigError";
   constructor(
@@ -36,8 +38,10 @@ function describeIssue(schema: z.ZodType, issue: z.core.$ZodIssue): string {
     const known = knownKeys(schema, issue.path);
     return issue.keys
       .map((key) => {
-        const guess = closest(key, known);
         const at = formatPath([...issue.path, key]);
+        const foreign = foreignKey(key, known);
+        if (foreign) return `${at}: unknown key (did you mean "${foreign.ours}"? ${describeForeignKey(key, foreign)})`;
+        const guess = closest(key, known);
         return `${at}: unknown key${guess ? ` (did you mean "${guess}"?)` : known.length ? ` (expected one of: ${known.join(", ")})` : ""}`;
       })
       .join("\n  ");

@@ -324,6 +324,17 @@ export const StageSchema = z.strictObject(stageShape).superRefine((stage, ctx) =
 });
 export type StageConfig = z.output<typeof StageSchema>;
 
+/** The logs `report_to` can ask for (src/train/logs.ts writes them). */
+export const REPORT_TO = ["tensorboard", "wandb"] as const;
+export type ReportTo = (typeof REPORT_TO)[number];
+
+function reportTargets(value: string | string[]): ReportTo[] {
+  const asked = Array.isArray(value) ? value : [value];
+  return REPORT_TO.filter((t) => asked.includes(t) || asked.includes("all"));
+}
+
+const ReportToName = z.enum([...REPORT_TO, "all", "none"]);
+
 const topShape = {
   $schema: z.string().optional(),
   model: z.string().min(1).describe("a diffusers folder or a Hugging Face model id"),
@@ -343,6 +354,12 @@ const topShape = {
     .string()
     .optional()
     .describe("latent / text-embedding cache folder (default: $SDTUNE_CACHE_DIR or ~/.cache/sdtune)"),
+  report_to: z
+    .union([ReportToName, z.array(ReportToName).max(REPORT_TO.length + 2)])
+    .default([])
+    .describe(
+      "logs besides metrics.jsonl (diffusers' --report_to): tensorboard (event files in <output_dir>/logs), wandb (an offline run in <output_dir>/wandb), all or none",
+    ),
   stages: z.array(z.record(z.string(), z.unknown())).min(1).optional(),
 };
 
@@ -358,6 +375,7 @@ export interface TrainConfig {
   device: string;
   mixed_precision: "auto" | "no" | "fp16" | "bf16";
   cache_dir?: string;
+  report_to: ReportTo[];
   stages: (StageConfig & { name: string; learning_rate: number })[];
 }
 
@@ -416,6 +434,7 @@ export function resolveTrainConfig(raw: unknown, source = "config"): TrainConfig
     device: top.device,
     mixed_precision: top.mixed_precision,
     cache_dir: top.cache_dir,
+    report_to: reportTargets(top.report_to),
     stages,
   };
 }

@@ -18,6 +18,8 @@ export interface DemoOptions {
   quick?: boolean;
   signal?: AbortSignal;
   onProgress?: TrainOptions["onProgress"];
+  /** Progress on stderr, as train()'s `progress` (default none). */
+  progress?: TrainOptions["progress"];
 }
 
 /** The demo's training config (the README shows the same config pointed at a real model). */
@@ -84,5 +86,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<TrainResult> {
   await ensureDemoAssets(dir);
   // Each demo is a fresh run; the model and images are reused.
   await rm(join(dir, "run"), { recursive: true, force: true });
-  return train(demoConfig(dir, options.quick ?? false), { signal: options.signal, onProgress: options.onProgress });
+  return train(demoConfig(dir, options.quick ?? false), {
+    signal: options.signal,
+    onProgress: options.onProgress,
+    progress: options.progress,
+  });
 }

@@ -1,8 +1,10 @@
 // metrics.jsonl: one JSON object per optimizer step (and per event), appended as
-// training goes. A resumed run first cuts the file back to the line count its
-// checkpoint recorded, so the log reads exactly like an uninterrupted run's.
+// training goes and fsynced at most every SYNC_SECONDS (and before each checkpoint), so a
+// crash loses at most a few seconds of lines. A resumed run first cuts the file back to the
+// line count its checkpoint recorded, so the log reads exactly like an uninterrupted run's.
+// Each line is also handed to the run's other logs (TensorBoard, W&B: src/train/logs.ts).
 import { existsSync } from "node:fs";
-import { appendFile, readFile, truncate } from "node:fs/promises";
+import { appendFile, open, readFile, truncate } from "node:fs/promises";
 
 export interface StepMetrics {
   stage: string;
@@ -19,9 +21,22 @@ export interface StepMetrics {
   [key: string]: unknown;
 }
 
+/** Another log fed the same lines (TensorBoard event files, a W&B offline run). */
+export interface MetricsSink {
+  write(record: Record<string, unknown>): Promise<void>;
+  /** Makes what was written durable. */
+  sync(): Promise<void>;
+  /** Ends the log; `exitCode` 0 when the run ended well. */
+  close(exitCode?: number): Promise<void>;
+}
+
+const SYNC_SECONDS = 5;
+
 export class MetricsLog {
   private lines = 0;
   private discarding = false;
+  private readonly sinks: MetricsSink[] = [];
+  private lastSync = performance.now();
 
   private constructor(readonly path: string) {}
 
@@ -57,9 +72,39 @@ export class MetricsLog {
     return this.lines;
   }
 
+  /** The lines kept so far (what a resumed run's other logs are rebuilt from). */
+  async records(): Promise<Record<string, unknown>[]> {
+    return existsSync(this.path) ? readMetrics(this.path) : [];
+  }
+
+  addSink(sink: MetricsSink): void {
+    this.sinks.push(sink);
+  }
+
   async append(record: Record<string, unknown>): Promise<void> {
     if (!this.discarding) await appendFile(this.path, `${JSON.stringify(record)}\n`);
     this.lines++;
+    for (const sink of this.sinks) await sink.write(record);
+    if (performance.now() - this.lastSync >= SYNC_SECONDS * 1000) await this.sync();
+  }
+
+  /** fsyncs metrics.jsonl and every sink (a checkpoint's line count then matches lines on disk). */
+  async sync(): Promise<void> {
+    this.lastSync = performance.now();
+    if (existsSync(this.path)) {
+      const handle = await open(this.path, "r");
+      try {
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+    }
+    for (const sink of this.sinks) await sink.sync();
+  }
+
+  async close(exitCode = 0): Promise<void> {
+    await this.sync();
+    for (const sink of this.sinks.splice(0)) await sink.close(exitCode);
   }
 }
 

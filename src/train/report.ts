@@ -1,6 +1,7 @@
 // The run's report.html: loss and learning-rate curves (vega, rendered to SVG),
 // each stage's outputs, its latest validation grid and a link to its evaluation.
-// Self-contained apart from images beside it; rewritten after every stage.
+// Self-contained apart from images beside it; rewritten after every stage, and during one
+// after each validation and checkpoint (then it says which step the stage is at).
 import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join, relative } from "node:path";
@@ -19,6 +20,8 @@ export async function writeTrainingReport(
   runDir: string,
   config: TrainConfig,
   records: StageRecord[],
+  /** Written during training: the stage in progress and its step. */
+  live?: { stage: string; step: number; total: number },
 ): Promise<string> {
   const path = join(runDir, "report.html");
   const rel = (p: string): string => relative(runDir, p).split("\\").join("/");
@@ -29,7 +32,7 @@ export async function writeTrainingReport(
     const parts = [`<h2>Stage “${escapeHtml(stage.name)}”</h2>`];
     parts.push(
       `<p>${escapeHtml(stage.method)} · UNet ${escapeHtml(stage.train_unet)} · text encoder ${escapeHtml(stage.train_text_encoder)} · ` +
-        `${record ? `${record.steps} steps, last loss ${Number.isFinite(record.lastLoss) ? record.lastLoss.toFixed(5) : "n/a"}` : "not finished"}</p>`,
+        `${record ? `${record.steps} steps, last loss ${Number.isFinite(record.lastLoss) ? record.lastLoss.toFixed(5) : "n/a"}` : live?.stage === stage.name ? `training: step ${live.step} of ${live.total}` : "not finished"}</p>`,
     );
     if (record) {
       const items = Object.entries(record.loraFiles).map(
@@ -56,6 +59,7 @@ export async function writeTrainingReport(
   }
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sdtune training report</title>
+${live ? '<meta http-equiv="refresh" content="60">' : ""}
 <link rel="icon" href="data:,">
 <style>body{font:14px system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}img{max-width:100%;image-rendering:pixelated}
 figure{margin:1em 0}section{border-top:1px solid #ddd;margin-top:1.5em}code{background:#f4f4f4;padding:0 .2em}</style></head>

@@ -5,7 +5,7 @@
 // rather than skipping the comparison.
 import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 
 import { parse as parseYaml } from "yaml";
 
@@ -89,6 +89,7 @@ const RESUME_SAFE_KEYS = [
   "save",
   "cache_dir",
   "device",
+  "report_to",
 ];
 
 /** "stages[1].learning_rate"-style paths of every difference that matters for an exact resume. */
@@ -110,6 +111,9 @@ function changedKeys(before: Record<string, unknown>, after: Record<string, unkn
       }
       return;
     }
+    // A path saved relative to the working directory (runs started before config-relative paths)
+    // and the same path saved absolute are the same setting.
+    if (typeof a === "string" && typeof b === "string" && resolve(a) === resolve(b)) return;
     if (JSON.stringify(a) !== JSON.stringify(b)) out.push(path);
   };
   walk(before, after, "");

@@ -10,6 +10,7 @@ import { basename, join, resolve } from "node:path";
 import { stringify as toYaml } from "yaml";
 
 import { applyOverrides, loadConfigFile } from "../config/load.js";
+import { resolveConfigPaths } from "../config/paths.js";
 import { resolveTrainConfig, type TrainConfig } from "../config/train.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { acquireFileLock } from "../io/lock.js";
@@ -18,9 +19,11 @@ import { CheckpointStore, type Checkpoint } from "./checkpoints.js";
 import { DataParallel, mainThenBarrier, resolveDistributed, type DistributedSettings } from "./distributed.js";
 import { launcherChannel, launchLocal } from "./launch.js";
 import { MetricsLog } from "./metrics.js";
+import { openRunLogs } from "./logs.js";
 import { formatDatasetSummary } from "./dataset_report.js";
 import { reopenExtended } from "./extend.js";
 import { explainFsError } from "./paths.js";
+import { PROGRESS_MODES, TrainProgressView, type ProgressMode } from "./progress_view.js";
 import { checkResumable } from "./resume_check.js";
 import { preflight, type Checked } from "./preflight.js";
 import type { Placement } from "./precision.js";
@@ -46,6 +49,13 @@ export interface TrainOptions {
    * RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT variables torchrun and Slurm scripts set).
    */
   distributed?: DistributedSettings;
+  /**
+   * Progress on stderr: "auto" (a bar on a terminal, plain lines otherwise, as the CLI does),
+   * "bar", "plain" (step, epoch, loss, lr, rate, ETA every `progressInterval` s) or "none" (default).
+   */
+  progress?: ProgressMode;
+  /** Seconds between plain progress lines (default 10; lines also come at each phase's start and end). */
+  progressInterval?: number;
 }
 
 export type TrainProgress =
@@ -72,11 +82,22 @@ const PROGRESS = "progress.json";
 /** Trains per `config`: a config object, or the path of a YAML/JSON config file. */
 export async function train(config: unknown, options: TrainOptions = {}): Promise<TrainResult> {
   const plan = resolveDistributed(options.distributed);
-  if (plan.kind === "launch") return launchLocal<TrainResult>(plan, options);
-  if (plan.kind === "single") return trainProcess(config, options, undefined);
-  // One rank of a group: rank 0 reports (to the launcher, if one started us); a stop request is
-  // agreed on by all ranks at a step boundary (stage_loop.ts).
+  if (plan.kind === "launch") return withProgressView(options, (o) => launchLocal<TrainResult>(plan, o));
+  if (plan.kind === "single") return withProgressView(options, (o) => trainProcess(config, o, undefined));
+  // One rank of a group: rank 0 reports (to the launcher, if one started us, which shows the
+  // progress; under torchrun or Slurm rank 0 shows it itself); a stop request is agreed on by
+  // all ranks at a step boundary (stage_loop.ts).
   const channel = launcherChannel();
+  if (channel) return trainRank(config, options, plan, channel);
+  return withProgressView(options, (o) => trainRank(config, o, plan, undefined));
+}
+
+async function trainRank(
+  config: unknown,
+  options: TrainOptions,
+  plan: Extract<ReturnType<typeof resolveDistributed>, { kind: "join" }>,
+  channel: ReturnType<typeof launcherChannel>,
+): Promise<TrainResult> {
   const controller = new AbortController();
   options.signal?.addEventListener("abort", () => controller.abort(), { once: true });
   channel?.onStop(() => controller.abort());
@@ -93,12 +114,43 @@ export async function train(config: unknown, options: TrainOptions = {}): Promis
   }
 }
 
+/** Runs `fn` with the progress view `options.progress` asks for fed its events. */
+async function withProgressView<T>(options: TrainOptions, fn: (options: TrainOptions) => Promise<T>): Promise<T> {
+  const view = progressView(options);
+  if (!view) return fn(options);
+  const onProgress = options.onProgress;
+  try {
+    return await fn({
+      ...options,
+      onProgress: (event) => {
+        view.show(event);
+        onProgress?.(event);
+      },
+    });
+  } finally {
+    view.done();
+  }
+}
+/** The view `progress` asks for; a bad mode or interval is refused before anything runs. */
+function progressView(options: TrainOptions): TrainProgressView | undefined {
+  const { progress, progressInterval } = options;
+  if (progress !== undefined && !PROGRESS_MODES.includes(progress)) {
+    throw new Error(`progress: "${String(progress)}" is not one of ${PROGRESS_MODES.join(", ")}`);
+  }
+  if (progressInterval !== undefined && !(Number.isFinite(progressInterval) && progressInterval > 0)) {
+    throw new Error(`progressInterval: expected a positive number of seconds, got ${String(progressInterval)}`);
+  }
+  if (!progress || progress === "none") return undefined;
+  return new TrainProgressView({ mode: progress, intervalSeconds: progressInterval });
+}
+
 async function trainProcess(
   config: unknown,
   options: TrainOptions,
   dp: DataParallel | undefined,
 ): Promise<TrainResult> {
-  let raw = typeof config === "string" ? await loadConfigFile(config) : config;
+  // A file's relative paths are relative to the file; overrides (typed in a shell) to the working directory.
+  let raw = typeof config === "string" ? resolveConfigPaths(await loadConfigFile(config), config) : config;
   const source = typeof config === "string" ? config : "config";
   if (options.overrides?.length) raw = applyOverrides(raw as Record<string, unknown>, options.overrides);
   const resolved = resolveTrainConfig(raw, source);
@@ -168,22 +220,27 @@ async function trainLocked(
   const metrics =
     dp?.isMain === false
       ? MetricsLog.discard(options.resume ? keepLines : 0)
-      : await MetricsLog.open(join(runDir, "metrics.jsonl"), options.resume ? keepLines : 0);
-
+      : await openRunLogs(runDir, resolved, options.resume ? keepLines : 0);
   let base: StageBase = { modelDir, loras: [] };
-  for (const [index, stage] of resolved.stages.entries()) {
-    let record = done.get(stage.name);
-    if (record) {
-      run.records.push(record);
-    } else {
-      options.signal?.throwIfAborted();
-      const from = stage === current ? resumeFrom : undefined;
-      record = await trainStage(run, { stage, index, base, metrics, resumeFrom: from });
-      if (dp?.isMain !== false) await writeTrainingReport(runDir, resolved, run.records);
+  let exitCode = 1;
+  try {
+    for (const [index, stage] of resolved.stages.entries()) {
+      let record = done.get(stage.name);
+      if (record) {
+        run.records.push(record);
+      } else {
+        options.signal?.throwIfAborted();
+        const from = stage === current ? resumeFrom : undefined;
+        record = await trainStage(run, { stage, index, base, metrics, resumeFrom: from });
+        if (dp?.isMain !== false) await writeTrainingReport(runDir, resolved, run.records);
+      }
+      // An evaluation interrupted after its stage finished runs on resume (its images resume).
+      if (stage.evaluate && !record.evaluated) await evaluateRecorded(run, stage, base, record);
+      base = nextBase(base, record);
     }
-    // An evaluation interrupted after its stage finished runs on resume (its images resume).
-    if (stage.evaluate && !record.evaluated) await evaluateRecorded(run, stage, base, record);
-    base = nextBase(base, record);
+    exitCode = 0;
+  } finally {
+    await metrics.close(exitCode);
   }
   const report =
     dp?.isMain === false ? join(runDir, "report.html") : await writeTrainingReport(runDir, resolved, run.records);
@@ -259,6 +316,7 @@ async function trainStage(
     cacheDir: options.cacheDir ?? run.config.cache_dir,
     variant: run.config.variant,
     dp: run.dp,
+    refreshReport: run.dp?.isMain === false ? undefined : liveReport(run, stage.stage.name),
   };
   const outcome = await runStage(ctx);
   try {
@@ -282,6 +340,19 @@ async function trainStage(
     outcome.trainer.dispose();
     outcome.models.dispose();
   }
+}
+
+/** Seconds between rewrites of report.html during a stage (its charts take a moment to render). */
+const LIVE_REPORT_SECONDS = 30;
+
+/** The report during training (live curves, the newest validation grid, "step N of M"), at most every 30 s. */
+function liveReport(run: Run, stage: string): (step: number, total: number) => Promise<void> {
+  let last = -Infinity;
+  return async (step, total) => {
+    if (performance.now() - last < LIVE_REPORT_SECONDS * 1000) return;
+    last = performance.now();
+    await writeTrainingReport(run.dir, run.config, run.records, { stage, step, total });
+  };
 }
 
 /** The stage's closing evaluation, then progress.json and the report say it is done. */

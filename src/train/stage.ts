@@ -64,6 +64,8 @@ export interface StageContext {
   variant?: string;
   /** Data parallel: this process's rank; rank 0 alone writes. */
   dp?: DataParallel;
+  /** Rewrites report.html mid-stage (after validation samples and checkpoints; it may skip some). */
+  refreshReport?: (step: number, total: number) => Promise<unknown>;
 }
 
 export interface StageOutcome {

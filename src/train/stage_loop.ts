@@ -78,12 +78,14 @@ export async function trainLoop(loop: StageLoop, state: LoopState): Promise<void
     state.lastLoss = totals.loss;
     await recordStep(loop, state, totals, lrs.unet, await verifyRanks(loop, state.step));
     refuseNonFinite(loop, state);
-    if (stage.validation && (state.step % stage.validation.every_n_steps === 0 || state.step === total)) {
+    const validating = stage.validation && (state.step % stage.validation.every_n_steps === 0 || state.step === total);
+    if (validating) {
       // Not cancellable: a stop request waits for these few images, then saves. Rank 0 makes them.
       loop.ctx.onProgress?.({ phase: "validation", stage: stage.name, step: state.step, total });
       await mainThenBarrier(loop.ctx.dp, () =>
         validationSamples(loop.models, stage, loop.dir, state.step, { resolution: loop.resolution }),
       );
+      await loop.ctx.refreshReport?.(state.step, total);
     }
     // Like checkpoints, no intermediate LoRA is written from a step whose loss was not finite;
     // rank 0 writes it while the other ranks wait.
@@ -95,6 +97,7 @@ export async function trainLoop(loop: StageLoop, state: LoopState): Promise<void
         state.nonFinite === 0 ? await saveCheckpoint(loop, state) : (await loop.store.latest())?.dir,
       );
       if (stopping) throw new TrainingStopped(saved);
+      if (state.step < total && !validating) await loop.ctx.refreshReport?.(state.step, total);
     }
   }
 }
@@ -196,6 +199,7 @@ async function recordStep(
     step_time: seconds,
     images_per_sec: totals.examples / seconds,
     ...(rankHashes ? { rank_hashes: rankHashes } : {}),
+    time: Date.now() / 1000,
   });
   loop.ctx.onProgress?.({
     phase: "train",
@@ -204,6 +208,7 @@ async function recordStep(
     total: loop.plan.totalSteps,
     loss: totals.loss,
     lr,
+    epoch: state.position.epoch,
   });
 }
 
@@ -234,6 +239,8 @@ async function saveCheckpoint(loop: StageLoop, state: LoopState): Promise<string
     lastLoss: state.lastLoss,
     ...(loop.ctx.dp ? { worldSize: loop.ctx.dp.worldSize } : {}),
   };
+  // The lines the checkpoint counts are on disk before it exists (a resume cuts back to them).
+  await loop.ctx.metrics.sync();
   const tensors = await loop.trainer.stateDict();
   try {
     // Weights that diverged without a non-finite loss yet (e.g. a huge learning rate) are never saved.
