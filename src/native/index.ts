@@ -41,6 +41,7 @@ export type {
   NativeAdaptableModel,
   NativeLoraAdapterWeights,
   LoraInit,
+  LoraType,
   NativeLoraCreateOptions,
   LoraAdapterInfo,
   NativeLoraOps,

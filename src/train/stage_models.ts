@@ -111,6 +111,9 @@ export async function addTrainable(models: StageModels, stage: StageConfig, seed
     dropout: lora.dropout,
     init: lora.init,
     seed: seed + seedOffset,
+    type: lora.type,
+    factor: lora.factor,
+    decomposeBoth: lora.decompose_both,
   });
   if (stage.train_unet === "lora") {
     const created = await createTrainableLora(models.unet, loraOptions(lora.unet_targets, 0));

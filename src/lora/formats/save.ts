@@ -32,8 +32,9 @@ import { tensorFrom } from "../../tensor.js";
 import { diffusersToLdm, SD_UNET_LAYOUT, SDXL_UNET_LAYOUT, type UnetLayout } from "../../models/ldm.js";
 import { FOLDED_ALPHAS_KEY, foldedEntry, type FoldedEntry } from "./fold_record.js";
 import { kohyaHashes, pyFloat } from "./kohya_metadata.js";
+import { doraScaleEntry, lycorisEntries } from "./lycoris.js";
 import { toKohyaName, underscored } from "./names.js";
-import { LoraFormatError, splitAdapterKey, type LoraAdapter, type LoraWeights } from "./types.js";
+import { LoraFormatError, moduleCount, splitAdapterKey, type LoraAdapter, type LoraWeights } from "./types.js";
 
 export type LoraSaveFormat = "kohya" | "diffusers" | "peft";
 
@@ -84,7 +85,8 @@ export async function saveLora(path: string, weights: LoraWeights, options: Save
       `saveLora: format must be "kohya", "diffusers" or "peft" (got ${JSON.stringify(options.format)})`,
     );
   }
-  if (weights.adapters.size === 0) throw new Error("saveLora: the LoRA has no modules");
+  if (moduleCount(weights) === 0) throw new Error("saveLora: the LoRA has no modules");
+  if (options.format !== "kohya") refuseTyped(weights, options.format);
   const target = targetFile(path, options);
   const metadata: Record<string, string> = { ...weights.metadata, ...options.metadata };
   for (const key of [...DERIVED_KEYS, ...KOHYA_DERIVED_KEYS]) delete metadata[key];
@@ -150,19 +152,27 @@ async function kohyaEntries(
   const naming = options.kohyaNaming ?? (sdxl ? "ldm" : "diffusers");
   const layout = options.unetLayout ?? (sdxl ? SDXL_UNET_LAYOUT : SD_UNET_LAYOUT);
   const problems: string[] = [];
-  let step = 0;
-  for (const [key, adapter] of weights.adapters) {
-    progress(options, step++, weights.adapters.size);
-    let name = toKohyaName(key, { numberedTextEncoders: sdxl });
+  const kohyaName = (key: string): string | undefined => {
     const { component, path } = splitAdapterKey(key);
-    if (component === "unet" && naming === "ldm") {
-      const ldm = diffusersToLdm(underscored(path), layout);
-      if (!ldm) {
-        problems.push(`module "${key}" has no LDM name in this UNet layout`);
-        continue;
-      }
-      name = `lora_unet_${ldm}`;
-    }
+    if (component !== "unet" || naming !== "ldm") return toKohyaName(key, { numberedTextEncoders: sdxl });
+    const ldm = diffusersToLdm(underscored(path), layout);
+    if (!ldm) problems.push(`module "${key}" has no LDM name in this UNet layout`);
+    return ldm ? `lora_unet_${ldm}` : undefined;
+  };
+  let step = 0;
+  const total = moduleCount(weights);
+  for (const [key, adapter] of weights.lycoris ?? []) {
+    progress(options, step++, total);
+    const name = kohyaName(key);
+    if (!name) continue;
+    entries.push(...lycorisEntries(name, adapter, created));
+    written.push({ rank: adapter.rank, alpha: adapter.alpha });
+    result.modules++;
+  }
+  for (const [key, adapter] of weights.adapters) {
+    progress(options, step++, total);
+    const name = kohyaName(key);
+    if (!name) continue;
     let { up, alpha } = adapter;
     if (
       adapter.originalAlpha !== undefined &&
@@ -184,6 +194,11 @@ async function kohyaEntries(
       [`${name}.lora_up.weight`, up],
       [`${name}.alpha`, alphaTensor],
     );
+    if (adapter.magnitude) {
+      const entry = doraScaleEntry(name, adapter.magnitude, adapter.down.shape.length === 4);
+      created.push(entry[1]);
+      entries.push(entry);
+    }
     written.push({ rank: adapter.rank, alpha });
     result.modules++;
   }
@@ -213,6 +228,19 @@ function kohyaNetworkMetadata(
 }
 
 // ---------------------------------------------------------------- diffusers / peft
+
+/** LoHa / LoKr / DoRA modules have no diffusers / PEFT-key form here: say so instead of dropping them. */
+function refuseTyped(weights: LoraWeights, format: LoraSaveFormat): void {
+  const lycoris = [...(weights.lycoris?.keys() ?? [])];
+  const dora = [...weights.adapters].filter(([, a]) => a.magnitude).map(([k]) => k);
+  if (!lycoris.length && !dora.length) return;
+  const what = lycoris.length ? `${weights.lycoris!.values().next().value!.type === "loha" ? "LoHa" : "LoKr"}` : "DoRA";
+  throw new LoraFormatError(
+    "saveLora",
+    [`module "${lycoris[0] ?? dora[0]}" is ${what} (and ${lycoris.length + dora.length - 1} more typed modules)`],
+    `${format} files hold plain LoRA only here: save LoHa, LoKr and DoRA as "kohya" (the LyCORIS layout A1111 and ComfyUI read)`,
+  );
+}
 
 async function diffusersEntries(
   weights: LoraWeights,
