@@ -181,6 +181,8 @@ describe("files in the LyCORIS / kohya layout (what A1111 and ComfyUI read)", ()
         );
       expect(keys, name).toEqual([...expected, "alpha"].sort());
       expect(saved.metadata.ss_network_alpha, name).toBe(c.alpha.toFixed(1));
+      expect(saved.metadata.ss_network_module, name).toBe("lycoris.kohya");
+      expect(JSON.parse(saved.metadata.ss_network_args!).algo, name).toBe(c.type === "dora" ? "lora" : c.type);
       if (c.type === "dora") {
         const scale = saved.tensors.get(`${stem}.dora_scale`)!;
         expect(

@@ -18,18 +18,18 @@ enum class AdapterType { Lora, Dora, Loha, Lokr };
 // types in nn/lora_types.h.
 // Managed through nn/lora.h (attach, create, scales, fuse); the layer only applies it.
 struct LoraAdapter {
-  AdapterType type = AdapterType::Lora;
   torch::Tensor down;  // LoRA, DoRA. Linear: [rank, in];  Conv2d: [rank, in, kh, kw]
   torch::Tensor up;    // LoRA, DoRA. Linear: [out, rank]; Conv2d: [out, rank, 1, 1]
-  // DoRA: "magnitude" [out]. LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b. LoKr: lokr_w1 or
-  // lokr_w1_a + lokr_w1_b, lokr_w2 or lokr_w2_a + lokr_w2_b (LyCORIS' names).
-  std::map<std::string, torch::Tensor> factors;
-  int64_t dim = 0;  // LoHa / LoKr rank (0: a LoKr of two full factors, scale 1 as in LyCORIS)
   double alpha = 1.0;
   double multiplier = 1.0;  // the user's runtime scale
   double dropout = 0.0;
   bool enabled = true;  // in the active set (diffusers' set_adapters)
   bool fused = false;   // already added into the base weight: forward skips it
+  AdapterType type = AdapterType::Lora;
+  // DoRA: "magnitude" [out]. LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b. LoKr: lokr_w1 or
+  // lokr_w1_a + lokr_w1_b, lokr_w2 or lokr_w2_a + lokr_w2_b (LyCORIS' names).
+  std::map<std::string, torch::Tensor> factors;
+  int64_t dim = 0;  // LoHa / LoKr rank (0: a LoKr of two full factors, scale 1 as in LyCORIS)
 
   int64_t rank() const { return down.defined() ? down.size(0) : dim; }
   // peft's / LyCORIS' scaling (alpha / rank) times the runtime scale, in that order.

@@ -14,7 +14,7 @@ torch::Tensor rowNorm(const torch::Tensor& weight, const torch::Tensor& down, co
   torch::NoGradGuard noGrad;
   torch::Tensor w = weight.detach().to(at::kFloat).flatten(1);
   torch::Tensor lw = up.detach().to(at::kFloat).flatten(1).matmul(down.detach().to(at::kFloat).flatten(1));
-  return (w + lw * s).norm(2, {1});
+  return (w + lw.to(w.device()) * s).norm(2, {1});
 }
 
 double scaling(const LoraAdapter& a) {

@@ -42,6 +42,7 @@ std::string typedMisfit(AdapterType type, const std::map<std::string, torch::Ten
                         int64_t& dim) {
   for (const auto& [name, t] : factors) {
     if (!t.defined() || !at::isFloatingType(t.scalar_type())) return name + " must be a floating-point tensor";
+    if (t.numel() == 0) return name + " is empty";
   }
   switch (type) {
     case AdapterType::Loha:

@@ -4,7 +4,7 @@
 // .dora_scale. Tucker (hada_t1/t2, lokr_t2) is refused by name.
 import type { Tensor } from "../../native/index.js";
 import { tensorFrom } from "../../tensor.js";
-import type { LycorisAdapter, LycorisType } from "./types.js";
+import type { LoraWeights, LycorisAdapter, LycorisType } from "./types.js";
 
 const LOHA = ["hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"] as const;
 const LOKR = ["lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b"] as const;
@@ -129,4 +129,20 @@ export function magnitudeFromDoraScale(key: string, t: Tensor, out: number, prob
 export function doraScaleEntry(name: string, magnitude: Tensor, conv: boolean): [string, Tensor] {
   const out = magnitude.shape[0]!;
   return [`${name}.dora_scale`, magnitude.reshape(conv ? [out, 1, 1, 1] : [out, 1])];
+}
+
+/**
+ * LyCORIS' network entries for a file holding LoHa, LoKr or DoRA modules (none for plain LoRA):
+ * ss_network_module "lycoris.kohya" and ss_network_args {"algo": ...} (DoRA: LyCORIS' dora_wd and
+ * wd_on_output flags), unless the caller gave them.
+ */
+export function lycorisNetworkMetadata(weights: LoraWeights, given: Record<string, string>): Record<string, string> {
+  const algo = weights.lycoris?.values().next().value?.type;
+  const dora = [...weights.adapters.values()].some((a) => a.magnitude);
+  if (!algo && !dora) return {};
+  const args = { algo: algo ?? "lora", ...(dora ? { dora_wd: "True", wd_on_output: "True" } : {}) };
+  return {
+    ss_network_module: given.ss_network_module ?? "lycoris.kohya",
+    ss_network_args: given.ss_network_args ?? JSON.stringify(args),
+  };
 }

@@ -32,7 +32,7 @@ import { tensorFrom } from "../../tensor.js";
 import { diffusersToLdm, SD_UNET_LAYOUT, SDXL_UNET_LAYOUT, type UnetLayout } from "../../models/ldm.js";
 import { FOLDED_ALPHAS_KEY, foldedEntry, type FoldedEntry } from "./fold_record.js";
 import { kohyaHashes, pyFloat } from "./kohya_metadata.js";
-import { doraScaleEntry, lycorisEntries } from "./lycoris.js";
+import { doraScaleEntry, lycorisEntries, lycorisNetworkMetadata } from "./lycoris.js";
 import { toKohyaName, underscored } from "./names.js";
 import { LoraFormatError, moduleCount, splitAdapterKey, type LoraAdapter, type LoraWeights } from "./types.js";
 
@@ -104,7 +104,7 @@ export async function saveLora(path: string, weights: LoraWeights, options: Save
   try {
     if (options.format === "kohya") {
       const written = await kohyaEntries(weights, options, entries, created, result);
-      Object.assign(metadata, kohyaNetworkMetadata(metadata, written));
+      Object.assign(metadata, kohyaNetworkMetadata(metadata, written), lycorisNetworkMetadata(weights, metadata));
       Object.assign(metadata, kohyaHashes(entries, metadata));
     } else {
       const record = await diffusersEntries(weights, options, entries, created, result);
