@@ -128,12 +128,12 @@ describe("each type against its reference (LyCORIS functional code, peft's DoRA 
 
   it("creates LyCORIS' factor shapes (its factorization, decompose_both); every new type starts at the base output", async () => {
     for (const [name, c] of cases) {
-      const x = get(g, `${name}.x`);
-      const base = (await native().lora.layerForward(unet.handle, c.path, "", x, x)).output;
+      const [x, dy] = [get(g, `${name}.x`), get(g, `${name}.g`)];
+      const base = (await native().lora.layerForward(unet.handle, c.path, "", x, dy)).output;
       const options = { factor: c.factor, decomposeBoth: c.decompose_both, seed: 1 };
       const targets = `${c.path.replace(/\./g, "\\.")}`;
       const created = await createTrainableLora(unet, { name, targets, ...c, ...options });
-      const r = await native().lora.layerForward(unet.handle, c.path, name, x, x);
+      const r = await native().lora.layerForward(unet.handle, c.path, name, x, dy);
       await expectClose(r.output, base, { atol: 1e-6, rtol: 0 }, `${name}: a new adapter changes nothing yet`);
       const params = new Map(created.parameters.map(([n, t]) => [n.slice(c.path.length + 1), t]));
       if (c.type === "dora") {
@@ -162,8 +162,8 @@ describe("files in the LyCORIS / kohya layout (what A1111 and ComfyUI read)", ()
   it("saves every type with LyCORIS' keys and alpha, and loads it back to the same outputs", async () => {
     for (const [name, c] of cases) {
       await applyLora({ unet }, weightsOf(name, c), { name });
-      const x = get(g, `${name}.x`);
-      const before = (await native().lora.layerForward(unet.handle, c.path, "", x, x)).output;
+      const [x, dy] = [get(g, `${name}.x`), get(g, `${name}.g`)];
+      const before = (await native().lora.layerForward(unet.handle, c.path, "", x, dy)).output;
       const weights = await extractLora({ unet }, name);
       const file = join(dir.path, `${name}.safetensors`);
       await saveLora(file, weights, { format: "kohya" });
@@ -192,7 +192,7 @@ describe("files in the LyCORIS / kohya layout (what A1111 and ComfyUI read)", ()
       }
       await removeLora({ unet }, name);
       await applyLoraFile({ unet }, file, { name });
-      const after = (await native().lora.layerForward(unet.handle, c.path, "", x, x)).output;
+      const after = (await native().lora.layerForward(unet.handle, c.path, "", x, dy)).output;
       await expectClose(after, before, { atol: 0, rtol: 0 }, `${name} reloaded`);
       await expectClose(after, get(g, `${name}.y`), TOL.forward, `${name} reloaded vs reference`);
       await removeLora({ unet }, name);

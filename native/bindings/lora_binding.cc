@@ -130,7 +130,7 @@ Napi::Value attach(const Napi::CallbackInfo& info) {
       Napi::Object o = requireObject(array.Get(i), what);
       lora::AdapterWeights a{getString(o, "path", what), {}, {}, getNumber(o, "alpha", what)};
       readTyped(o, what, a);
-      if (a.type == lora::AdapterType::Lora || a.type == lora::AdapterType::Dora) {
+      if (a.type == nn::AdapterType::Lora || a.type == nn::AdapterType::Dora) {
         a.down = TensorHandle::unwrap(o.Get("down"), what + ".down");
         a.up = TensorHandle::unwrap(o.Get("up"), what + ".up");
       }
