@@ -1,35 +1,24 @@
-// Training DoRA, LoHa and LoKr: the trainer's saved state of each resumes bit for bit; train()
-// with a LoKr trains, writes a kohya (LyCORIS layout) file that loads back, and an interrupted,
-// resumed run ends bit for bit where the uninterrupted one does (the other types take the same
-// path). The config refuses what these types cannot do.
+// Training DoRA, LoHa and LoKr: the trainer's saved state of each resumes bit for bit (train()
+// end to end: lora_types_run.test.ts); the README's config example is valid, and the config
+// refuses what these types cannot do.
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { readFileSync } from "node:fs";
-
-import { readSafetensors } from "../src/io/safetensors.js";
-import { createTrainableLora, disposeLora, loadLoraFile, summarizeLora } from "../src/lora/index.js";
+import { loadConfigFile } from "../src/config/load.js";
+import { resolveTrainConfig } from "../src/config/train.js";
+import { createTrainableLora } from "../src/lora/index.js";
 import { UNet } from "../src/models/unet.js";
 import { native } from "../src/native/index.js";
-import { train, type TrainResult } from "../src/train/run.js";
 import { Trainer } from "../src/train/trainer.js";
-import { fixture, fixtureJson, tempDir } from "./helpers/fixtures.js";
-import { writeImage, writeText } from "./helpers/images.js";
+import { fixture, fixtureJson, repoRoot, tempDir } from "./helpers/fixtures.js";
 import { minimal, problems } from "./helpers/train_config.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
-let images: string;
 
 beforeAll(async () => {
   dir = await tempDir("sdtune-lora-types-train-");
-  images = join(dir.path, "images");
-  const rows: string[] = [];
-  for (let i = 0; i < 2; i++) {
-    await writeImage(join(images, `img${i}.png`), { width: 16, height: 16, seed: i });
-    rows.push(JSON.stringify({ file_name: `img${i}.png`, text: `a picture number ${i}` }));
-  }
-  await writeText(join(images, "metadata.jsonl"), `${rows.join("\n")}\n`);
 });
 afterAll(async () => dir.cleanup());
 
@@ -38,33 +27,6 @@ const TYPES = {
   loha: { type: "loha", rank: 2, alpha: 1 },
   lokr: { type: "lokr", rank: 1, factor: 4, decompose_both: true },
 } as const;
-
-function config(out: string, lora: Record<string, unknown>) {
-  return {
-    model: fixture("tiny-sd"),
-    seed: 3,
-    resolution: 16,
-    checkpointing_steps: 1,
-    output_dir: out,
-    dataset: { path: images },
-    max_train_steps: 2,
-    learning_rate: 1e-3,
-    lora: { ...lora, unet_targets: ["to_q", "conv1"] },
-    save: { lora_formats: ["kohya"] },
-  };
-}
-
-async function interruptedRun(cfg: Record<string, unknown>, stopAt: number): Promise<TrainResult> {
-  const controller = new AbortController();
-  const stopped = await train(cfg, {
-    signal: controller.signal,
-    onProgress: (e) => {
-      if (e.phase === "train" && e.step === stopAt) controller.abort();
-    },
-  }).catch((e: Error) => e);
-  expect((stopped as Error).name).toBe("AbortError");
-  return train(cfg, { resume: "latest" });
-}
 
 describe("training DoRA, LoHa and LoKr", () => {
   it("the trainer state of each type resumes bit for bit", async () => {
@@ -108,37 +70,15 @@ describe("training DoRA, LoHa and LoKr", () => {
     }
   });
 
-  for (const [name, lora] of Object.entries(TYPES).filter(([n]) => n === "lokr")) {
-    it(`${name} through train(): saves LyCORIS keys that load back, and resumes bit for bit`, async () => {
-      const a = await train(config(join(dir.path, `${name}-a`), lora));
-      const b = await interruptedRun(config(join(dir.path, `${name}-b`), lora), 1);
-      const fileA = a.stages[0]!.loraFiles.kohya!;
-      const x = (await readSafetensors(fileA)).tensors;
-      const y = (await readSafetensors(b.stages[0]!.loraFiles.kohya!)).tensors;
-      expect([...x.keys()].sort()).toEqual([...y.keys()].sort());
-      for (const [key, t] of x) expect(native().ops.maxAbsDiff(t, y.get(key)!), key).toBe(0);
-      // Every module has its type's keys, and the factor that starts at zero has moved.
-      const markers: Record<string, [string, string]> = {
-        dora: [".dora_scale", ".lora_up.weight"],
-        loha: [".hada_w1_a", ".hada_w2_a"],
-        lokr: [".lokr_w1_a", ".lokr_w2_b"],
-      };
-      const [marker, zeroInit] = markers[name]!;
-      const modules = [...x.keys()].filter((k) => k.endsWith(marker));
-      expect(modules.length, `${name}: ${marker} keys`).toBe([...x.keys()].filter((k) => k.endsWith(".alpha")).length);
-      const moved = [...x].filter(([k]) => k.endsWith(zeroInit));
-      expect(moved.length).toBe(modules.length);
-      for (const [k, t] of moved)
-        expect(
-          (t.toTypedArray() as Float32Array).some((e) => e !== 0),
-          k,
-        ).toBe(true);
-      const loaded = await loadLoraFile(fileA);
-      expect(name === "dora" ? loaded.adapters.size : loaded.lycoris?.size).toBe(modules.length);
-      expect(summarizeLora(loaded).types).toEqual({ [name]: modules.length });
-      disposeLora(loaded);
-    });
-  }
+  it("the README's LoRA-types config is valid", async () => {
+    const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("## LoRA types"));
+    const block = /```yaml\n([\s\S]*?)```/.exec(section)![1]!;
+    const file = join(dir.path, "readme.yaml");
+    writeFileSync(file, block);
+    const stage = resolveTrainConfig(await loadConfigFile(file), file).stages[0]!;
+    expect([stage.lora.type, stage.save.lora_formats]).toEqual(["loha", ["kohya"]]);
+  });
 
   it("refuses what the types cannot do, naming the field", () => {
     expect(problems({ ...minimal, lora: { type: "loha" } }).join("\n")).toMatch(

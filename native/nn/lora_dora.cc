@@ -60,7 +60,8 @@ torch::Tensor doraDelta(const LoraAdapter& a, const torch::Tensor& weight, doubl
   torch::Tensor merged = w + lw.view(w.sizes()) * s;
   std::vector<int64_t> column(w.dim(), 1);
   column[0] = w.size(0);
-  torch::Tensor factor = (a.factors.at("magnitude").detach().to(at::kFloat) / merged.flatten(1).norm(2, {1})).view(column);
+  torch::Tensor factor =
+      (a.factors.at("magnitude").detach().to(at::kFloat) / merged.flatten(1).norm(2, {1})).view(column);
   // peft's merged weight factor * (W + dW); a strength other than 1 interpolates towards it (ComfyUI).
   return (factor * merged - w) * strength;
 }

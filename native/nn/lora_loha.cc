@@ -39,7 +39,8 @@ torch::Tensor lohaWeight(const std::map<std::string, torch::Tensor>& f, at::IntA
 
 std::string lohaMisfit(const std::map<std::string, torch::Tensor>& f, at::IntArrayRef shape, int64_t& dim) {
   for (const char* name : kNames) {
-    if (!f.count(name)) return std::string("missing ") + name + " (LoHa needs hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b)";
+    if (!f.count(name))
+      return std::string("missing ") + name + " (LoHa needs hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b)";
   }
   if (f.size() != 4) return "LoHa factors must be exactly hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b (no tucker)";
   const torch::Tensor &w1a = f.at("hada_w1_a"), &w1b = f.at("hada_w1_b");

@@ -76,7 +76,8 @@ std::string lokrMisfit(const std::map<std::string, torch::Tensor>& f, at::IntArr
   for (const std::string w : {"w1", "w2"}) {
     const bool full = f.count("lokr_" + w), a = f.count("lokr_" + w + "_a"), b = f.count("lokr_" + w + "_b");
     if (full == (a || b) || a != b) {
-      return "LoKr needs lokr_" + w + " or both lokr_" + w + "_a and lokr_" + w + "_b (tucker's lokr_t2 is not supported)";
+      return "LoKr needs lokr_" + w + " or both lokr_" + w + "_a and lokr_" + w +
+             "_b (tucker's lokr_t2 is not supported)";
     }
     used += full ? 1 : 2;
     if (full) continue;

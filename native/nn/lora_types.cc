@@ -26,14 +26,10 @@ torch::Tensor typedOutput(const LoraAdapter& a, const torch::Tensor& x, const to
 
 torch::Tensor adapterDelta(const LoraAdapter& a, const torch::Tensor& weight, double fuseScale) {
   switch (a.type) {
-    case AdapterType::Lora:
-      return delta(a, weight.sizes(), a.scale() * fuseScale);
-    case AdapterType::Dora:
-      return doraDelta(a, weight, a.multiplier * fuseScale);
-    case AdapterType::Loha:
-      return lohaWeight(a.factors, weight.sizes()).detach().mul(a.scale() * fuseScale);
-    case AdapterType::Lokr:
-      return lokrWeight(a.factors, weight.sizes()).detach().mul(a.scale() * fuseScale);
+    case AdapterType::Lora: return delta(a, weight.sizes(), a.scale() * fuseScale);
+    case AdapterType::Dora: return doraDelta(a, weight, a.multiplier * fuseScale);
+    case AdapterType::Loha: return lohaWeight(a.factors, weight.sizes()).detach().mul(a.scale() * fuseScale);
+    case AdapterType::Lokr: return lokrWeight(a.factors, weight.sizes()).detach().mul(a.scale() * fuseScale);
   }
   throw std::logic_error("unknown adapter type");
 }
@@ -45,10 +41,8 @@ std::string typedMisfit(AdapterType type, const std::map<std::string, torch::Ten
     if (t.numel() == 0) return name + " is empty";
   }
   switch (type) {
-    case AdapterType::Loha:
-      return lohaMisfit(factors, shape, dim);
-    case AdapterType::Lokr:
-      return lokrMisfit(factors, shape, dim);
+    case AdapterType::Loha: return lohaMisfit(factors, shape, dim);
+    case AdapterType::Lokr: return lokrMisfit(factors, shape, dim);
     case AdapterType::Dora: {
       auto it = factors.find("magnitude");
       if (it == factors.end() || factors.size() != 1) return "a DoRA adapter takes exactly one factor, magnitude";
@@ -57,8 +51,7 @@ std::string typedMisfit(AdapterType type, const std::map<std::string, torch::Ten
       }
       return "";
     }
-    case AdapterType::Lora:
-      return factors.empty() ? "" : "a plain LoRA adapter takes no factors";
+    case AdapterType::Lora: return factors.empty() ? "" : "a plain LoRA adapter takes no factors";
   }
   return "unknown adapter type";
 }
@@ -73,14 +66,10 @@ AdapterType parseAdapterType(const std::string& name) {
 
 std::string adapterTypeName(AdapterType type) {
   switch (type) {
-    case AdapterType::Lora:
-      return "lora";
-    case AdapterType::Dora:
-      return "dora";
-    case AdapterType::Loha:
-      return "loha";
-    case AdapterType::Lokr:
-      return "lokr";
+    case AdapterType::Lora: return "lora";
+    case AdapterType::Dora: return "dora";
+    case AdapterType::Loha: return "loha";
+    case AdapterType::Lokr: return "lokr";
   }
   return "lora";
 }
