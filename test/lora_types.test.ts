@@ -65,7 +65,7 @@ function weightsOf(name: string, c: Case): LoraWeights {
   const key = `unet.${c.path}`;
   const factors = Object.fromEntries(
     [...g]
-      .filter(([k]) => k.startsWith(`${name}.`) && !/\.(x|g|y|merged|magnitude_init)$/.test(k) && !k.includes(".grad."))
+      .filter(([k]) => k.startsWith(`${name}.`) && !/\.(x|g|y|merged)$/.test(k) && !k.includes(".grad."))
       .map(([k, t]) => [k.slice(name.length + 1), t]),
   );
   const weights: LoraWeights = { format: "kohya", adapters: new Map(), metadata: {}, warnings: [] };

@@ -209,7 +209,6 @@ def dora_case(case, path, rank, alpha):
     scaling = alpha / rank
     magnitude = dora.DoraConv2dLayer(fan_in_fan_out=False) if conv else dora.DoraLinearLayer(fan_in_fan_out=False)
     magnitude.update_layer(base_layer=layer, lora_A=a.weight, lora_B=b.weight, scaling=scaling)
-    init = magnitude.weight.detach().clone()  # peft's init: ||W + scaling * B A|| per output channel
     with torch.no_grad():  # a trained magnitude differs from the norm
         magnitude.weight.mul_(1 + 0.2 * torch.randn(magnitude.weight.shape))
     base = layer(x)
@@ -221,7 +220,6 @@ def dora_case(case, path, rank, alpha):
     merged = factor * (w + delta)
     f = {"lora_A": a.weight, "lora_B": b.weight, "magnitude": magnitude.weight}
     record(case, path, layer, x, y, f, merged, {"type": "dora", "alpha": alpha, "rank": rank})
-    out[f"{case}.magnitude_init"] = init.reshape(-1)
 
 
 loha_case("loha_linear", LINEAR, rank=4, alpha=2.0)
