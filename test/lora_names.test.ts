@@ -319,10 +319,8 @@ describe("errors name what is wrong", () => {
       "unet.conv_in.lora.down.weight": [2, 4, 3, 3],
       "unet.mid_block.attentions.0.proj_in.lora_B.weight": [64, 2],
       "unet.mid_block.attentions.0.proj_in.alpha": [],
-      "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_magnitude_vector": [32],
     });
     expect((await problemsOf(loadLoraFile(path))).sort()).toEqual([
-      '"text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_magnitude_vector": DoRA is not supported',
       '"unet.mid_block.attentions.0.proj_in.alpha": per-module alpha tensors are not part of the diffusers/PEFT formats',
     ]);
     const halves = await loraFile("diffusers-halves.safetensors", {

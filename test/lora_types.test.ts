@@ -19,6 +19,7 @@ import {
   loadLoraFile,
   removeLora,
   saveLora,
+  setLoraScales,
   unfuseLora,
   type LoraWeights,
 } from "../src/lora/index.js";
@@ -199,11 +200,33 @@ describe("files in the LyCORIS / kohya layout (what A1111 and ComfyUI read)", ()
     }
   });
 
+  it("DoRA also goes through PEFT / diffusers keys (lora_magnitude_vector, as peft saves it)", async () => {
+    for (const [name, c] of cases.filter(([, k]) => k.type === "dora")) {
+      await applyLora({ unet }, weightsOf(name, c), { name });
+      const weights = await extractLora({ unet }, name);
+      for (const format of ["peft", "diffusers"] as const) {
+        const file = join(dir.path, `${name}-${format}.safetensors`);
+        await saveLora(file, weights, { format });
+        const saved = await readSafetensors(file);
+        const magnitude = saved.tensors.get(`unet.${c.path}.lora_magnitude_vector.weight`);
+        expect(magnitude?.shape, `${name} ${format}`).toEqual(get(g, `${name}.magnitude`).shape);
+        await applyLoraFile({ unet }, file, { name: format });
+        await setLoraScales({ unet }, { [format]: 1 });
+        const [x, dy] = [get(g, `${name}.x`), get(g, `${name}.g`)];
+        const out = (await native().lora.layerForward(unet.handle, c.path, "", x, dy)).output;
+        await expectClose(out, get(g, `${name}.y`), TOL.forward, `${name} via ${format}`);
+        await removeLora({ unet }, format);
+      }
+      disposeLora(weights);
+      await removeLora({ unet }, name);
+    }
+  });
+
   it("refuses what it cannot apply exactly, naming the key", async () => {
     const [name, c] = cases.find(([, k]) => k.type === "loha")!;
     const weights = weightsOf(name, c);
     await expect(saveLora(join(dir.path, "x"), weights, { format: "diffusers" })).rejects.toThrow(
-      /save LoHa, LoKr and DoRA as "kohya".*is LoHa/s,
+      /save LoHa and LoKr as "kohya".*is LoHa/s,
     );
     const stem = `lora_unet_${c.path.replace(/\./g, "_")}`;
     const tucker = join(dir.path, "tucker.safetensors");

@@ -295,7 +295,7 @@ export type StageConfig = z.output<typeof StageSchema>;
 function loraTypeIssues(stage: z.output<z.ZodObject<typeof stageShape>>, ctx: z.RefinementCtx): void {
   const type = stage.lora.type;
   const other = stage.save.lora_formats.filter((f) => f !== "kohya");
-  if (other.length) {
+  if (other.length && type !== "dora") {
     ctx.addIssue({
       code: "custom",
       path: ["save", "lora_formats"],

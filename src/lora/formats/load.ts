@@ -11,7 +11,7 @@ import { readJsonFile } from "../../models/files.js";
 import type { ProgressEvent, Tensor } from "../../native/index.js";
 import { applyFoldedRecord } from "./fold_record.js";
 import { SD_UNET_LAYOUT, SDXL_UNET_LAYOUT } from "../../models/ldm.js";
-import { LycorisCollector, lycorisKey, lycorisNames, magnitudeFromDoraScale } from "./lycoris.js";
+import { LycorisCollector, lycorisKey, lycorisNames, magnitudeFromDoraScale, magnitudeFromPeft } from "./lycoris.js";
 import { kohyaResolver, type BaseModuleNames } from "./names.js";
 import {
   componentOfModelClass,
@@ -136,7 +136,6 @@ function refusePickles(dir: string, entries: string[]): Error | undefined {
 
 function readPeftConfig(path: string): PeftLoraConfig {
   const config = parsePeftConfig(readJsonFile(path), path);
-  if (config.useDora) throw new Error(`${path}: DoRA adapters (use_dora: true) are not supported`);
   return config;
 }
 
@@ -233,7 +232,11 @@ class ModuleCollector {
     }
     const adapter: LoraAdapter = { down: h.down.tensor, up: h.up.tensor, alpha: alpha ?? rank, rank };
     if (h.magnitude) {
-      const magnitude = magnitudeFromDoraScale(h.magnitude.key, h.magnitude.tensor, h.up.tensor.shape[0]!, problems);
+      const { key: mKey, tensor } = h.magnitude;
+      const out = h.up.tensor.shape[0]!;
+      const magnitude = mKey.endsWith(".dora_scale")
+        ? magnitudeFromDoraScale(mKey, tensor, out, problems)
+        : magnitudeFromPeft(mKey, tensor, out, problems);
       if (!magnitude) return undefined;
       adapter.magnitude = magnitude;
     }
@@ -431,10 +434,12 @@ function collectDiffusers(
       }
       key = key.slice("base_model.model.".length);
     }
-    const parsed = parseDiffusersKey(key, adapterNames);
+    // DoRA: peft's magnitude ("<module>.lora_magnitude_vector.weight"; older peft: no ".weight").
+    const magnitude = /^(.*)\.lora_magnitude_vector(?:\.weight)?$/.exec(key);
+    const parsed = parseDiffusersKey(magnitude ? `${magnitude[1]}.lora_A.weight` : key, adapterNames);
     if (!parsed) {
-      const hint = /lora_magnitude_vector|dora_scale/.test(key)
-        ? "DoRA is not supported"
+      const hint = /dora_scale/.test(key)
+        ? "dora_scale is a kohya key (PEFT keys hold DoRA as lora_magnitude_vector)"
         : /\.alpha$/.test(key)
           ? "per-module alpha tensors are not part of the diffusers/PEFT formats"
           : "unknown key";
@@ -453,7 +458,7 @@ function collectDiffusers(
       unprefixed++;
     }
     const stem = format === "peft_adapter" ? "base_model.model." : "";
-    modules.add(`${component}.${parsed.path}`, parsed.part, tensor, fileKey, {
+    modules.add(`${component}.${parsed.path}`, magnitude ? "magnitude" : parsed.part, tensor, fileKey, {
       down: stem + parsed.twin.down,
       up: stem + parsed.twin.up,
     });
@@ -485,9 +490,6 @@ function alphaRule(
   if (peftConfig) configs = new Map([["*", peftConfig]]);
   else if ((format === "peft" || format === "diffusers") && metadata.lora_adapter_metadata) {
     configs = parseAdapterMetadata(metadata.lora_adapter_metadata, file);
-    for (const config of configs.values()) {
-      if (config.useDora) throw new LoraFormatError(file, ["lora_adapter_metadata: DoRA (use_dora) is not supported"]);
-    }
   }
   return (key, path, rank) => {
     if (!configs) return undefined; // kohya without .alpha, diffusers 0.27: alpha = rank

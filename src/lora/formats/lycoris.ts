@@ -125,6 +125,22 @@ export function magnitudeFromDoraScale(key: string, t: Tensor, out: number, prob
   return undefined;
 }
 
+/** peft's lora_magnitude_vector ([out]; a Conv2d's [1, out, 1, 1]) as a [out] magnitude. */
+export function magnitudeFromPeft(key: string, t: Tensor, out: number, problems: string[]): Tensor | undefined {
+  const s = t.shape;
+  const fits =
+    (s.length === 1 && s[0] === out) || (s.length === 4 && s[1] === out && s[0] === 1 && s[2] === 1 && s[3] === 1);
+  if (fits) return t.reshape([out]);
+  problems.push(`"${key}": DoRA magnitude ${fmt(s)} does not fit the module's ${out} output channels`);
+  return undefined;
+}
+
+/** peft's lora_magnitude_vector entry for a magnitude [out]: [out] (Linear) or [1, out, 1, 1] (Conv2d). */
+export function peftMagnitudeEntry(key: string, magnitude: Tensor, conv: boolean): [string, Tensor] {
+  const out = magnitude.shape[0]!;
+  return [`${key}.lora_magnitude_vector.weight`, magnitude.reshape(conv ? [1, out, 1, 1] : [out])];
+}
+
 /** The dora_scale entry for a magnitude [out] of a Linear ([out, 1]) or Conv2d ([out, 1, 1, 1]) module. */
 export function doraScaleEntry(name: string, magnitude: Tensor, conv: boolean): [string, Tensor] {
   const out = magnitude.shape[0]!;

@@ -32,7 +32,7 @@ import { tensorFrom } from "../../tensor.js";
 import { diffusersToLdm, SD_UNET_LAYOUT, SDXL_UNET_LAYOUT, type UnetLayout } from "../../models/ldm.js";
 import { FOLDED_ALPHAS_KEY, foldedEntry, type FoldedEntry } from "./fold_record.js";
 import { kohyaHashes, pyFloat } from "./kohya_metadata.js";
-import { doraScaleEntry, lycorisEntries, lycorisNetworkMetadata } from "./lycoris.js";
+import { doraScaleEntry, lycorisEntries, lycorisNetworkMetadata, peftMagnitudeEntry } from "./lycoris.js";
 import { toKohyaName, underscored } from "./names.js";
 import { LoraFormatError, moduleCount, splitAdapterKey, type LoraAdapter, type LoraWeights } from "./types.js";
 
@@ -229,16 +229,15 @@ function kohyaNetworkMetadata(
 
 // ---------------------------------------------------------------- diffusers / peft
 
-/** LoHa / LoKr / DoRA modules have no diffusers / PEFT-key form here: say so instead of dropping them. */
+/** LoHa / LoKr modules have no diffusers / PEFT-key form here: say so instead of dropping them. */
 function refuseTyped(weights: LoraWeights, format: LoraSaveFormat): void {
-  const lycoris = [...(weights.lycoris?.keys() ?? [])];
-  const dora = [...weights.adapters].filter(([, a]) => a.magnitude).map(([k]) => k);
-  if (!lycoris.length && !dora.length) return;
-  const what = lycoris.length ? `${weights.lycoris!.values().next().value!.type === "loha" ? "LoHa" : "LoKr"}` : "DoRA";
+  const lycoris = [...(weights.lycoris ?? [])];
+  if (!lycoris.length) return;
+  const [key, adapter] = lycoris[0]!;
   throw new LoraFormatError(
     "saveLora",
-    [`module "${lycoris[0] ?? dora[0]}" is ${what} (and ${lycoris.length + dora.length - 1} more typed modules)`],
-    `${format} files hold plain LoRA only here: save LoHa, LoKr and DoRA as "kohya" (the LyCORIS layout A1111 and ComfyUI read)`,
+    [`module "${key}" is ${adapter.type === "loha" ? "LoHa" : "LoKr"} (and ${lycoris.length - 1} more such modules)`],
+    `${format} files hold LoRA and DoRA only: save LoHa and LoKr as "kohya" (the LyCORIS layout A1111 and ComfyUI read)`,
   );
 }
 
@@ -256,6 +255,11 @@ async function diffusersEntries(
     const up = await foldedUp(key, adapter, record, created, result);
     const [downKey, upKey] = diffusersKeys(key, options.format === "diffusers");
     entries.push([downKey, adapter.down], [upKey, up]);
+    if (adapter.magnitude) {
+      const entry = peftMagnitudeEntry(key, adapter.magnitude, adapter.down.shape.length === 4);
+      created.push(entry[1]);
+      entries.push(entry);
+    }
     result.modules++;
   }
   return record;
