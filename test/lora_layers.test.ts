@@ -157,6 +157,7 @@ describe("LoRA files on the UNet and text encoder (golden/lora.safetensors)", ()
         enabled: true,
         fusedLayers: 0,
         trainable: false,
+        type: "lora",
       },
     ]);
   });

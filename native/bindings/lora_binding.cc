@@ -14,6 +14,7 @@
 #include "bindings/unet_handle.h"
 #include "bindings/vae_handle.h"
 #include "nn/lora.h"
+#include "nn/lora_types.h"
 
 namespace sdtune {
 
@@ -76,6 +77,19 @@ Napi::Value runLocked(Napi::Env env, const char* name, const ModelRef& model, Wo
       convert);
 }
 
+// A typed adapter's {type?, factors?} (absent: a plain LoRA).
+void readTyped(const Napi::Object& o, const std::string& what, lora::AdapterWeights& a) {
+  a.type = lora::parseAdapterType(getOptionalString(o, "type", what).value_or("lora"));
+  Napi::Value factors = o.Get("factors");
+  if (factors.IsUndefined() || factors.IsNull()) return;
+  Napi::Object f = requireObject(factors, what + ".factors");
+  Napi::Array keys = f.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    std::string key = keys.Get(i).As<Napi::String>().Utf8Value();
+    a.factors[key] = TensorHandle::unwrap(f.Get(key), what + ".factors." + key);
+  }
+}
+
 Napi::Value undefinedResult(Napi::Env env, bool&) {
   return env.Undefined();
 }
@@ -101,7 +115,8 @@ Napi::Value modules(const Napi::CallbackInfo& info) {
   });
 }
 
-// attach(model, name, [{path, down, up, alpha}], {multiplier?, dropout?, trainable?, keyPrefix?}) -> Promise<void>
+// attach(model, name, [{path, down?, up?, alpha, type?, factors?}], {multiplier?, dropout?, trainable?, keyPrefix?})
+//   -> Promise<void>; down / up for lora and dora, factors {name: Tensor} for dora (magnitude), loha, lokr
 Napi::Value attach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
@@ -113,8 +128,13 @@ Napi::Value attach(const Napi::CallbackInfo& info) {
     for (uint32_t i = 0; i < array.Length(); ++i) {
       const std::string what = "adapters[" + std::to_string(i) + "]";
       Napi::Object o = requireObject(array.Get(i), what);
-      adapters.push_back({getString(o, "path", what), TensorHandle::unwrap(o.Get("down"), what + ".down"),
-                          TensorHandle::unwrap(o.Get("up"), what + ".up"), getNumber(o, "alpha", what)});
+      lora::AdapterWeights a{getString(o, "path", what), {}, {}, getNumber(o, "alpha", what)};
+      readTyped(o, what, a);
+      if (a.type == nn::AdapterType::Lora || a.type == nn::AdapterType::Dora) {
+        a.down = TensorHandle::unwrap(o.Get("down"), what + ".down");
+        a.up = TensorHandle::unwrap(o.Get("up"), what + ".up");
+      }
+      adapters.push_back(std::move(a));
     }
     Napi::Object o = optionsOrEmpty(info[3], "options");
     lora::AttachOptions options;
@@ -139,7 +159,8 @@ lora::Init parseInit(const std::string& init) {
   throw std::invalid_argument("options.init \"" + init + "\" must be gaussian, kaiming or random");
 }
 
-// create(model, name, {paths, rank, alpha, dropout?, multiplier?, init?, generator?, keyPrefix?})
+// create(model, name, {paths, rank, alpha, dropout?, multiplier?, init?, generator?, keyPrefix?, type?, factor?,
+//   decomposeBoth?})
 //   -> Promise<[name, Tensor][]> (the live trainable tensors)
 Napi::Value create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -154,6 +175,9 @@ Napi::Value create(const Napi::CallbackInfo& info) {
     options.dropout = getOptionalNumber(o, "dropout", "options").value_or(0.0);
     options.multiplier = getOptionalNumber(o, "multiplier", "options").value_or(1.0);
     options.init = parseInit(getOptionalString(o, "init", "options").value_or("gaussian"));
+    options.type = lora::parseAdapterType(getOptionalString(o, "type", "options").value_or("lora"));
+    options.factor = getOptionalInt(o, "factor", "options").value_or(-1);
+    options.decomposeBoth = getBool(o, "decomposeBoth", false, "options");
     Napi::Value generator = o.Get("generator");
     if (!generator.IsUndefined() && !generator.IsNull()) {
       options.generator = unwrapGenerator(generator, "options.generator");
@@ -190,9 +214,13 @@ Napi::Value extract(const Napi::CallbackInfo& info) {
           for (size_t i = 0; i < adapters.size(); ++i) {
             Napi::Object o = Napi::Object::New(env);
             o.Set("path", adapters[i].path);
-            o.Set("down", TensorHandle::wrap(env, adapters[i].down));
-            o.Set("up", TensorHandle::wrap(env, adapters[i].up));
+            if (adapters[i].down.defined()) o.Set("down", TensorHandle::wrap(env, adapters[i].down));
+            if (adapters[i].up.defined()) o.Set("up", TensorHandle::wrap(env, adapters[i].up));
             o.Set("alpha", adapters[i].alpha);
+            o.Set("type", lora::adapterTypeName(adapters[i].type));
+            Napi::Object factors = Napi::Object::New(env);
+            for (auto& [n, t] : adapters[i].factors) factors.Set(n, TensorHandle::wrap(env, t));
+            o.Set("factors", factors);
             out.Set(static_cast<uint32_t>(i), o);
           }
           return out;
@@ -220,6 +248,7 @@ Napi::Value list(const Napi::CallbackInfo& info) {
             o.Set("enabled", a.enabled);
             o.Set("fusedLayers", static_cast<double>(a.fusedLayers));
             o.Set("trainable", a.trainable);
+            o.Set("type", a.type);
             out.Set(static_cast<uint32_t>(i), o);
           }
           return out;
@@ -365,6 +394,57 @@ Napi::Value unetLossAndGradients(const Napi::CallbackInfo& info) {
   });
 }
 
+struct LayerResult {
+  at::Tensor output;
+  NamedTensors grads;
+};
+
+// layerForward(model, path, name, x, gradOutput) -> Promise<{output, grads}>: one Linear / Conv2d
+// layer's forward (training mode off) with its adapters, then backward of sum(output * gradOutput)
+// into adapter `name`'s trainable tensors of that layer ("": no gradients). A diagnostic: checks one layer against
+// reference code (tests/golden).
+Napi::Value layerForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    ModelRef model = readModel(info[0], "model");
+    std::string path = readName(info[1]);
+    std::string name = readName(info[2]);
+    at::Tensor x = TensorHandle::unwrap(info[3], "x");
+    at::Tensor gradOutput = TensorHandle::unwrap(info[4], "gradOutput");
+    return runLocked<LayerResult>(
+        env, "sdtune:lora.layerForward", model,
+        [path, name, x, gradOutput](torch::nn::Module& m) {
+          std::shared_ptr<torch::nn::Module> layer;
+          for (auto& l : lora::adaptableLayers(m)) {
+            if (l.path == path) layer = l.module;
+          }
+          if (!layer) throw std::invalid_argument("layerForward: no Linear or Conv2d layer at \"" + path + "\"");
+          NamedTensors params;  // none for name "" (the layer as it is)
+          for (auto& [n, p] : name.empty() ? NamedTensors{} : lora::parameters(m, name)) {
+            if (n.rfind(path + ".", 0) == 0 && p.requires_grad()) params.emplace_back(n, p);
+          }
+          for (auto& [n, p] : params) p.mutable_grad() = at::Tensor();
+          torch::AutoGradMode enable(true);
+          at::Tensor y;
+          if (auto* linear = dynamic_cast<nn::LinearImpl*>(layer.get())) y = linear->forward(x);
+          if (auto* conv = dynamic_cast<nn::Conv2dImpl*>(layer.get())) y = conv->forward(x);
+          LayerResult r{y.detach(), {}};
+          if (y.requires_grad()) (y * gradOutput.to(y.dtype())).sum().backward();
+          for (auto& [n, p] : params) {
+            r.grads.emplace_back(n, p.grad().defined() ? p.grad().clone() : at::zeros_like(p));
+            p.mutable_grad() = at::Tensor();
+          }
+          return r;
+        },
+        [](Napi::Env env, LayerResult& r) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("output", TensorHandle::wrap(env, r.output));
+          out.Set("grads", namedTensorsToJs(env, r.grads));
+          return out;
+        });
+  });
+}
+
 void initLora(Napi::Env env, Napi::Object exports) {
   Napi::Object ns = Napi::Object::New(env);
   ns.Set("modules", Napi::Function::New(env, modules));
@@ -379,6 +459,7 @@ void initLora(Napi::Env env, Napi::Object exports) {
   ns.Set("fuse", Napi::Function::New(env, fuse));
   ns.Set("unfuse", Napi::Function::New(env, unfuse));
   ns.Set("unetLossAndGradients", Napi::Function::New(env, unetLossAndGradients));
+  ns.Set("layerForward", Napi::Function::New(env, layerForward));
   exports.Set("lora", ns);
 }
 

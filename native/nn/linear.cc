@@ -1,5 +1,7 @@
 #include "nn/linear.h"
 
+#include "nn/lora_types.h"
+
 #include <cmath>
 
 namespace sdtune::nn {
@@ -7,10 +9,15 @@ namespace sdtune::nn {
 namespace F = torch::nn::functional;
 
 torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, const torch::Tensor& x, torch::Tensor y,
-                            bool training, const Conv2dOptions* conv) {
+                            bool training, const Conv2dOptions* conv, const torch::Tensor& weight,
+                            const torch::Tensor& bias) {
   const at::ScalarType outType = y.scalar_type();
   for (const auto& [name, a] : adapters) {
     if (!a.enabled || a.fused || a.multiplier == 0.0) continue;
+    if (a.type != AdapterType::Lora) {
+      y = y + lora::typedOutput(a, x, y, {training, conv, weight, bias});
+      continue;
+    }
     torch::Tensor h = x.to(a.down.scalar_type());
     if (a.dropout > 0.0) h = F::dropout(h, F::DropoutFuncOptions().p(a.dropout).training(training));
     if (conv) {
@@ -61,7 +68,7 @@ void LinearImpl::reset() {
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor y = F::linear(x, weight, bias);
   if (!hasLiveAdapters()) return y;
-  return applyAdapters(adapters_, x, y, is_training(), nullptr);
+  return applyAdapters(adapters_, x, y, is_training(), nullptr, weight, bias);
 }
 
 Conv2dImpl::Conv2dImpl(const Conv2dOptions& options_) : options(options_) {
@@ -85,7 +92,7 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
   torch::Tensor y =
       F::conv2d(x, weight, F::Conv2dFuncOptions().bias(bias).stride(options.stride()).padding(options.padding()));
   if (!hasLiveAdapters()) return y;
-  return applyAdapters(adapters_, x, y, is_training(), &options);
+  return applyAdapters(adapters_, x, y, is_training(), &options, weight, bias);
 }
 
 }  // namespace sdtune::nn

@@ -10,20 +10,38 @@
 
 namespace sdtune::nn {
 
-// One low-rank adapter: delta(x) = alpha / rank * multiplier * up(down(dropout(x))).
+// The adapter types: plain LoRA; DoRA (peft's weight-decomposed LoRA: down/up plus a per-output
+// magnitude); LoHa and LoKr (LyCORIS: a Hadamard / Kronecker product of factors). See nn/lora_types.h.
+enum class AdapterType { Lora, Dora, Loha, Lokr };
+
+// One adapter: delta(x) = alpha / rank * multiplier * up(down(dropout(x))) for LoRA; the other
+// types in nn/lora_types.h.
 // Managed through nn/lora.h (attach, create, scales, fuse); the layer only applies it.
 struct LoraAdapter {
-  torch::Tensor down;  // Linear: [rank, in];  Conv2d: [rank, in, kh, kw]
-  torch::Tensor up;    // Linear: [out, rank]; Conv2d: [out, rank, 1, 1]
+  torch::Tensor down;  // LoRA, DoRA. Linear: [rank, in];  Conv2d: [rank, in, kh, kw]
+  torch::Tensor up;    // LoRA, DoRA. Linear: [out, rank]; Conv2d: [out, rank, 1, 1]
   double alpha = 1.0;
   double multiplier = 1.0;  // the user's runtime scale
   double dropout = 0.0;
   bool enabled = true;  // in the active set (diffusers' set_adapters)
   bool fused = false;   // already added into the base weight: forward skips it
+  AdapterType type = AdapterType::Lora;
+  // DoRA: "magnitude" [out]. LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b. LoKr: lokr_w1 or
+  // lokr_w1_a + lokr_w1_b, lokr_w2 or lokr_w2_a + lokr_w2_b (LyCORIS' names).
+  std::map<std::string, torch::Tensor> factors;
+  int64_t dim = 0;  // LoHa / LoKr rank (0: a LoKr of two full factors, scale 1 as in LyCORIS)
 
-  int64_t rank() const { return down.size(0); }
-  // peft's scaling (lora_alpha / r) times the runtime scale, in that order.
-  double scale() const { return alpha / static_cast<double>(rank()) * multiplier; }
+  int64_t rank() const { return down.defined() ? down.size(0) : dim; }
+  // peft's / LyCORIS' scaling (alpha / rank) times the runtime scale, in that order.
+  double scale() const {
+    if (type == AdapterType::Lokr && dim == 0) return multiplier;
+    return alpha / static_cast<double>(rank()) * multiplier;
+  }
+  // Whether its tensors are trainable leaves.
+  bool trainable() const {
+    if (down.defined()) return down.requires_grad();
+    return !factors.empty() && factors.begin()->second.requires_grad();
+  }
 };
 
 // Adapters by name, applied in name order (deterministic sums).
@@ -109,8 +127,10 @@ TORCH_MODULE(Conv2d);
 
 // y plus every enabled, unfused adapter's output for input x. As peft: x is cast to the
 // adapter weights' dtype (float32 over a half base), the sum is taken in the wider of the
-// two dtypes, and the result is cast back to y's dtype once.
+// two dtypes, and the result is cast back to y's dtype once. weight / bias: the layer's
+// (DoRA and LyCORIS adapters need them).
 torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, const torch::Tensor& x, torch::Tensor y,
-                            bool training, const Conv2dOptions* conv);
+                            bool training, const Conv2dOptions* conv, const torch::Tensor& weight,
+                            const torch::Tensor& bias);
 
 }  // namespace sdtune::nn

@@ -1,5 +1,7 @@
 #include "nn/lora.h"
 
+#include "nn/lora_types.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
@@ -89,6 +91,8 @@ torch::Tensor leaf(const torch::Tensor& t, at::Device device, bool trainable) {
   return out;
 }
 
+}  // namespace
+
 // torch.nn.init.kaiming_uniform_(t, a=sqrt(5)) drawing from `gen`, computed as torch does
 // (gain / sqrt(fan_in), times sqrt(3)) so the same generator state gives the same values.
 void kaimingUniform(torch::Tensor& t, at::Generator gen) {
@@ -98,8 +102,6 @@ void kaimingUniform(torch::Tensor& t, at::Generator gen) {
   const double bound = std::sqrt(3.0) * (gain / std::sqrt(fanIn));
   t.uniform_(-bound, bound, gen);
 }
-
-}  // namespace
 
 std::vector<Layer> adaptableLayers(torch::nn::Module& root) {
   std::vector<Layer> out;
@@ -138,6 +140,8 @@ void attach(torch::nn::Module& root, const std::string& name, const std::vector<
     AdaptableLayer* layer;
     torch::Tensor down, up;
     double alpha;
+    const AdapterWeights* source;
+    int64_t dim;
   };
   std::vector<Planned> plan;
   std::vector<std::string> unmatched, misfits, problems;
@@ -153,13 +157,23 @@ void attach(torch::nn::Module& root, const std::string& name, const std::vector<
       unmatched.push_back(notAdaptable(key, a.path, kinds));
       continue;
     }
+    if (!std::isfinite(a.alpha)) {
+      problems.push_back(key + ": alpha must be finite");
+      continue;
+    }
+    int64_t dim = 0;
+    std::string misfit = typedMisfit(a.type, a.factors, it->second->baseWeight().sizes(), dim);
+    if (!misfit.empty()) {
+      misfits.push_back(key + ": " + misfit);
+      continue;
+    }
+    if (a.type == AdapterType::Loha || a.type == AdapterType::Lokr) {
+      plan.push_back({it->second, {}, {}, a.alpha, &a, dim});
+      continue;
+    }
     if (!a.down.defined() || !a.up.defined() || !at::isFloatingType(a.down.scalar_type()) ||
         !at::isFloatingType(a.up.scalar_type())) {
       problems.push_back(key + ": down and up must be floating-point tensors");
-      continue;
-    }
-    if (!std::isfinite(a.alpha)) {
-      problems.push_back(key + ": alpha must be finite");
       continue;
     }
     auto [down, up] = fitShapes(*it->second, a.down, a.up);
@@ -168,7 +182,7 @@ void attach(torch::nn::Module& root, const std::string& name, const std::vector<
                         " does not fit the model's weight " + shapeText(it->second->baseWeight().sizes()));
       continue;
     }
-    plan.push_back({it->second, down, up, a.alpha});
+    plan.push_back({it->second, down, up, a.alpha, &a, dim});
   }
   if (!unmatched.empty() || !misfits.empty() || !problems.empty()) {
     std::vector<std::string> all;
@@ -183,8 +197,11 @@ void attach(torch::nn::Module& root, const std::string& name, const std::vector<
   for (auto& p : plan) {
     at::Device device = p.layer->baseWeight().device();
     LoraAdapter adapter;
-    adapter.down = leaf(p.down, device, options.trainable);
-    adapter.up = leaf(p.up, device, options.trainable);
+    adapter.type = p.source->type;
+    if (p.down.defined()) adapter.down = leaf(p.down, device, options.trainable);
+    if (p.up.defined()) adapter.up = leaf(p.up, device, options.trainable);
+    for (const auto& [n, t] : p.source->factors) adapter.factors[n] = leaf(t, device, options.trainable);
+    adapter.dim = p.dim;
     adapter.alpha = p.alpha;
     adapter.multiplier = options.multiplier;
     adapter.dropout = options.dropout;
@@ -194,12 +211,35 @@ void attach(torch::nn::Module& root, const std::string& name, const std::vector<
 
 // ---- create
 
+namespace {
+
+// A LoHa / LoKr adapter with LyCORIS' shapes and init on one layer.
+LoraAdapter createFactored(AdaptableLayer& layer, const CreateOptions& options, at::Generator gen) {
+  const at::IntArrayRef w = layer.baseWeight().sizes();
+  LoraAdapter adapter;
+  adapter.type = options.type;
+  auto factors = options.type == AdapterType::Loha
+                     ? createLoha(w, {options.rank}, gen)
+                     : createLokr(w, {options.rank, options.factor, options.decomposeBoth}, gen);
+  for (auto& [n, t] : factors) adapter.factors[n] = leaf(t, layer.baseWeight().device(), true);
+  std::string misfit = typedMisfit(options.type, adapter.factors, w, adapter.dim);
+  if (!misfit.empty()) throw std::logic_error(misfit);  // our own shapes always fit
+  adapter.alpha = options.alpha;
+  adapter.multiplier = options.multiplier;
+  return adapter;
+}
+
+}  // namespace
+
 std::vector<std::pair<std::string, torch::Tensor>> create(torch::nn::Module& root, const std::string& name,
                                                           const CreateOptions& options) {
   checkName(name);
   if (options.rank <= 0) throw std::invalid_argument("LoRA rank must be a positive integer");
   if (!std::isfinite(options.alpha)) throw std::invalid_argument("LoRA alpha must be finite");
   if (!(options.dropout >= 0 && options.dropout < 1)) throw std::invalid_argument("LoRA dropout must be in [0, 1)");
+  if (options.dropout > 0 && (options.type == AdapterType::Loha || options.type == AdapterType::Lokr)) {
+    throw std::invalid_argument("LoHa / LoKr adapters take no dropout (LyCORIS has none for them): set dropout to 0");
+  }
   if (options.paths.empty()) throw std::invalid_argument("no target layers for LoRA \"" + name + "\"");
   if (hasAdapter(root, name)) {
     throw std::invalid_argument("a LoRA adapter named \"" + name + "\" is already on this model: remove it first");
@@ -221,6 +261,10 @@ std::vector<std::pair<std::string, torch::Tensor>> create(torch::nn::Module& roo
   for (auto& l : adaptableLayers(root)) {
     if (!wanted.count(l.path)) continue;
     const at::IntArrayRef w = l.layer->baseWeight().sizes();
+    if (options.type == AdapterType::Loha || options.type == AdapterType::Lokr) {
+      l.layer->adapters()[name] = createFactored(*l.layer, options, gen);
+      continue;
+    }
     std::vector<int64_t> downShape{options.rank, w[1]}, upShape{w[0], options.rank};
     if (l.layer->isConv()) {
       downShape.insert(downShape.end(), {w[2], w[3]});  // [r, in, kh, kw]
@@ -240,6 +284,11 @@ std::vector<std::pair<std::string, torch::Tensor>> create(torch::nn::Module& roo
     adapter.alpha = options.alpha;
     adapter.multiplier = options.multiplier;
     adapter.dropout = options.dropout;
+    if (options.type == AdapterType::Dora) {
+      adapter.type = AdapterType::Dora;
+      torch::Tensor m = doraMagnitude(l.layer->baseWeight(), down, up, {options.alpha / options.rank});
+      adapter.factors["magnitude"] = leaf(m, l.layer->baseWeight().device(), true);
+    }
     l.layer->adapters()[name] = std::move(adapter);
   }
   return parameters(root, name);
@@ -252,8 +301,14 @@ std::vector<std::pair<std::string, torch::Tensor>> parameters(torch::nn::Module&
   for (auto& l : adaptableLayers(root)) {
     auto it = l.layer->adapters().find(name);
     if (it == l.layer->adapters().end()) continue;
-    out.emplace_back(l.path + ".lora_A.weight", it->second.down);
-    out.emplace_back(l.path + ".lora_B.weight", it->second.up);
+    const LoraAdapter& a = it->second;
+    if (a.down.defined()) {
+      out.emplace_back(l.path + ".lora_A.weight", a.down);
+      out.emplace_back(l.path + ".lora_B.weight", a.up);
+    }
+    for (const auto& [n, t] : a.factors) {
+      out.emplace_back(l.path + "." + (n == "magnitude" ? std::string("lora_magnitude_vector") : n), t);
+    }
   }
   if (out.empty()) throw std::invalid_argument("no LoRA adapter named \"" + name + "\" on this model");
   return out;
@@ -266,7 +321,11 @@ std::vector<AdapterWeights> extract(torch::nn::Module& root, const std::string& 
     auto it = l.layer->adapters().find(name);
     if (it == l.layer->adapters().end()) continue;
     const LoraAdapter& a = it->second;
-    out.push_back({l.path, a.down.detach().clone(), a.up.detach().clone(), a.alpha});
+    AdapterWeights w{l.path, {}, {}, a.alpha, a.type, {}};
+    if (a.down.defined()) w.down = a.down.detach().clone();
+    if (a.up.defined()) w.up = a.up.detach().clone();
+    for (const auto& [n, t] : a.factors) w.factors[n] = t.detach().clone();
+    out.push_back(std::move(w));
   }
   if (out.empty()) throw std::invalid_argument("no LoRA adapter named \"" + name + "\" on this model");
   return out;
@@ -283,7 +342,8 @@ std::vector<AdapterInfo> list(torch::nn::Module& root) {
         info.minRank = info.maxRank = a.rank();
         info.multiplier = a.multiplier;
         info.enabled = a.enabled && l.layer->adaptersActive;
-        info.trainable = a.down.requires_grad();
+        info.trainable = a.trainable();
+        info.type = adapterTypeName(a.type);
       }
       info.layers += 1;
       info.minRank = std::min(info.minRank, a.rank());
@@ -376,6 +436,11 @@ int64_t remove(torch::nn::Module& root, const std::string& name) {
 // ---- fuse / unfuse
 
 torch::Tensor delta(const LoraAdapter& adapter, at::IntArrayRef weightShape, double factor) {
+  if (adapter.type == AdapterType::Loha) return lohaWeight(adapter.factors, weightShape).detach().mul(factor);
+  if (adapter.type == AdapterType::Lokr) return lokrWeight(adapter.factors, weightShape).detach().mul(factor);
+  if (adapter.type == AdapterType::Dora) {
+    throw std::invalid_argument("a DoRA adapter's delta depends on the base weight: use fuse");
+  }
   torch::Tensor up = adapter.up.detach().to(at::kFloat).flatten(1);      // [out, r]
   torch::Tensor down = adapter.down.detach().to(at::kFloat).flatten(1);  // [r, in * kh * kw]
   return up.matmul(down).mul(factor).view(weightShape);                  // peft: (B @ A) * scaling
@@ -419,7 +484,7 @@ int64_t fuse(torch::nn::Module& root, const FuseOptions& options) {
     torch::Tensor sum = weight.detach().to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
     for (auto& name : here) {
       const LoraAdapter& a = l.layer->adapters().at(name);
-      sum.add_(delta(a, weight.sizes(), a.scale() * options.scale));
+      sum.add_(adapterDelta(a, weight, options.scale));
     }
     weight.detach().copy_(sum);
     for (auto& name : here) {

@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -35,9 +36,11 @@ std::vector<std::pair<std::string, std::string>> moduleKinds(torch::nn::Module& 
 
 struct AdapterWeights {
   std::string path;    // module path
-  torch::Tensor down;  // [r, in] or [r, in, kh, kw]
-  torch::Tensor up;    // [out, r] or [out, r, 1, 1]
+  torch::Tensor down;  // [r, in] or [r, in, kh, kw] (LoRA, DoRA)
+  torch::Tensor up;    // [out, r] or [out, r, 1, 1] (LoRA, DoRA)
   double alpha = 0;
+  AdapterType type = AdapterType::Lora;
+  std::map<std::string, torch::Tensor> factors;  // DoRA's magnitude, LoHa's / LoKr's factors (nn/lora_types.h)
 };
 
 struct AttachOptions {
@@ -69,7 +72,10 @@ struct CreateOptions {
   double alpha = 4.0;
   double dropout = 0.0;
   double multiplier = 1.0;
-  Init init = Init::Gaussian;
+  Init init = Init::Gaussian;  // LoRA and DoRA (LoHa and LoKr use LyCORIS' init)
+  AdapterType type = AdapterType::Lora;
+  int64_t factor = -1;         // LoKr: LyCORIS' factor
+  bool decomposeBoth = false;  // LoKr: LyCORIS' decompose_both
   // Draws happen on the CPU in float32 from this generator (the global CPU one when
   // empty), layer by layer in module order, A before B, then move to the layer's device.
   std::optional<at::Generator> generator;
@@ -81,7 +87,8 @@ std::vector<std::pair<std::string, torch::Tensor>> create(torch::nn::Module& roo
                                                           const CreateOptions& options);
 
 // Adapter `name`'s tensors, named as peft names them: "<path>.lora_A.weight" (down) and
-// "<path>.lora_B.weight" (up), in module order. The live tensors, not copies: an optimizer
+// "<path>.lora_B.weight" (up), DoRA's "<path>.lora_magnitude_vector", LoHa's / LoKr's
+// "<path>.<LyCORIS factor name>", in module order. The live tensors, not copies: an optimizer
 // updates them in place and their gradients land here.
 std::vector<std::pair<std::string, torch::Tensor>> parameters(torch::nn::Module& root, const std::string& name);
 
@@ -98,6 +105,7 @@ struct AdapterInfo {
   bool enabled = true;
   int64_t fusedLayers = 0;
   bool trainable = false;
+  std::string type = "lora";  // of its first layer
 };
 
 // Every adapter name on the model, sorted.

@@ -54,6 +54,10 @@ export const TRAIN_LIMITS = {
 const L = TRAIN_LIMITS;
 
 export const LoraSchema = z.strictObject({
+  type: z
+    .enum(["lora", "dora", "loha", "lokr"])
+    .default("lora")
+    .describe("lora; dora (peft's weight-decomposed LoRA); loha, lokr (LyCORIS' Hadamard / Kronecker products)"),
   rank: z.int().min(1).max(L.loraRank).default(4).describe("LoRA rank r"),
   alpha: z.number().positive().optional().describe("LoRA alpha; the update is scaled by alpha / rank (default: rank)"),
   dropout: z.number().min(0).lt(1).default(0),
@@ -69,6 +73,17 @@ export const LoraSchema = z.strictObject({
     .union([z.array(z.string().min(1)), z.string().min(1)])
     .default(["q_proj", "k_proj", "v_proj", "out_proj"])
     .describe("a list of module names, or one regular expression matched against whole module paths"),
+  factor: z
+    .int()
+    .min(-1)
+    .max(L.loraRank)
+    .refine((f) => f !== 0, "factor must be -1 or a positive integer")
+    .default(-1)
+    .describe("LoKr: LyCORIS' factor (-1: split each dimension as evenly as possible)"),
+  decompose_both: z.boolean().default(false).describe("LoKr: LyCORIS' decompose_both (w1 low-rank too)"),
+  use_tucker: z
+    .literal(false, "use_tucker (LyCORIS' Tucker decomposition of conv kernels) is not supported: remove it")
+    .optional(),
 });
 
 export const DatasetSchema = z.strictObject({
@@ -318,6 +333,7 @@ export const StageSchema = z.strictObject(stageShape).superRefine((stage, ctx) =
       message: "text embeddings cannot be cached while the text encoder trains",
     });
   }
+  if (stage.lora.type !== "lora") loraTypeIssues(stage, ctx);
   if (stage.buckets?.enabled && stage.buckets.min_side > stage.buckets.max_side) {
     ctx.addIssue({ code: "custom", path: ["buckets", "min_side"], message: "min_side must not exceed max_side" });
   }
@@ -334,6 +350,22 @@ function reportTargets(value: string | string[]): ReportTo[] {
 }
 
 const ReportToName = z.enum([...REPORT_TO, "all", "none"]);
+
+/** What DoRA / LoHa / LoKr do not combine with. */
+function loraTypeIssues(stage: z.output<z.ZodObject<typeof stageShape>>, ctx: z.RefinementCtx): void {
+  const type = stage.lora.type;
+  const other = stage.save.lora_formats.filter((f) => f !== "kohya");
+  if (other.length && type !== "dora") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["save", "lora_formats"],
+      message: `lora.type ${type} is saved in the kohya (LyCORIS) layout only: set save.lora_formats: [kohya] (not ${other.join(", ")})`,
+    });
+  }
+  if ((type === "loha" || type === "lokr") && stage.lora.dropout > 0) {
+    ctx.addIssue({ code: "custom", path: ["lora", "dropout"], message: `LyCORIS' ${type} has no dropout: set 0` });
+  }
+}
 
 const topShape = {
   $schema: z.string().optional(),

@@ -19,7 +19,14 @@ export type { KohyaTrainingInfo } from "./formats/kohya_metadata.js";
 export { summarizeLora, formatLoraSummary } from "./formats/summary.js";
 export type { LoraBlockSummary, LoraComponentSummary, LoraSummary } from "./formats/summary.js";
 export { disposeLora, LoraFormatError, LORA_COMPONENTS, splitAdapterKey } from "./formats/types.js";
-export type { LoraAdapter, LoraComponent, LoraFormat, LoraWeights } from "./formats/types.js";
+export type {
+  LoraAdapter,
+  LoraComponent,
+  LoraFormat,
+  LoraWeights,
+  LycorisAdapter,
+  LycorisType,
+} from "./formats/types.js";
 export {
   applyLora,
   applyLoraFile,
@@ -40,6 +47,7 @@ export type {
   LoraAdapterInfo,
   LoraInit,
   LoraModels,
+  LoraType,
   LoraTargets,
   TrainableLora,
 } from "./adapters/apply.js";

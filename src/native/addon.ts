@@ -170,5 +170,6 @@ export const ADDON_SURFACE: AddonSurface = {
     fuse: "function",
     unfuse: "function",
     unetLossAndGradients: "function",
+    layerForward: "function",
   },
 };

@@ -43,6 +43,7 @@ export type {
   NativeAdaptableModel,
   NativeLoraAdapterWeights,
   LoraInit,
+  LoraType,
   NativeLoraCreateOptions,
   LoraAdapterInfo,
   NativeLoraOps,

@@ -7,14 +7,21 @@ import type { Tensor } from "./tensor.js";
 /** A loaded model whose Linear / Conv2d layers take LoRA adapters. */
 export type NativeAdaptableModel = NativeUNet | NativeTextEncoder | NativeClipModel | NativeVAE;
 
+/** lora; dora (peft's weight-decomposed LoRA); loha, lokr (LyCORIS' Hadamard / Kronecker products). */
+export type LoraType = "lora" | "dora" | "loha" | "lokr";
+
 /** One adapter's weights for one layer; `path` is the module path (checkpoint key without ".weight"). */
 export interface NativeLoraAdapterWeights {
   path: string;
-  /** [rank, in] (Linear) or [rank, in, kh, kw] (Conv2d). */
-  down: Tensor;
-  /** [out, rank] (Linear) or [out, rank, 1, 1] (Conv2d). */
-  up: Tensor;
+  /** [rank, in] (Linear) or [rank, in, kh, kw] (Conv2d); lora and dora only. */
+  down?: Tensor;
+  /** [out, rank] (Linear) or [out, rank, 1, 1] (Conv2d); lora and dora only. */
+  up?: Tensor;
   alpha: number;
+  /** Default lora. */
+  type?: LoraType;
+  /** dora: {magnitude: [out]}; loha: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b; lokr: lokr_w1 or lokr_w1_a + _b, lokr_w2 or lokr_w2_a + _b. */
+  factors?: Record<string, Tensor>;
 }
 
 /** gaussian: A ~ N(0, 1/r^2), B = 0 (diffusers scripts); kaiming: peft's default, B = 0; random: A and B kaiming (non-zero). */
@@ -33,6 +40,12 @@ export interface NativeLoraCreateOptions {
   generator?: Generator;
   /** Put before paths in errors, e.g. "unet.". */
   keyPrefix?: string;
+  /** Default lora. */
+  type?: LoraType;
+  /** lokr: LyCORIS' factor (-1: split each dimension as evenly as possible). */
+  factor?: number;
+  /** lokr: LyCORIS' decompose_both. */
+  decomposeBoth?: boolean;
 }
 
 export interface LoraAdapterInfo {
@@ -46,6 +59,7 @@ export interface LoraAdapterInfo {
   /** Layers where it is fused into the weights (0 or all). */
   fusedLayers: number;
   trainable: boolean;
+  type: LoraType;
 }
 
 export interface NativeLoraOps {
@@ -87,4 +101,12 @@ export interface NativeLoraOps {
     target: Tensor,
     name: string,
   ): Promise<{ loss: Tensor; output: Tensor; grads: [string, Tensor][]; frozenWithGrad: string[] }>;
+  /** One layer's output (eval mode) with its adapters, and the gradients of sum(output * gradOutput) for adapter `name` there (a diagnostic). */
+  layerForward(
+    model: NativeAdaptableModel,
+    path: string,
+    name: string,
+    x: Tensor,
+    gradOutput: Tensor,
+  ): Promise<{ output: Tensor; grads: [string, Tensor][] }>;
 }

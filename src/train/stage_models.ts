@@ -132,6 +132,9 @@ export async function addTrainable(
             dropout: lora.dropout,
             init: lora.init,
             seed: seed + seedOffset,
+            type: lora.type,
+            factor: lora.factor,
+            decomposeBoth: lora.decompose_both,
           })
         ).parameters;
     models.groups.push({ name: part.name, params: params as [string, Tensor][] });

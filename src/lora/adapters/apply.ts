@@ -8,7 +8,9 @@ import {
   type Generator,
   type LoraAdapterInfo,
   type LoraInit,
+  type LoraType,
   type NativeAdaptableModel,
+  type NativeLoraAdapterWeights,
 } from "../../native/index.js";
 import type { Tensor } from "../../native/index.js";
 import type { TextEncoder } from "../../models/text_encoder.js";
@@ -18,6 +20,7 @@ import { loadLoraFile, type LoadLoraOptions } from "../formats/load.js";
 import { explainMisfit } from "../formats/trained_for.js";
 import { SD_UNET_LAYOUT, unetLayoutFromModuleNames } from "../../models/ldm.js";
 import { applyBlockWeights, parseBlockWeights } from "../tools/block_weights.js";
+import { lycorisRank } from "../formats/lycoris.js";
 import { matchTargets, type LoraTargets } from "./targets.js";
 import {
   disposeLora,
@@ -25,9 +28,10 @@ import {
   type LoraAdapter,
   type LoraComponent,
   type LoraWeights,
+  type LycorisAdapter,
 } from "../formats/types.js";
 
-export type { LoraAdapterInfo, LoraInit } from "../../native/index.js";
+export type { LoraAdapterInfo, LoraInit, LoraType } from "../../native/index.js";
 export type { LoraTargets } from "./targets.js";
 
 /** The models a LoRA applies to (a pipeline's components). */
@@ -116,12 +120,17 @@ export async function applyLora(
       disposeLora(weighted);
     }
   }
-  const byComponent = new Map<LoraComponent, { path: string; down: Tensor; up: Tensor; alpha: number }[]>();
-  for (const [key, adapter] of weights.adapters) {
+  const byComponent = new Map<LoraComponent, NativeLoraAdapterWeights[]>();
+  const add = (key: string, entry: Omit<NativeLoraAdapterWeights, "path">) => {
     const { component, path } = splitAdapterKey(key);
-    const list = byComponent.get(component) ?? [];
-    list.push({ path, down: adapter.down, up: adapter.up, alpha: adapter.alpha });
-    byComponent.set(component, list);
+    byComponent.set(component, [...(byComponent.get(component) ?? []), { path, ...entry }]);
+  };
+  for (const [key, adapter] of weights.adapters) {
+    const { down, up, alpha, magnitude } = adapter;
+    add(key, magnitude ? { down, up, alpha, type: "dora", factors: { magnitude } } : { down, up, alpha });
+  }
+  for (const [key, adapter] of weights.lycoris ?? []) {
+    add(key, { alpha: adapter.alpha, type: adapter.type, factors: adapter.factors });
   }
   const missing = [...byComponent].filter(([component]) => !targets.some((t) => t.component === component));
   if (missing.length) {
@@ -215,11 +224,20 @@ export interface CreateLoraOptions {
   /** Seed of a CPU generator for the init (reproducible); or give `generator`. Default: the global generator. */
   seed?: number;
   generator?: Generator;
+  /** lora (default), dora (peft's use_dora), loha or lokr (LyCORIS); see native/nn/lora_types.h. */
+  type?: LoraType;
+  /** lokr: LyCORIS' factor (default -1: each dimension split as evenly as possible). */
+  factor?: number;
+  /** lokr: LyCORIS' decompose_both (w1 a low-rank product too when small enough). */
+  decomposeBoth?: boolean;
 }
 
 export interface TrainableLora {
   name: string;
-  /** The live float32 tensors, named as peft names them: "<module path>.lora_A.weight" / ".lora_B.weight". */
+  /**
+   * The live float32 tensors, named as peft names them: "<module path>.lora_A.weight" / ".lora_B.weight"
+   * (DoRA adds ".lora_magnitude_vector"; LoHa / LoKr: "<module path>.<LyCORIS factor name>").
+   */
   parameters: [string, Tensor][];
 }
 
@@ -245,7 +263,24 @@ export async function createTrainableLora(
   const name = options.name === undefined ? await freshName([handle]) : options.name;
   checkName(name, what);
   const generator = options.generator ?? (options.seed !== undefined ? createGenerator(options.seed) : undefined);
-  const parameters = await native().lora.create(handle, name, { paths, rank, alpha, dropout, init, generator });
+  const type = options.type ?? "lora";
+  if (!["lora", "dora", "loha", "lokr"].includes(type)) {
+    throw new TypeError(`${what}: type "${String(type)}" must be lora, dora, loha or lokr`);
+  }
+  const factor = options.factor ?? -1;
+  if (!Number.isInteger(factor) || factor === 0 || factor < -1) {
+    throw new RangeError(`${what}: factor must be -1 or a positive integer`);
+  }
+  const typed = { type, factor, decomposeBoth: options.decomposeBoth ?? false };
+  const parameters = await native().lora.create(handle, name, {
+    paths,
+    rank,
+    alpha,
+    dropout,
+    init,
+    generator,
+    ...typed,
+  });
   return { name, parameters };
 }
 
@@ -259,15 +294,28 @@ export async function extractLora(models: LoraModels, name: string): Promise<Lor
   const targets = targetsOf(models, "extractLora");
   checkName(name, "extractLora");
   const adapters = new Map<string, LoraAdapter>();
+  const lycoris = new Map<string, LycorisAdapter>();
   for (const t of targets) {
     if (!(await hasAdapter(t, name))) continue;
     for (const a of await native().lora.extract(t.handle, name)) {
-      adapters.set(`${t.component}.${a.path}`, { down: a.down, up: a.up, alpha: a.alpha, rank: a.down.shape[0]! });
+      const key = `${t.component}.${a.path}`;
+      const factors = a.factors ?? {};
+      if (a.type === "loha" || a.type === "lokr") {
+        lycoris.set(key, { type: a.type, factors, alpha: a.alpha, rank: lycorisRank(a.type, factors) });
+        continue;
+      }
+      const adapter: LoraAdapter = { down: a.down!, up: a.up!, alpha: a.alpha, rank: a.down!.shape[0]! };
+      if (factors.magnitude) adapter.magnitude = factors.magnitude;
+      adapters.set(key, adapter);
     }
   }
-  if (!adapters.size) throw new Error(`extractLora: no LoRA adapter named "${name}" on the given models`);
-  const sorted = new Map([...adapters].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  return { format: "peft", adapters: sorted, metadata: {}, warnings: [] };
+  if (!adapters.size && !lycoris.size) {
+    throw new Error(`extractLora: no LoRA adapter named "${name}" on the given models`);
+  }
+  const sorted = <T>(m: Map<string, T>) => new Map([...m].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  const out: LoraWeights = { format: "peft", adapters: sorted(adapters), metadata: {}, warnings: [] };
+  if (lycoris.size) out.lycoris = sorted(lycoris);
+  return out;
 }
 
 // ---------------------------------------------------------------- several adapters

@@ -11,6 +11,7 @@ import { readJsonFile } from "../../models/files.js";
 import type { ProgressEvent, Tensor } from "../../native/index.js";
 import { applyFoldedRecord } from "./fold_record.js";
 import { SD_UNET_LAYOUT, SDXL_UNET_LAYOUT } from "../../models/ldm.js";
+import { LycorisCollector, lycorisKey, lycorisNames, magnitudeFromDoraScale, magnitudeFromPeft } from "./lycoris.js";
 import { kohyaResolver, type BaseModuleNames } from "./names.js";
 import {
   componentOfModelClass,
@@ -20,7 +21,14 @@ import {
   parsePeftConfig,
   type PeftLoraConfig,
 } from "./peft_config.js";
-import { LoraFormatError, type LoraAdapter, type LoraComponent, type LoraFormat, type LoraWeights } from "./types.js";
+import {
+  LoraFormatError,
+  type LoraAdapter,
+  type LoraComponent,
+  type LoraFormat,
+  type LoraWeights,
+  type LycorisAdapter,
+} from "./types.js";
 
 export interface LoadLoraOptions {
   /** Module names of the base model: resolves kohya names exactly and checks every target exists. */
@@ -37,6 +45,7 @@ export async function loadLoraFile(path: string, options: LoadLoraOptions = {}):
   const peftConfig = config ? readPeftConfig(config) : undefined;
   const contents = await readSafetensors(file);
   const adapters = new Map<string, LoraAdapter>();
+  let lycoris = new Map<string, LycorisAdapter>();
   try {
     const problems: string[] = [];
     const warnings: string[] = [];
@@ -50,8 +59,10 @@ export async function loadLoraFile(path: string, options: LoadLoraOptions = {}):
     }
     const format: LoraFormat = peftConfig ? "peft_adapter" : detectFormat(file, [...contents.tensors.keys()]);
     const modules = new ModuleCollector();
-    if (format === "kohya") await collectKohya(contents.tensors, contents.metadata, modules, problems, options);
-    else collectDiffusers(contents.tensors, format, modules, problems, warnings, options.component, peftConfig);
+    const lycorisModules = new LycorisCollector();
+    if (format === "kohya") {
+      await collectKohya(contents.tensors, contents.metadata, { modules, lycoris: lycorisModules }, problems, options);
+    } else collectDiffusers(contents.tensors, format, modules, problems, warnings, options.component, peftConfig);
     if (problems.length) throw new LoraFormatError(file, problems, "cannot read this LoRA");
 
     const alphaSource = alphaRule(format, contents.metadata, peftConfig, file);
@@ -62,16 +73,24 @@ export async function loadLoraFile(path: string, options: LoadLoraOptions = {}):
       if (adapter) adapters.set(key, adapter);
       options.onProgress?.({ phase: "lora.load", step: i + 1, total: keysSorted.length });
     }
-    checkBaseModules(adapters, options.baseModuleNames, problems);
+    lycoris = new Map([...lycorisModules.finish(problems)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    for (const key of lycoris.keys()) {
+      if (adapters.has(key) || modules.entries.has(key)) problems.push(`module "${key}": mixes LoRA and LyCORIS keys`);
+    }
+    checkBaseModules(new Map<string, unknown>([...adapters, ...lycoris]), options.baseModuleNames, problems);
     if (problems.length) throw new LoraFormatError(file, problems, "cannot read this LoRA");
     if (format === "diffusers" || format === "peft") applyFoldedRecord(adapters, contents.metadata, warnings);
-    return { format, adapters, metadata: { ...contents.metadata }, warnings };
+    return { format, adapters, ...(lycoris.size ? { lycoris } : {}), metadata: { ...contents.metadata }, warnings };
   } catch (error) {
     adapters.clear();
+    lycoris.clear();
     throw error;
   } finally {
     // Alpha tensors (read into numbers) and, on failure, everything: free the file views now.
-    const kept = new Set([...adapters.values()].flatMap((a) => [a.down, a.up]));
+    const kept = new Set([
+      ...[...adapters.values()].flatMap((a) => [a.down, a.up, ...(a.magnitude ? [a.magnitude] : [])]),
+      ...[...lycoris.values()].flatMap((a) => Object.values(a.factors)),
+    ]);
     for (const t of contents.tensors.values()) if (!kept.has(t)) t.dispose();
   }
 }
@@ -117,7 +136,6 @@ function refusePickles(dir: string, entries: string[]): Error | undefined {
 
 function readPeftConfig(path: string): PeftLoraConfig {
   const config = parsePeftConfig(readJsonFile(path), path);
-  if (config.useDora) throw new Error(`${path}: DoRA adapters (use_dora: true) are not supported`);
   return config;
 }
 
@@ -166,6 +184,8 @@ function detectFormat(file: string, keys: string[]): LoraFormat {
 
 interface Halves {
   down?: { tensor: Tensor; key: string };
+  /** DoRA's dora_scale. */
+  magnitude?: { tensor: Tensor; key: string };
   up?: { tensor: Tensor; key: string };
   alpha?: { tensor: Tensor; key: string };
   /** The key the missing half should have, for error messages. */
@@ -178,7 +198,13 @@ class ModuleCollector {
   readonly entries = new Map<string, Halves>();
   readonly duplicates: string[] = [];
 
-  add(module: string, part: "down" | "up" | "alpha", tensor: Tensor, fileKey: string, twin: Halves["twin"]): void {
+  add(
+    module: string,
+    part: "down" | "up" | "alpha" | "magnitude",
+    tensor: Tensor,
+    fileKey: string,
+    twin: Halves["twin"],
+  ): void {
     const entry = this.entries.get(module) ?? { twin };
     const existing = entry[part];
     if (existing) this.duplicates.push(`module "${module}" appears twice: "${existing.key}" and "${fileKey}"`);
@@ -204,7 +230,17 @@ class ModuleCollector {
       // sd-scripts: a missing or zero alpha means alpha = rank (scale 1).
       alpha = value === 0 ? rank : value;
     }
-    return { down: h.down.tensor, up: h.up.tensor, alpha: alpha ?? rank, rank };
+    const adapter: LoraAdapter = { down: h.down.tensor, up: h.up.tensor, alpha: alpha ?? rank, rank };
+    if (h.magnitude) {
+      const { key: mKey, tensor } = h.magnitude;
+      const out = h.up.tensor.shape[0]!;
+      const magnitude = mKey.endsWith(".dora_scale")
+        ? magnitudeFromDoraScale(mKey, tensor, out, problems)
+        : magnitudeFromPeft(mKey, tensor, out, problems);
+      if (!magnitude) return undefined;
+      adapter.magnitude = magnitude;
+    }
+    return adapter;
   }
 }
 
@@ -261,25 +297,30 @@ async function readScalar(t: Tensor, key: string, problems: string[]): Promise<n
 
 const KOHYA_KEY = /^([^.]+)\.(lora_down\.weight|lora_up\.weight|alpha)$/;
 const UNSUPPORTED_SUFFIX: [RegExp, string][] = [
-  [/\.dora_scale$/, "DoRA (dora_scale) is not supported"],
   [/\.lora_mid\.weight$/, "LoCon/Tucker (lora_mid) is not supported"],
-  [/\.(hada_|lokr_)/, "LyCORIS LoHa/LoKr is not supported"],
+  [/\.(hada_t[12]|lokr_t[12])$/, "Tucker-decomposed LoHa/LoKr (use_tucker) is not supported"],
+  [/\.(hada_|lokr_)/, "unknown LoHa/LoKr tensor"],
 ];
+const DORA_KEY = /^([^.]+)\.dora_scale$/;
 
 async function collectKohya(
   tensors: Map<string, Tensor>,
   metadata: Record<string, string>,
-  modules: ModuleCollector,
+  into: { modules: ModuleCollector; lycoris: LycorisCollector },
   problems: string[],
   options: LoadLoraOptions,
 ): Promise<void> {
+  const { modules, lycoris } = into;
+  const factored = lycorisNames(tensors.keys());
   const sdxl =
     [...tensors.keys()].some((k) => k.startsWith("lora_te2_")) ||
     (metadata.ss_base_model_version ?? "").startsWith("sdxl");
   const resolver = kohyaResolver(options.baseModuleNames, sdxl ? SDXL_UNET_LAYOUT : SD_UNET_LAYOUT);
   const resolved = new Map<string, string | undefined>();
   for (const [fileKey, tensor] of tensors) {
-    const m = KOHYA_KEY.exec(fileKey);
+    const ly = lycorisKey(fileKey);
+    const dora = DORA_KEY.exec(fileKey);
+    const m = ly || dora ? ([fileKey, (ly?.name ?? dora![1])!, "lycoris"] as const) : KOHYA_KEY.exec(fileKey);
     if (!m) {
       const known = UNSUPPORTED_SUFFIX.find(([re]) => re.test(fileKey));
       problems.push(
@@ -295,6 +336,22 @@ async function collectKohya(
     }
     const module = resolved.get(name);
     if (!module) continue;
+    if (ly) {
+      lycoris.add(module, name, ly.factor, tensor, problems);
+      continue;
+    }
+    if (dora) {
+      modules.add(module, "magnitude", tensor, fileKey, {
+        down: `${name}.lora_down.weight`,
+        up: `${name}.lora_up.weight`,
+      });
+      continue;
+    }
+    if (suffix === "alpha" && factored.has(name)) {
+      const value = await readScalar(tensor, fileKey, problems);
+      if (value !== undefined) lycoris.setAlpha(module, name, value);
+      continue;
+    }
     const part = suffix === "alpha" ? "alpha" : suffix.startsWith("lora_down") ? "down" : "up";
     modules.add(module, part, tensor, fileKey, {
       down: `${name}.lora_down.weight`,
@@ -377,10 +434,12 @@ function collectDiffusers(
       }
       key = key.slice("base_model.model.".length);
     }
-    const parsed = parseDiffusersKey(key, adapterNames);
+    // DoRA: peft's magnitude ("<module>.lora_magnitude_vector.weight"; older peft: no ".weight").
+    const magnitude = /^(.*)\.lora_magnitude_vector(?:\.weight)?$/.exec(key);
+    const parsed = parseDiffusersKey(magnitude ? `${magnitude[1]}.lora_A.weight` : key, adapterNames);
     if (!parsed) {
-      const hint = /lora_magnitude_vector|dora_scale/.test(key)
-        ? "DoRA is not supported"
+      const hint = /dora_scale/.test(key)
+        ? "dora_scale is a kohya key (PEFT keys hold DoRA as lora_magnitude_vector)"
         : /\.alpha$/.test(key)
           ? "per-module alpha tensors are not part of the diffusers/PEFT formats"
           : "unknown key";
@@ -399,7 +458,7 @@ function collectDiffusers(
       unprefixed++;
     }
     const stem = format === "peft_adapter" ? "base_model.model." : "";
-    modules.add(`${component}.${parsed.path}`, parsed.part, tensor, fileKey, {
+    modules.add(`${component}.${parsed.path}`, magnitude ? "magnitude" : parsed.part, tensor, fileKey, {
       down: stem + parsed.twin.down,
       up: stem + parsed.twin.up,
     });
@@ -431,9 +490,6 @@ function alphaRule(
   if (peftConfig) configs = new Map([["*", peftConfig]]);
   else if ((format === "peft" || format === "diffusers") && metadata.lora_adapter_metadata) {
     configs = parseAdapterMetadata(metadata.lora_adapter_metadata, file);
-    for (const config of configs.values()) {
-      if (config.useDora) throw new LoraFormatError(file, ["lora_adapter_metadata: DoRA (use_dora) is not supported"]);
-    }
   }
   return (key, path, rank) => {
     if (!configs) return undefined; // kohya without .alpha, diffusers 0.27: alpha = rank
@@ -452,11 +508,7 @@ function alphaRule(
 
 // ---------------------------------------------------------------- base model check
 
-function checkBaseModules(
-  adapters: Map<string, LoraAdapter>,
-  base: BaseModuleNames | undefined,
-  problems: string[],
-): void {
+function checkBaseModules(adapters: Map<string, unknown>, base: BaseModuleNames | undefined, problems: string[]): void {
   if (!base) return;
   const sets = new Map<string, Set<string>>();
   for (const key of adapters.keys()) {

@@ -32,8 +32,9 @@ import { tensorFrom } from "../../tensor.js";
 import { diffusersToLdm, SD_UNET_LAYOUT, SDXL_UNET_LAYOUT, type UnetLayout } from "../../models/ldm.js";
 import { FOLDED_ALPHAS_KEY, foldedEntry, type FoldedEntry } from "./fold_record.js";
 import { kohyaHashes, pyFloat } from "./kohya_metadata.js";
+import { doraScaleEntry, lycorisEntries, lycorisNetworkMetadata, peftMagnitudeEntry } from "./lycoris.js";
 import { toKohyaName, underscored } from "./names.js";
-import { LoraFormatError, splitAdapterKey, type LoraAdapter, type LoraWeights } from "./types.js";
+import { LoraFormatError, moduleCount, splitAdapterKey, type LoraAdapter, type LoraWeights } from "./types.js";
 
 export type LoraSaveFormat = "kohya" | "diffusers" | "peft";
 
@@ -84,7 +85,8 @@ export async function saveLora(path: string, weights: LoraWeights, options: Save
       `saveLora: format must be "kohya", "diffusers" or "peft" (got ${JSON.stringify(options.format)})`,
     );
   }
-  if (weights.adapters.size === 0) throw new Error("saveLora: the LoRA has no modules");
+  if (moduleCount(weights) === 0) throw new Error("saveLora: the LoRA has no modules");
+  if (options.format !== "kohya") refuseTyped(weights, options.format);
   const target = targetFile(path, options);
   const metadata: Record<string, string> = { ...weights.metadata, ...options.metadata };
   for (const key of [...DERIVED_KEYS, ...KOHYA_DERIVED_KEYS]) delete metadata[key];
@@ -102,7 +104,7 @@ export async function saveLora(path: string, weights: LoraWeights, options: Save
   try {
     if (options.format === "kohya") {
       const written = await kohyaEntries(weights, options, entries, created, result);
-      Object.assign(metadata, kohyaNetworkMetadata(metadata, written));
+      Object.assign(metadata, kohyaNetworkMetadata(metadata, written), lycorisNetworkMetadata(weights, metadata));
       Object.assign(metadata, kohyaHashes(entries, metadata));
     } else {
       const record = await diffusersEntries(weights, options, entries, created, result);
@@ -150,19 +152,27 @@ async function kohyaEntries(
   const naming = options.kohyaNaming ?? (sdxl ? "ldm" : "diffusers");
   const layout = options.unetLayout ?? (sdxl ? SDXL_UNET_LAYOUT : SD_UNET_LAYOUT);
   const problems: string[] = [];
-  let step = 0;
-  for (const [key, adapter] of weights.adapters) {
-    progress(options, step++, weights.adapters.size);
-    let name = toKohyaName(key, { numberedTextEncoders: sdxl });
+  const kohyaName = (key: string): string | undefined => {
     const { component, path } = splitAdapterKey(key);
-    if (component === "unet" && naming === "ldm") {
-      const ldm = diffusersToLdm(underscored(path), layout);
-      if (!ldm) {
-        problems.push(`module "${key}" has no LDM name in this UNet layout`);
-        continue;
-      }
-      name = `lora_unet_${ldm}`;
-    }
+    if (component !== "unet" || naming !== "ldm") return toKohyaName(key, { numberedTextEncoders: sdxl });
+    const ldm = diffusersToLdm(underscored(path), layout);
+    if (!ldm) problems.push(`module "${key}" has no LDM name in this UNet layout`);
+    return ldm ? `lora_unet_${ldm}` : undefined;
+  };
+  let step = 0;
+  const total = moduleCount(weights);
+  for (const [key, adapter] of weights.lycoris ?? []) {
+    progress(options, step++, total);
+    const name = kohyaName(key);
+    if (!name) continue;
+    entries.push(...lycorisEntries(name, adapter, created));
+    written.push({ rank: adapter.rank, alpha: adapter.alpha });
+    result.modules++;
+  }
+  for (const [key, adapter] of weights.adapters) {
+    progress(options, step++, total);
+    const name = kohyaName(key);
+    if (!name) continue;
     let { up, alpha } = adapter;
     if (
       adapter.originalAlpha !== undefined &&
@@ -184,6 +194,11 @@ async function kohyaEntries(
       [`${name}.lora_up.weight`, up],
       [`${name}.alpha`, alphaTensor],
     );
+    if (adapter.magnitude) {
+      const entry = doraScaleEntry(name, adapter.magnitude, adapter.down.shape.length === 4);
+      created.push(entry[1]);
+      entries.push(entry);
+    }
     written.push({ rank: adapter.rank, alpha });
     result.modules++;
   }
@@ -214,6 +229,18 @@ function kohyaNetworkMetadata(
 
 // ---------------------------------------------------------------- diffusers / peft
 
+/** LoHa / LoKr modules have no diffusers / PEFT-key form here: say so instead of dropping them. */
+function refuseTyped(weights: LoraWeights, format: LoraSaveFormat): void {
+  const lycoris = [...(weights.lycoris ?? [])];
+  if (!lycoris.length) return;
+  const [key, adapter] = lycoris[0]!;
+  throw new LoraFormatError(
+    "saveLora",
+    [`module "${key}" is ${adapter.type === "loha" ? "LoHa" : "LoKr"} (and ${lycoris.length - 1} more such modules)`],
+    `${format} files hold LoRA and DoRA only: save LoHa and LoKr as "kohya" (the LyCORIS layout A1111 and ComfyUI read)`,
+  );
+}
+
 async function diffusersEntries(
   weights: LoraWeights,
   options: SaveLoraOptions,
@@ -228,6 +255,11 @@ async function diffusersEntries(
     const up = await foldedUp(key, adapter, record, created, result);
     const [downKey, upKey] = diffusersKeys(key, options.format === "diffusers");
     entries.push([downKey, adapter.down], [upKey, up]);
+    if (adapter.magnitude) {
+      const entry = peftMagnitudeEntry(key, adapter.magnitude, adapter.down.shape.length === 4);
+      created.push(entry[1]);
+      entries.push(entry);
+    }
     result.modules++;
   }
   return record;

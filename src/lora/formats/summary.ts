@@ -26,6 +26,8 @@ export interface LoraSummary {
   dtypes: string[];
   parameters: number;
   components: Partial<Record<LoraComponent, LoraComponentSummary>>;
+  /** Modules per adapter type: lora, dora, loha, lokr. */
+  types: Record<string, number>;
   /** Modules holding a folded alpha with its original recorded (sdtune exports). */
   foldedAlphaModules: number;
   metadata: Record<string, string>;
@@ -42,17 +44,31 @@ export function summarizeLora(weights: LoraWeights): LoraSummary {
   const dtypes = new Set<string>();
   let parameters = 0;
   let folded = 0;
-  for (const [key, adapter] of weights.adapters) {
+  const types: Record<string, number> = {};
+  const modules = [
+    ...[...weights.adapters].map(([key, a]) => {
+      if (a.originalAlpha !== undefined) folded++;
+      const tensors = [a.down, a.up, ...(a.magnitude ? [a.magnitude] : [])];
+      const type = a.magnitude ? "dora" : "lora";
+      return { key, type, rank: a.rank, alpha: a.originalAlpha ?? a.alpha, conv: a.down.shape.length === 4, tensors };
+    }),
+    ...[...(weights.lycoris ?? [])].map(([key, a]) => {
+      const tensors = Object.values(a.factors);
+      return { key, type: a.type, rank: a.rank, alpha: a.alpha, conv: false, tensors };
+    }),
+  ];
+  for (const { key, type, rank, alpha, conv, tensors } of modules) {
     const { component, path } = splitAdapterKey(key);
     const c = (components[component] ??= { modules: 0, ranks: {}, alphas: {}, conv: 0, blocks: [] });
     c.modules++;
-    c.ranks[adapter.rank] = (c.ranks[adapter.rank] ?? 0) + 1;
-    const alpha = String(adapter.originalAlpha ?? adapter.alpha);
-    c.alphas[alpha] = (c.alphas[alpha] ?? 0) + 1;
-    if (adapter.down.shape.length === 4) c.conv++;
-    if (adapter.originalAlpha !== undefined) folded++;
-    dtypes.add(adapter.down.dtype).add(adapter.up.dtype);
-    parameters += adapter.down.numel + adapter.up.numel;
+    types[type] = (types[type] ?? 0) + 1;
+    c.ranks[rank] = (c.ranks[rank] ?? 0) + 1;
+    c.alphas[String(alpha)] = (c.alphas[String(alpha)] ?? 0) + 1;
+    if (conv) c.conv++;
+    for (const t of tensors) {
+      dtypes.add(t.dtype);
+      parameters += t.numel;
+    }
 
     const m = BLOCK.exec(path);
     const block = m ? m[1]! : path.split(".")[0]!;
@@ -74,7 +90,8 @@ export function summarizeLora(weights: LoraWeights): LoraSummary {
   for (const c of LORA_COMPONENTS) if (components[c]) ordered[c] = components[c];
   return {
     format: weights.format,
-    modules: weights.adapters.size,
+    modules: modules.length,
+    types,
     dtypes: [...dtypes].sort(),
     parameters,
     components: ordered,
@@ -103,6 +120,13 @@ export function formatLoraSummary(summary: LoraSummary, file: string): string {
       .join(", ")})`,
     `parameters  ${summary.parameters.toLocaleString("en-US")} (${summary.dtypes.join(", ")})`,
   ];
+  if (Object.keys(summary.types).some((t) => t !== "lora")) {
+    lines.push(
+      `types       ${Object.entries(summary.types)
+        .map(([t, n]) => `${t} ${n}`)
+        .join(", ")}`,
+    );
+  }
   const counts = (record: Record<string, number>) =>
     Object.entries(record)
       .map(([value, n]) => (Object.keys(record).length > 1 ? `${value} (x${n})` : value))

@@ -31,12 +31,35 @@ export interface LoraAdapter {
   originalAlpha?: number;
   /** With originalAlpha: the int8 correction that makes unfolding `up` bit-exact (see save.ts). Opaque. */
   foldResidual?: Tensor;
+  /**
+   * DoRA (peft's use_dora): the magnitude per output channel, [out]. The layer's weight becomes
+   * magnitude / ||W + dW|| * (W + dW), the norm per output channel (see native/nn/lora_types.h).
+   */
+  magnitude?: Tensor;
+}
+
+/** The LyCORIS adapter types sdtune reads, trains and writes (besides LoRA and DoRA). */
+export type LycorisType = "loha" | "lokr";
+
+/**
+ * A LyCORIS adapter, its tensors named as LyCORIS names them: LoHa hada_w1_a [out, r], hada_w1_b
+ * [r, in*kh*kw], hada_w2_a, hada_w2_b (delta = (w1_a w1_b) * (w2_a w2_b) * alpha / rank); LoKr
+ * lokr_w1 or lokr_w1_a + lokr_w1_b, lokr_w2 or lokr_w2_a + lokr_w2_b (delta = kron(w1, w2) * alpha / rank;
+ * rank 0 when both are full: scale 1).
+ */
+export interface LycorisAdapter {
+  type: LycorisType;
+  factors: Record<string, Tensor>;
+  alpha: number;
+  rank: number;
 }
 
 export interface LoraWeights {
   format: LoraFormat;
   /** Keyed "<component>.<module path>", e.g. "unet.down_blocks.0.attentions.0.proj_in", in sorted order. */
   adapters: Map<string, LoraAdapter>;
+  /** LoHa / LoKr modules, keyed like `adapters` (a module is in one map or the other); absent: none. */
+  lycoris?: Map<string, LycorisAdapter>;
   /** The file's safetensors metadata (ss_* for kohya files), as read. */
   metadata: Record<string, string>;
   /** Things the loader accepted but the caller may want to know (never silent drops). */
@@ -73,5 +96,12 @@ export function disposeLora(weights: LoraWeights): void {
     adapter.down.dispose();
     adapter.up.dispose();
     adapter.foldResidual?.dispose();
+    adapter.magnitude?.dispose();
   }
+  for (const adapter of weights.lycoris?.values() ?? []) for (const t of Object.values(adapter.factors)) t.dispose();
+}
+
+/** Modules of either kind. */
+export function moduleCount(weights: LoraWeights): number {
+  return weights.adapters.size + (weights.lycoris?.size ?? 0);
 }

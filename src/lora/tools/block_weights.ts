@@ -85,6 +85,7 @@ export async function applyBlockWeights(
   blocks: Map<string, number>,
   layout: UnetLayout,
 ): Promise<LoraWeights> {
+  checkPlainLora(weights, "block weights");
   const adapters = new Map<string, LoraAdapter>();
   for (const [key, a] of weights.adapters) {
     const block = loraBlockOf(key, layout);
@@ -94,4 +95,19 @@ export async function applyBlockWeights(
     adapters.set(key, { up, down: a.down.clone(), alpha: a.alpha, rank: a.rank });
   }
   return { ...weights, adapters };
+}
+
+/**
+ * The LoRA tools (block weights, resize, merge into one LoRA) work on up @ down products; DoRA's
+ * magnitude and LoHa / LoKr factors are not such products, so they are refused, not dropped.
+ */
+export function checkPlainLora(weights: LoraWeights, what: string, file?: string): void {
+  const dora = [...weights.adapters].find(([, a]) => a.magnitude);
+  const lycoris = [...(weights.lycoris ?? [])][0];
+  const found = dora ? `a DoRA adapter (${dora[0]})` : lycoris ? `a ${lycoris[1].type} adapter (${lycoris[0]})` : "";
+  if (found) {
+    throw new Error(
+      `${file ? `${file}: ` : ""}${what} work on plain LoRA (up @ down) adapters; this LoRA holds ${found}`,
+    );
+  }
 }

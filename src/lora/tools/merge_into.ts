@@ -2,6 +2,7 @@
 // model): for each layer, sum_i scale_i * (alpha_i / rank_i) * up_i @ down_i. Exactly, as
 // one adapter whose rank is the sum of the ranks (downs stacked, scaled ups side by side,
 // alpha = rank); or re-decomposed by a truncated SVD to `rank` / an `energy` target.
+import { checkPlainLora } from "./block_weights.js";
 import { native, type ProgressEvent, type Tensor } from "../../native/index.js";
 import { loadLoraFile } from "../formats/load.js";
 import { disposeLora, type LoraAdapter, type LoraWeights } from "../formats/types.js";
@@ -45,7 +46,10 @@ export async function mergeLoras(loras: MergeLorasSpec[], options: MergeLorasOpt
   const loaded: LoraWeights[] = [];
   const adapters = new Map<string, LoraAdapter>();
   try {
-    for (const l of loras) loaded.push(await loadLoraFile(l.path, { signal: options.signal }));
+    for (const l of loras) {
+      loaded.push(await loadLoraFile(l.path, { signal: options.signal }));
+      checkPlainLora(loaded[loaded.length - 1]!, "mergeLoras", l.path);
+    }
     const keys = [...new Set(loaded.flatMap((w) => [...w.adapters.keys()]))].sort();
     const layers: MergeLorasResult["layers"] = [];
     for (const [i, key] of keys.entries()) {

@@ -3,6 +3,7 @@
 // matrix is never formed) to a rank, or to the fewest singular values holding a target
 // energy share. The scale alpha / rank is kept, as resize_lora keeps it: the new alpha
 // is (alpha / rank) * new rank.
+import { checkPlainLora } from "./block_weights.js";
 import { native, type ProgressEvent } from "../../native/index.js";
 import type { LoraAdapter, LoraWeights } from "../formats/types.js";
 
@@ -43,6 +44,7 @@ export function checkRankOptions(o: { rank?: number; energy?: number; clampQuant
 /** Re-decomposes every adapter of `weights` to `rank` (or the `energy` target). */
 export async function resizeLora(weights: LoraWeights, options: ResizeLoraOptions): Promise<ResizeLoraResult> {
   checkRankOptions(options, "resizeLora");
+  checkPlainLora(weights, "resizeLora");
   if (options.rank === undefined && options.energy === undefined)
     throw new TypeError("resizeLora: give rank and/or energy");
   const adapters = new Map<string, LoraAdapter>();
