@@ -144,3 +144,43 @@ export class TrainProgressView {
     this.stream.write(`${text}\n`);
   }
 }
+
+/** The options of train() a progress view reads. */
+interface ViewedOptions {
+  progress?: ProgressMode;
+  progressInterval?: number;
+  onProgress?: (event: TrainProgress) => void;
+}
+
+/** Runs `fn` with the progress view `options.progress` asks for fed its events. */
+export async function withProgressView<T, O extends ViewedOptions>(
+  options: O,
+  fn: (options: O) => Promise<T>,
+): Promise<T> {
+  const view = progressView(options);
+  if (!view) return fn(options);
+  const onProgress = options.onProgress;
+  try {
+    return await fn({
+      ...options,
+      onProgress: (event) => {
+        view.show(event);
+        onProgress?.(event);
+      },
+    });
+  } finally {
+    view.done();
+  }
+}
+/** The view `progress` asks for; a bad mode or interval is refused before anything runs. */
+function progressView(options: ViewedOptions): TrainProgressView | undefined {
+  const { progress, progressInterval } = options;
+  if (progress !== undefined && !PROGRESS_MODES.includes(progress)) {
+    throw new Error(`progress: "${String(progress)}" is not one of ${PROGRESS_MODES.join(", ")}`);
+  }
+  if (progressInterval !== undefined && !(Number.isFinite(progressInterval) && progressInterval > 0)) {
+    throw new Error(`progressInterval: expected a positive number of seconds, got ${String(progressInterval)}`);
+  }
+  if (!progress || progress === "none") return undefined;
+  return new TrainProgressView({ mode: progress, intervalSeconds: progressInterval });
+}

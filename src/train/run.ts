@@ -23,7 +23,7 @@ import { openRunLogs } from "./logs.js";
 import { formatDatasetSummary } from "./dataset_report.js";
 import { reopenExtended } from "./extend.js";
 import { explainFsError } from "./paths.js";
-import { PROGRESS_MODES, TrainProgressView, type ProgressMode } from "./progress_view.js";
+import { withProgressView, type ProgressMode } from "./progress_view.js";
 import { checkResumable } from "./resume_check.js";
 import { preflight, type Checked } from "./preflight.js";
 import type { Placement } from "./precision.js";
@@ -112,36 +112,6 @@ async function trainRank(
     channel?.close({ sdtune: "error", message: (error as Error).message });
     throw error;
   }
-}
-
-/** Runs `fn` with the progress view `options.progress` asks for fed its events. */
-async function withProgressView<T>(options: TrainOptions, fn: (options: TrainOptions) => Promise<T>): Promise<T> {
-  const view = progressView(options);
-  if (!view) return fn(options);
-  const onProgress = options.onProgress;
-  try {
-    return await fn({
-      ...options,
-      onProgress: (event) => {
-        view.show(event);
-        onProgress?.(event);
-      },
-    });
-  } finally {
-    view.done();
-  }
-}
-/** The view `progress` asks for; a bad mode or interval is refused before anything runs. */
-function progressView(options: TrainOptions): TrainProgressView | undefined {
-  const { progress, progressInterval } = options;
-  if (progress !== undefined && !PROGRESS_MODES.includes(progress)) {
-    throw new Error(`progress: "${String(progress)}" is not one of ${PROGRESS_MODES.join(", ")}`);
-  }
-  if (progressInterval !== undefined && !(Number.isFinite(progressInterval) && progressInterval > 0)) {
-    throw new Error(`progressInterval: expected a positive number of seconds, got ${String(progressInterval)}`);
-  }
-  if (!progress || progress === "none") return undefined;
-  return new TrainProgressView({ mode: progress, intervalSeconds: progressInterval });
 }
 
 async function trainProcess(
