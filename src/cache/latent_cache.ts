@@ -16,27 +16,28 @@
 // ever overwritten. Random crops make a new box every step, so they cannot be
 // cached (kohya refuses them too). Flipped examples are cached as their own
 // variant: a flipped latent is not the latent of the flipped image.
+//
+// Computing the latents lives in latent_encode.ts, planning them in latent_plan.ts.
 import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 
 import { writeFileAtomic } from "../io/atomic.js";
-import { native, type DType, type ProgressEvent } from "../native/index.js";
+import type { DType } from "../native/index.js";
 import { readJsonFile } from "../models/files.js";
 import { parseVAEConfig } from "../models/config.js";
 import type { ModelDType } from "../models/text_encoder.js";
 import type { VAE } from "../models/vae.js";
-import { tensorFrom } from "../tensor.js";
-import { Limiter, type BatchOptions } from "../data/batches.js";
-import { exampleGeometry, planExamples, type PlannedExample } from "../data/examples.js";
-import type { Bucket, Fit } from "../data/buckets.js";
-import { abortError } from "../data/files.js";
-import { parseBackground, renderImage } from "../data/image.js";
-import { EpochPlanner } from "../data/plan.js";
-import { DATA_DEFAULTS, type DataItem, type Dataset, type DatasetIssue } from "../data/types.js";
+import type { BatchOptions } from "../data/batches.js";
+import type { Dataset, DatasetIssue } from "../data/types.js";
 import { resolveCacheDir, warner } from "../io/cache_dir.js";
 import { fingerprintModel, sha256Hex, type ModelFingerprint } from "./fingerprint.js";
-import { CACHE_FORMAT, ShardStore, tensorBytes, type Entry, type StoreLimits } from "./store.js";
+import { computeLatents, type EnsureOptions } from "./latent_encode.js";
+import { latentKey, planLatents, type PlannedLatent } from "./latent_plan.js";
+import { CACHE_FORMAT, ShardStore, type Entry, type StoreLimits } from "./store.js";
+
+export type { EnsureOptions } from "./latent_encode.js";
+export { checkCacheable, latentOf, type PlannedLatent } from "./latent_plan.js";
 
 export interface LatentCacheOptions {
   /** The cache folder (default: resolveCacheDir(): $SDTUNE_CACHE_DIR or ~/.cache/sdtune). */
@@ -51,31 +52,6 @@ export interface LatentCacheOptions {
   onWarning?: (message: string) => void;
   /** Shard size limits (tests use small ones). */
   limits?: StoreLimits;
-}
-
-/** One latent an epoch plan needs: an item cut one way. */
-export interface PlannedLatent {
-  /** The cache key. */
-  key: string;
-  item: DataItem;
-  bucket: Bucket;
-  fit: Fit;
-  left: number;
-  top: number;
-  flip: boolean;
-}
-
-export interface EnsureOptions {
-  /** The VAE the cache was opened for (same folder, same dtype). */
-  vae: VAE;
-  /** Called after each encoded group ("cache.latents", step = latents done). */
-  onProgress?: (event: ProgressEvent) => void;
-  /** Stops between groups; what was computed so far is kept. */
-  signal?: AbortSignal;
-  /** Images encoded per VAE call (default 4). */
-  batchSize?: number;
-  /** Images decoded at once (default 4). */
-  concurrency?: number;
 }
 
 export interface EnsureResult {
@@ -148,41 +124,7 @@ export class LatentCache {
    * every bucket that holds training images). Decodes nothing.
    */
   plan(dataset: Dataset, options: BatchOptions = {}): PlannedLatent[] {
-    checkCacheable(options);
-    const planner = new EpochPlanner(dataset, options);
-    const out = new Map<string, PlannedLatent>();
-    const add = (latent: PlannedLatent): void => {
-      if (!out.has(latent.key)) out.set(latent.key, latent);
-    };
-    if (options.epochs !== undefined) {
-      const start = planner.normalise(options.position ?? { epoch: 0, index: 0 });
-      for (let epoch = start.epoch; epoch < options.epochs; epoch++) {
-        const batches = planner.epoch(epoch);
-        for (let index = epoch === start.epoch ? start.index : 0; index < batches.length; index++) {
-          const planned = batches[index]!;
-          const bucket = planner.buckets[planned.bucket]!;
-          for (const e of planExamples(dataset, planner, options, planned, { epoch, index }, false)) {
-            add(latentOf(this, e, bucket, options));
-          }
-        }
-      }
-    } else {
-      const flips = options.flip ? [false, true] : [false];
-      const used = [...new Set(planner.assignment.filter((b) => b >= 0))].sort((a, b) => a - b);
-      dataset.items.forEach((item, i) => {
-        if (item.role === "class" && options.priorPreservation === false) return;
-        const buckets = item.role === "class" ? used : [planner.assignment[i]!];
-        for (const b of buckets) {
-          const bucket = planner.buckets[b]!;
-          const geometry = exampleGeometry(planner, options, item, bucket);
-          for (const flip of flips) {
-            const p = { item, bucket, ...geometry, flip };
-            add({ key: this.keyOf(p, options), ...p });
-          }
-        }
-      });
-    }
-    return [...out.values()];
+    return planLatents(this, dataset, options);
   }
 
   /** The planned latents not cached yet (images recorded as undecodable excluded). Loads no model. */
@@ -207,19 +149,7 @@ export class LatentCache {
 
   /** The cache key of an example (see the file comment for what it covers). */
   keyOf(example: Omit<PlannedLatent, "key">, options: BatchOptions): string {
-    const background = parseBackground(options.background);
-    return sha256Hex(
-      JSON.stringify([
-        "latent",
-        example.item.key,
-        [example.bucket.width, example.bucket.height],
-        [example.fit.resizedWidth, example.fit.resizedHeight],
-        [example.left, example.top],
-        example.flip,
-        options.kernel ?? "lanczos3",
-        [background.r, background.g, background.b],
-      ]),
-    ).slice(0, 32);
+    return latentKey(example, options);
   }
 
   /** @internal Renders and encodes `todo`, storing each latent; used by ensure() and by the stream on a miss. */
@@ -236,74 +166,7 @@ export class LatentCache {
     if (!(Number.isInteger(batchSize) && batchSize >= 1)) {
       throw new RangeError(`ensure: batchSize must be an integer >= 1, got ${batchSize}`);
     }
-    // Groups of one bucket size, so each VAE call gets one tensor.
-    const byBucket = new Map<string, PlannedLatent[]>();
-    for (const p of todo) {
-      const id = `${p.bucket.width}x${p.bucket.height}`;
-      byBucket.set(id, [...(byBucket.get(id) ?? []), p]);
-    }
-    const groups: PlannedLatent[][] = [];
-    for (const list of byBucket.values()) {
-      for (let i = 0; i < list.length; i += batchSize) groups.push(list.slice(i, i + batchSize));
-    }
-    const limiter = new Limiter(run.concurrency ?? 4);
-    const background = parseBackground(options.background);
-    const render = (group: PlannedLatent[]): Promise<(Uint8Array | Error)[]> =>
-      Promise.all(
-        group.map((p) =>
-          limiter
-            .run(() =>
-              renderImage({
-                source: p.item.source,
-                bucket: p.bucket,
-                fit: p.fit,
-                left: p.left,
-                top: p.top,
-                flip: p.flip,
-                background,
-                kernel: options.kernel ?? "lanczos3",
-                maxPixels: dataset.spec.maxPixels ?? DATA_DEFAULTS.maxPixels,
-              }),
-            )
-            .catch((error: unknown) => (error instanceof Error ? error : new Error(String(error)))),
-        ),
-      );
-    let computed = 0;
-    let done = 0;
-    // Decoding of the next group overlaps the VAE on this one.
-    let ahead: Promise<(Uint8Array | Error)[]> | undefined = render(groups[0]!);
-    try {
-      for (let g = 0; g < groups.length; g++) {
-        if (run.signal?.aborted) throw abortError();
-        const group = groups[g]!;
-        const rendered = await ahead!;
-        ahead = g + 1 < groups.length ? render(groups[g + 1]!) : undefined;
-        const ok: { p: PlannedLatent; bytes: Uint8Array }[] = [];
-        rendered.forEach((r, i) => {
-          const p = group[i]!;
-          if (r instanceof Error) {
-            if (this.store.failure(p.item.key)) return;
-            const issue: DatasetIssue = {
-              file: p.item.name,
-              code: "decode-failed",
-              reason: `the image failed to decode while caching latents and is skipped: ${r.message}`,
-              skipped: true,
-            };
-            this.store.putFailure(p.item.key, issue.reason);
-            dataset.report.push(issue);
-            options.onIssue?.(issue);
-            failed.push(issue);
-          } else ok.push({ p, bytes: r });
-        });
-        if (ok.length > 0) computed += await this.encodeGroup(ok, run);
-        done += group.length;
-        run.onProgress?.({ phase: "cache.latents", step: done, total: todo.length });
-      }
-    } finally {
-      void ahead?.catch(() => undefined);
-      await this.store.flush(); // keep what was computed, also when cancelled or failed
-    }
-    return { computed, failed };
+    return computeLatents(this.store, dataset, options, todo, run);
   }
 
   /**
@@ -343,48 +206,6 @@ export class LatentCache {
     return this.store.close();
   }
 
-  private async encodeGroup(ok: { p: PlannedLatent; bytes: Uint8Array }[], run: EnsureOptions): Promise<number> {
-    const { width, height } = ok[0]!.p.bucket;
-    const stride = width * height * 3;
-    const hwc = new Uint8Array(ok.length * stride);
-    ok.forEach((o, i) => hwc.set(o.bytes, i * stride));
-    const bytes = tensorFrom(hwc, [ok.length, height, width, 3], "uint8");
-    const pixels = await native()
-      .data.pixelsToTensor(bytes)
-      .finally(() => bytes.dispose());
-    let dist;
-    try {
-      dist = await run.vae.encode(pixels, { signal: run.signal });
-    } finally {
-      pixels.dispose();
-    }
-    try {
-      const shape = dist.mean.shape.slice(1); // [C, h, w]
-      const dtype = dist.mean.dtype;
-      const mean = tensorBytes(dist.mean);
-      const std = tensorBytes(dist.std);
-      const per = mean.byteLength / ok.length;
-      for (let i = 0; i < ok.length; i++) {
-        const { p } = ok[i]!;
-        const entry: Entry = new Map([
-          ["mean", { dtype, shape, bytes: mean.slice(i * per, (i + 1) * per) }],
-          ["std", { dtype, shape, bytes: std.slice(i * per, (i + 1) * per) }],
-        ]);
-        await this.store.put(p.key, entry, {
-          item: p.item.name,
-          itemKey: p.item.key,
-          bucket: [p.bucket.width, p.bucket.height],
-          resized: [p.fit.resizedWidth, p.fit.resizedHeight],
-          crop: [p.left, p.top],
-          flip: p.flip,
-        });
-      }
-    } finally {
-      for (const t of [dist.moments, dist.mean, dist.logvar, dist.std]) t.dispose();
-    }
-    return ok.length;
-  }
-
   private async checkVAE(vae: VAE): Promise<void> {
     if (vae.disposed) throw new Error("LatentCache: the VAE is disposed");
     if (vae.dtype !== (this.dtype as DType)) {
@@ -400,20 +221,4 @@ export class LatentCache {
       );
     }
   }
-}
-
-/** Random crops change every step: refuse them with the reason. */
-export function checkCacheable(options: BatchOptions): void {
-  if (options.crop === "random") {
-    throw new RangeError(
-      'cached latents need a fixed crop: crop "random" cuts a new box every step, so its latents cannot be cached ' +
-        '(as in kohya sd-scripts). Use crop "center", or turn latent caching off.',
-    );
-  }
-}
-
-/** @internal The planned latent of a stream example cut for `bucket`. */
-export function latentOf(cache: LatentCache, e: PlannedExample, bucket: Bucket, options: BatchOptions): PlannedLatent {
-  const p = { item: e.item, bucket, fit: e.fit, left: e.left, top: e.top, flip: e.flip };
-  return { key: cache.keyOf(p, options), ...p };
 }
