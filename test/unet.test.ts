@@ -1,4 +1,4 @@
-import { copyFile, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -36,7 +36,11 @@ async function tinyConfig(): Promise<Record<string, unknown>> {
 async function folderWith(dir: string, config: Record<string, unknown>): Promise<string> {
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, "config.json"), JSON.stringify(config));
-  await symlink(join(unetDir, "diffusion_pytorch_model.safetensors"), join(dir, "diffusion_pytorch_model.safetensors"));
+  // A copy: a link out of the model folder would be refused (src/models/files.ts modelFile).
+  await copyFile(
+    join(unetDir, "diffusion_pytorch_model.safetensors"),
+    join(dir, "diffusion_pytorch_model.safetensors"),
+  );
   return dir;
 }
 

@@ -90,7 +90,10 @@ export async function trainLoop(loop: StageLoop, state: LoopState): Promise<void
     // Like checkpoints, no intermediate LoRA is written from a step whose loss was not finite;
     // rank 0 writes it while the other ranks wait.
     if (state.nonFinite === 0) await mainThenBarrier(loop.ctx.dp, () => afterSaveStep(loop, state.step));
-    const stopping = totals.stop;
+    // One process: a stop asked for while this step was recorded (Ctrl-C, onProgress) saves this
+    // step. Data parallel: the ranks agreed on the stop in the step's all-reduce (a later request
+    // is taken at the next step, so every rank stops at the same one).
+    const stopping = totals.stop || (!loop.ctx.dp && (loop.ctx.signal?.aborted ?? false));
     if (state.step % stage.checkpointing_steps === 0 || state.step === total || stopping) {
       // A state whose loss is not finite is never saved: the newest checkpoint stays a good one.
       const saved = await mainThenBarrier(loop.ctx.dp, async () =>
