@@ -5,28 +5,21 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { readSafetensors } from "../src/io/safetensors.js";
-import { native } from "../src/native/index.js";
 import { readMetrics } from "../src/train/metrics.js";
 import { train, type TrainProgress } from "../src/train/run.js";
 import { resolveTrainConfig } from "../src/config/train.js";
 import { stagePlan } from "../src/train/stage_plan.js";
+import { expectSameTensors, writeCaptionedImages } from "./helpers/train_data.js";
+import { writeImage, writeText } from "./helpers/images.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
 import { minimal, problems } from "./helpers/train_config.js";
-import { writeImage, writeText } from "./helpers/images.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
 let data: string;
 const IMAGES = 3;
 beforeAll(async () => {
   dir = await tempDir("sdtune-train-extend-");
-  data = join(dir.path, "data");
-  for (let i = 0; i < IMAGES; i++) await writeImage(join(data, `img${i}.png`), { width: 20, height: 20, seed: 30 + i });
-  await writeText(
-    join(data, "metadata.jsonl"),
-    Array.from({ length: IMAGES }, (_, i) => JSON.stringify({ file_name: `img${i}.png`, text: `picture ${i}` })).join(
-      "\n",
-    ),
-  );
+  data = await writeCaptionedImages(join(dir.path, "data"), IMAGES, 30);
 });
 afterAll(async () => dir.cleanup());
 
@@ -41,13 +34,6 @@ const config = (out: string, extra: Record<string, unknown> = {}) => ({
   save: { lora_formats: ["kohya", "diffusers"] },
   ...extra,
 });
-
-async function tensorsEqual(a: string, b: string): Promise<void> {
-  const x = (await readSafetensors(a)).tensors;
-  const y = (await readSafetensors(b)).tensors;
-  expect([...x.keys()].sort()).toEqual([...y.keys()].sort());
-  for (const [name, t] of x) expect(native().ops.maxAbsDiff(t, y.get(name)!), `${a}: ${name}`).toBe(0);
-}
 
 describe("epochs", () => {
   it("num_train_epochs trains whole epochs of ceil(batches / accumulation) steps; save_every_n_epochs", async () => {
@@ -108,7 +94,7 @@ describe("training a run longer", () => {
     const kept = await readSafetensors(join(out, "train", "lora", "train-step1.safetensors"));
     expect(kept.metadata.ss_steps).toBe("1");
     const reference = await train(config(join(dir.path, "extend-ref"), { max_train_steps: 3 }));
-    await tensorsEqual(longer.stages[0]!.loraFiles.kohya!, reference.stages[0]!.loraFiles.kohya!);
+    await expectSameTensors(longer.stages[0]!.loraFiles.kohya!, reference.stages[0]!.loraFiles.kohya!);
     const times = ({ step_time: _t, images_per_sec: _i, time: _w, ...rest }: Record<string, unknown>) => rest;
     expect((await readMetrics(join(out, "metrics.jsonl"))).map(times)).toEqual(
       (await readMetrics(join(reference.outputDir, "metrics.jsonl"))).map(times),

@@ -5,10 +5,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { readSafetensors } from "../src/io/safetensors.js";
-import { native } from "../src/native/index.js";
 import { train, type TrainResult } from "../src/train/run.js";
+import { expectSameTensors, writeCaptionedImages } from "./helpers/train_data.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
-import { writeImage, writeText } from "./helpers/images.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
 let data: string;
@@ -16,12 +15,7 @@ let start: TrainResult;
 const LORA = { rank: 2, alpha: 1 };
 beforeAll(async () => {
   dir = await tempDir("sdtune-init-lora-");
-  data = join(dir.path, "data");
-  for (let i = 0; i < 2; i++) await writeImage(join(data, `img${i}.png`), { width: 20, height: 20, seed: 60 + i });
-  await writeText(
-    join(data, "metadata.jsonl"),
-    [0, 1].map((i) => JSON.stringify({ file_name: `img${i}.png`, text: `picture ${i}` })).join("\n"),
-  );
+  data = await writeCaptionedImages(join(dir.path, "data"), 2, 60);
   start = await train(config(join(dir.path, "start"), { lora: LORA, learning_rate: 1e-2 }));
 });
 afterAll(async () => dir.cleanup());
@@ -38,13 +32,6 @@ function config(out: string, extra: Record<string, unknown> = {}) {
   };
 }
 
-async function tensorsEqual(a: string, b: string): Promise<void> {
-  const x = (await readSafetensors(a)).tensors;
-  const y = (await readSafetensors(b)).tensors;
-  expect([...x.keys()].sort()).toEqual([...y.keys()].sort());
-  for (const [name, t] of x) expect(native().ops.maxAbsDiff(t, y.get(name)!), `${a}: ${name}`).toBe(0);
-}
-
 describe("init_lora", () => {
   it("starts from the file in each format with its rank and alpha", async () => {
     const files = start.stages[0]!.loraFiles;
@@ -54,7 +41,7 @@ describe("init_lora", () => {
         config(join(dir.path, `from-${format}`), { init_lora: files[format], learning_rate: 1e-30 }),
       );
       const out = result.stages[0]!.loraFiles.kohya!;
-      await tensorsEqual(out, files.kohya!);
+      await expectSameTensors(out, files.kohya!);
       const { metadata } = await readSafetensors(out);
       expect([metadata.ss_network_dim, metadata.ss_network_alpha].map(Number)).toEqual([LORA.rank, LORA.alpha]);
     }

@@ -6,29 +6,21 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { readSafetensors } from "../src/io/safetensors.js";
-import { native } from "../src/native/index.js";
 import { resolveTrainConfig } from "../src/config/train.js";
 import { comparisonSpec } from "../src/train/lora_saves.js";
 import { train } from "../src/train/run.js";
 import { main } from "../src/cli/main.js";
 import { captureCli } from "./helpers/capture.js";
+import { expectSameTensors, writeCaptionedImages } from "./helpers/train_data.js";
 import { fixture, tempDir } from "./helpers/fixtures.js";
 import { minimal, problems } from "./helpers/train_config.js";
-import { writeImage, writeText } from "./helpers/images.js";
 
 let dir: { path: string; cleanup(): Promise<void> };
 let data: string;
 const IMAGES = 3;
 beforeAll(async () => {
   dir = await tempDir("sdtune-train-saves-");
-  data = join(dir.path, "data");
-  for (let i = 0; i < IMAGES; i++) await writeImage(join(data, `img${i}.png`), { width: 20, height: 20, seed: 30 + i });
-  await writeText(
-    join(data, "metadata.jsonl"),
-    Array.from({ length: IMAGES }, (_, i) => JSON.stringify({ file_name: `img${i}.png`, text: `picture ${i}` })).join(
-      "\n",
-    ),
-  );
+  data = await writeCaptionedImages(join(dir.path, "data"), IMAGES, 30);
 });
 afterAll(async () => dir.cleanup());
 
@@ -43,13 +35,6 @@ const config = (out: string, extra: Record<string, unknown> = {}) => ({
   save: { lora_formats: ["kohya", "diffusers"] },
   ...extra,
 });
-
-async function tensorsEqual(a: string, b: string): Promise<void> {
-  const x = (await readSafetensors(a)).tensors;
-  const y = (await readSafetensors(b)).tensors;
-  expect([...x.keys()].sort()).toEqual([...y.keys()].sort());
-  for (const [name, t] of x) expect(native().ops.maxAbsDiff(t, y.get(name)!), `${a}: ${name}`).toBe(0);
-}
 
 const validation = { prompts: ["a picture"], seeds: [1], every_n_steps: 100, num_inference_steps: 1 };
 
@@ -70,8 +55,8 @@ describe("intermediate LoRAs", () => {
     expect(kohya.metadata.ss_steps).toBe("1");
     // The LoRA saved at step 1 is what a 1-step run ends with.
     const short = await train(config(join(dir.path, "short"), { max_train_steps: 1 }));
-    await tensorsEqual(join(lora, "train-step1.safetensors"), short.stages[0]!.loraFiles.kohya!);
-    await tensorsEqual(
+    await expectSameTensors(join(lora, "train-step1.safetensors"), short.stages[0]!.loraFiles.kohya!);
+    await expectSameTensors(
       join(lora, "train-step1", "diffusers", "pytorch_lora_weights.safetensors"),
       short.stages[0]!.loraFiles.diffusers!,
     );
