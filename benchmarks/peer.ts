@@ -2,7 +2,9 @@
 // ../shared/peer/diffusers_lora_step.py (diffusers 0.27.2 + peft 0.10 on python3-torch 1.13)
 // and benchmarks/_peer_case.ts (the same step through sdtune's Trainer). Both sides run in
 // one benchmark, alternating A B A B, each in a fresh process, with the same thread count;
-// the peer gets its best settings (MALLOC_* thresholds as sdtune sets them, OPENBLAS_NUM_THREADS=1).
+// the peer gets its best settings: the malloc settings sdtune makes at load (one arena, 1 GiB mmap
+// and trim thresholds; with ../shared/peer/README.md's 32 MiB threshold the peer's SD-2-base step
+// took twice as long) and OPENBLAS_NUM_THREADS=1.
 //   npm run bench -- peer [--unet-config FILE] [--size 32] [--steps 6] [--warmup 2] [--rounds 2] [--threads 2]
 // --unet-config: a diffusers UNet config (default: the peer's bench-medium-unet.json). The JSON
 // reports each side's median step, forward / backward / clip / optimizer medians and peak RSS
@@ -59,7 +61,8 @@ function runPeer(c: PeerCase, threads: number): Record<string, unknown> {
   args.push("--rank", String(c.rank), "--seq", String(c.seq));
   const env = {
     ...process.env,
-    MALLOC_MMAP_THRESHOLD_: "33554432",
+    MALLOC_ARENA_MAX: "1",
+    MALLOC_MMAP_THRESHOLD_: "1073741824",
     MALLOC_TRIM_THRESHOLD_: "1073741824",
     OPENBLAS_NUM_THREADS: "1",
     OMP_NUM_THREADS: String(threads),

@@ -17,6 +17,8 @@ export interface RuntimeReport {
   blas: string[];
   /** What was done to BLAS's own thread pool at load (OpenBLAS limited to one thread). */
   blasThreads: RuntimeInfo["blasThreads"];
+  /** glibc malloc settings made at load: one arena, 1 GiB mmap and trim thresholds (see README, Runtime). */
+  malloc: string[];
   cuda: RuntimeInfo["cuda"];
   node: string;
 }
@@ -32,6 +34,7 @@ export function runtimeInfo(): RuntimeReport {
     cores: info.cores,
     blas: info.blasLibraries,
     blasThreads: info.blasThreads,
+    malloc: info.malloc,
     cuda: info.cuda,
     node: process.version,
   };

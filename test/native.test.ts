@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawnSync } from "node:child_process";
 
 import { native } from "../src/native/index.js";
 import { cancelTokenFor, tensorFrom } from "../src/tensor.js";
@@ -156,6 +157,26 @@ describe("runtime", () => {
     const fromEnv = Number(process.env.OPENBLAS_NUM_THREADS);
     expect(blasThreads.threads).toBe(fromEnv > 0 ? fromEnv : 1);
     expect(blasThreads.setBySdtune).toBe(fromEnv > 0 ? 0 : 1);
+  });
+
+  it("keeps large blocks in one malloc arena unless glibc's own variables say otherwise", () => {
+    const mine = native().info().malloc;
+    for (const [name, env, value] of [
+      ["M_ARENA_MAX", "MALLOC_ARENA_MAX", 1],
+      ["M_MMAP_THRESHOLD", "MALLOC_MMAP_THRESHOLD_", 1 << 30],
+      ["M_TRIM_THRESHOLD", "MALLOC_TRIM_THRESHOLD_", 1 << 30],
+    ] as const) {
+      const given = process.env[env];
+      expect(mine).toContain(given ? `${env}=${given} (left as set)` : `${name}=${value}`);
+    }
+    // A process started with a glibc variable keeps it.
+    const script = `import { native } from "./src/native/index.ts"; console.log(JSON.stringify(native().info().malloc));`;
+    const child = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      encoding: "utf8",
+      env: { ...process.env, MALLOC_ARENA_MAX: "4" },
+    });
+    expect(child.status, child.stderr).toBe(0);
+    expect(JSON.parse(child.stdout.trim().split("\n").pop()!)).toContain("MALLOC_ARENA_MAX=4 (left as set)");
   });
 
   it("runs every native job on one long-lived thread, in the order the calls were made", async () => {

@@ -24,6 +24,13 @@ torch::Tensor applyAdapters(const std::map<std::string, LoraAdapter>& adapters, 
       // down carries the layer's kernel, stride and padding; up is a 1x1 conv.
       h = F::conv2d(h, a.down, F::Conv2dFuncOptions().stride(conv->stride()).padding(conv->padding()));
       h = F::conv2d(h, a.up);
+    } else if (h.dim() >= 2 && y.scalar_type() == a.up.scalar_type() && y.size(-1) == a.up.size(0)) {
+      // y + scale * (down(x) @ up^T) as one addmm (beta 1, alpha scale): no separate passes
+      // over the [tokens, out] product for the scale and the sum, forward or backward.
+      torch::Tensor d = F::linear(h, a.down);
+      torch::Tensor d2 = d.reshape({-1, d.size(-1)});
+      y = at::addmm(y.reshape({-1, y.size(-1)}), d2, a.up.t(), 1.0, a.scale()).view(y.sizes());
+      continue;
     } else {
       h = F::linear(F::linear(h, a.down), a.up);
     }

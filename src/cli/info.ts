@@ -30,6 +30,7 @@ export const command: Command = {
         `threads   ${report.threads} of ${report.cores} cores (set SDTUNE_NUM_THREADS to change)`,
         `BLAS      ${report.blas.length ? report.blas.join(", ") : "none loaded yet"}`,
         `BLAS pool ${report.blasThreads.openblas ? `${report.blasThreads.threads} thread(s): ${report.blasThreads.note}` : report.blasThreads.note}`,
+        `malloc    ${report.malloc.join(", ")}`,
         `CUDA      ${cuda}`,
         `node      ${report.node}`,
       ].join("\n"),

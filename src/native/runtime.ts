@@ -9,6 +9,8 @@ export interface RuntimeInfo {
   blasLibraries: string[];
   /** OpenBLAS's own pool: sdtune sets it to 1 at load unless OPENBLAS_NUM_THREADS is set. */
   blasThreads: { openblas: boolean; threads: number; setBySdtune: number; note: string };
+  /** glibc malloc settings made at load ("M_ARENA_MAX=1", ...; a glibc variable that was set is left as set). */
+  malloc: string[];
   /** The one native thread that runs every model, trainer and pipeline job. */
   executor: { started: boolean; jobsRun: number; threadId: number };
   parallelInfo: string;

@@ -124,6 +124,15 @@ export class DataParallel {
     return this.group.barrier();
   }
 
+  /**
+   * Whether this rank makes the cache entry or file keyed by `key` (a hex digest), when every
+   * rank makes its share of what is missing: by the key, so the shares never depend on when
+   * a rank looked.
+   */
+  owns(key: string): boolean {
+    return Number.parseInt(key.slice(0, 8), 16) % this.worldSize === this.rank;
+  }
+
   /** The mean over ranks of each value. */
   mean(values: number[]): Promise<number[]> {
     return this.group.allReduceMean(values);

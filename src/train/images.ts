@@ -9,6 +9,7 @@ import type { StageConfig } from "../config/train.js";
 import { makeGrid } from "../pipeline/grid.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { StableDiffusionPipeline } from "../pipeline/index.js";
+import type { DataParallel } from "./distributed.js";
 import type { StageModels } from "./stage_models.js";
 
 const IMAGE = /\.(png|jpe?g|webp)$/i;
@@ -30,6 +31,8 @@ async function pipelineOf(models: StageModels, name: string): Promise<StableDiff
  * Fills `classDir` up to num_class_images with images of the class prompt, as
  * train_dreambooth.py does: generated with the base model, numbered after the ones
  * already there, seed = run seed + image number (so a rerun makes the same images).
+ * Data parallel: every rank counts what is there, then makes the numbers it owns
+ * (number mod world size = rank); the caller meets the others at a barrier afterwards.
  */
 export async function generateClassImages(
   models: StageModels,
@@ -40,22 +43,25 @@ export async function generateClassImages(
     resolution: number;
     signal?: AbortSignal;
     onProgress?: (done: number, total: number) => void;
+    dp?: DataParallel;
   },
 ): Promise<number> {
   const prior = stage.prior_preservation!;
+  const { dp } = options;
   await mkdir(classDir, { recursive: true });
   const present = (await readdir(classDir)).filter((f) => IMAGE.test(f)).length;
-  const missing = prior.num_class_images - present;
-  if (missing <= 0) return 0;
+  // No rank writes before every rank has counted, so all agree on the numbers.
+  await dp?.barrier();
+  const numbers: number[] = [];
+  for (let n = present; n < prior.num_class_images; n++) if (!dp || n % dp.worldSize === dp.rank) numbers.push(n);
+  if (numbers.length === 0) return 0;
   const pipe = await pipelineOf(models, "base");
-  let made = 0;
-  while (made < missing) {
-    const count = Math.min(prior.sample_batch_size, missing - made);
-    const first = present + made;
+  for (let made = 0; made < numbers.length;) {
+    const batch = numbers.slice(made, made + prior.sample_batch_size);
     const result = await pipe.generate({
       prompt: prior.class_prompt,
-      numImages: count,
-      seed: Array.from({ length: count }, (_, i) => options.seed + first + i),
+      numImages: batch.length,
+      seed: batch.map((n) => options.seed + n),
       width: options.resolution,
       height: options.resolution,
       steps: prior.num_inference_steps,
@@ -65,13 +71,13 @@ export async function generateClassImages(
       onWarning: () => undefined,
     });
     for (const [i, image] of result.images.entries()) {
-      const name = `class_${String(first + i).padStart(5, "0")}.png`;
+      const name = `class_${String(batch[i]!).padStart(5, "0")}.png`;
       if (!existsSync(join(classDir, name))) await writeFileAtomic(join(classDir, name), image.png!);
     }
-    made += count;
-    options.onProgress?.(made, missing);
+    made += batch.length;
+    options.onProgress?.(made, numbers.length);
   }
-  return made;
+  return numbers.length;
 }
 
 /** What samples are drawn with: the validation settings, or the same fields of another prompt set. */

@@ -9,7 +9,7 @@ import type { StageConfig, TrainConfig } from "../config/train.js";
 import { createBatchStream, openDataset, type BatchOptions, type Dataset, type DatasetSpec } from "../data/index.js";
 import { readSafetensors } from "../io/safetensors.js";
 import { CheckpointStore } from "./checkpoints.js";
-import { mainThenBarrier, type DataParallel } from "./distributed.js";
+import type { DataParallel } from "./distributed.js";
 import type { MetricsLog } from "./metrics.js";
 import type { Placement } from "./precision.js";
 import { generateClassImages } from "./images.js";
@@ -181,16 +181,16 @@ async function prepareDataset(ctx: StageContext, models: StageModels, resolution
   const dataset = await openDataset(datasetSpecFor(stage, classDir), { signal });
   // Data parallel: every rank meets at the barrier, whatever it saw missing (rank 0 may be done already).
   if (!stage.prior_preservation || (!ctx.dp && dataset.classImagesNeeded === 0)) return dataset;
-  // Class images come from the base model, before any trainable weight exists (rank 0 makes them).
-  await mainThenBarrier(ctx.dp, async () => {
-    if (dataset.classImagesNeeded === 0) return;
-    await generateClassImages(models, stage, classDir!, {
-      seed: ctx.seed,
-      resolution,
-      signal,
-      onProgress: (done, total) => ctx.onProgress?.({ phase: "class-images", stage: stage.name, step: done, total }),
-    });
+  // Class images come from the base model, before any trainable weight exists; with data
+  // parallel every rank makes its share, then all meet before reading the folder.
+  await generateClassImages(models, stage, classDir!, {
+    seed: ctx.seed,
+    resolution,
+    signal,
+    dp: ctx.dp,
+    onProgress: (done, total) => ctx.onProgress?.({ phase: "class-images", stage: stage.name, step: done, total }),
   });
+  await ctx.dp?.barrier();
   return openDataset(datasetSpecFor(stage, classDir), { signal });
 }
 

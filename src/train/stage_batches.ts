@@ -5,8 +5,8 @@ import { join } from "node:path";
 
 import { createBatchStream, type BatchInfo, type BatchOptions, type Dataset } from "../data/index.js";
 import { tensorFrom } from "../tensor.js";
-import { mainThenBarrier } from "./distributed.js";
 import {
+  captionKey,
   createLatentBatchStream,
   LatentCache,
   TextEmbeddingCache,
@@ -168,10 +168,8 @@ async function fillLatentCache(
   if (ctx.dp) {
     // Data parallel: each rank encodes its share of the missing latents (split by key, so the
     // shares never depend on when a rank looked), then all wait until every share is written.
-    const { rank, worldSize } = ctx.dp;
-    const mine = (await latents.missing(dataset, options)).filter(
-      (p) => Number.parseInt(p.key.slice(0, 8), 16) % worldSize === rank,
-    );
+    const dp = ctx.dp;
+    const mine = (await latents.missing(dataset, options)).filter((p) => dp.owns(p.key));
     if (mine.length > 0) await latents.compute(dataset, options, mine, await encodeOptions(models, ctx));
     await ctx.dp.barrier();
   } else if ((await latents.missing(dataset, options)).length > 0) {
@@ -206,12 +204,16 @@ async function fillTextCache(
     tokenizer: join(ctx.base.modelDir, "tokenizer"),
     dtype: ctx.placement.weightDtype,
   });
-  await mainThenBarrier(ctx.dp, () =>
-    text.ensure(trainingCaptions(dataset, options), {
-      textEncoder: models.textEncoder,
-      tokenizer: models.tokenizer,
-      signal: ctx.signal,
-    }),
-  );
+  const run = { textEncoder: models.textEncoder, tokenizer: models.tokenizer, signal: ctx.signal };
+  if (ctx.dp) {
+    // Data parallel: each rank encodes its share of the missing captions (by key, as latents).
+    const dp = ctx.dp;
+    const mine = (await text.missing(trainingCaptions(dataset, options))).filter((c) => dp.owns(captionKey(c)));
+    if (mine.length > 0) await text.ensure(mine, run);
+    await dp.barrier();
+    await text.refresh();
+  } else {
+    await text.ensure(trainingCaptions(dataset, options), run);
+  }
   return text;
 }
