@@ -1,19 +1,29 @@
-// Data pipeline throughput: JPEG files (mixed sizes, 1-4 MP) -> normalised
-// 512x512 float tensors, against a baseline of plain sharp decode-and-resize of
-// the same files on one core, one at a time (sharp.concurrency(1)).
-// Usage: npm run bench -- data [images=48]
-import { cpus } from "node:os";
-import { join } from "node:path";
+// Data pipeline throughput per core (issue #16 item 4): JPEG files (1-4 MP) -> EXIF-oriented,
+// resized, centre-cropped, normalised 512x512 tensors. sdtune's dataset pipeline
+// (benchmarks/_data_case.ts) against diffusers' per-image path in Python (benchmarks/peer_data.py:
+// PIL + torchvision Resize/CenterCrop/ToTensor/Normalize, /usr/bin/python3 with python3-pil and
+// python3-torchvision), both on one core, alternating A B A B in fresh processes over the same files
+// (page cache warm). sdtune with its default threads is reported for information.
+// Usage: npm run bench -- data [--images DIR] [--count 48] [--rounds 3]
+// --images: a folder of real camera JPEGs (its first --count files are used); without it the
+// benchmark writes synthetic photo-like JPEGs and says so. A quarter of the images get an EXIF
+// Orientation tag (6 or 8) so the EXIF step does work on both sides.
+import { spawnSync } from "node:child_process";
+import { copyFile, readdir } from "node:fs/promises";
+import { loadavg } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 import sharp from "sharp";
 
-import { createBatchStream, openDataset } from "../src/data/index.js";
-import { hwcToChw } from "../src/data/image.js";
 import { tempDir } from "../test/helpers/fixtures.js";
-import { native } from "../src/native/index.js";
-import { tensorFrom } from "../src/tensor.js";
-import { machine, median } from "./_util.js";
+import type { DataCase } from "./_data_case.js";
+import { machine, median, runCaseProcess } from "./_util.js";
 import type { Benchmark } from "./run.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const PYTHON = process.env.SDTUNE_PEER_PYTHON ?? "/usr/bin/python3";
+const RESOLUTION = 512;
 
 const SIZES: [number, number][] = [
   [1200, 900], // 1.1 MP
@@ -25,7 +35,13 @@ const SIZES: [number, number][] = [
 ];
 
 /** A photo-like JPEG: smooth gradients plus noise, so it compresses like a picture, not a flat fill. */
-async function writePhoto(path: string, width: number, height: number, seed: number): Promise<number> {
+async function writePhoto(
+  path: string,
+  width: number,
+  height: number,
+  seed: number,
+  orientation?: number,
+): Promise<number> {
   const small = Buffer.alloc(64 * 48 * 3);
   for (let i = 0; i < small.length; i++) small[i] = (i * 7 + seed * 13 + ((i * 2654435761) >>> 24)) & 255;
   const info = await sharp(small, { raw: { width: 64, height: 48, channels: 3 } })
@@ -45,112 +61,133 @@ async function writePhoto(path: string, width: number, height: number, seed: num
       },
     ])
     .jpeg({ quality: 90 })
+    .withMetadata(orientation ? { orientation } : {})
     .toFile(path);
   return info.size;
 }
 
+function option(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i < 0 ? undefined : args[i + 1];
+}
+
+/** Why the Python peer cannot run, with the setup step; undefined when it can. */
+function peerMissing(): string | undefined {
+  const probe = spawnSync(PYTHON, ["-c", "import torch, torchvision, PIL"], { encoding: "utf8" });
+  if (probe.status === 0) return undefined;
+  return `${PYTHON} cannot import torch, torchvision and PIL: apt-get install -y python3-torchvision python3-pil (or set SDTUNE_PEER_PYTHON)`;
+}
+
+/** Copies (or writes) `count` JPEGs into `dir`; every fourth gets EXIF orientation 6 or 8. */
+async function prepareImages(dir: string, source: string | undefined, count: number): Promise<Record<string, unknown>> {
+  const names: string[] = [];
+  let pixels = 0;
+  const sources = source
+    ? (await readdir(source))
+        .filter((n) => /\.jpe?g$/i.test(n))
+        .sort()
+        .slice(0, count)
+    : [];
+  if (source && sources.length === 0) throw new Error(`--images ${source}: no .jpg/.jpeg files there`);
+  const n = source ? sources.length : count;
+  for (let i = 0; i < n; i++) {
+    const out = join(dir, `${String(i).padStart(4, "0")}.jpg`);
+    if (source) {
+      const input = join(source, sources[i]!);
+      if (i % 4 === 3)
+        await sharp(input)
+          .withMetadata({ orientation: i % 8 === 3 ? 6 : 8 })
+          .jpeg({ quality: 92 })
+          .toFile(out);
+      else await copyFile(input, out);
+    } else {
+      const [w, h] = SIZES[i % SIZES.length]!;
+      await writePhoto(out, w, h, i, i % 4 === 3 ? (i % 8 === 3 ? 6 : 8) : undefined);
+    }
+    const meta = await sharp(out).metadata();
+    pixels += (meta.width ?? 0) * (meta.height ?? 0);
+    names.push(source ? sources[i]! : `synthetic-${i}.jpg`);
+  }
+  return {
+    source: source ?? "synthetic photo-like JPEGs (gradients + noise): no --images folder given",
+    files: names,
+    megapixelsMean: pixels / n / 1e6,
+    withExifOrientation: names.filter((_, i) => i % 4 === 3).length,
+  };
+}
+
+function runPeer(files: string[]): number {
+  const child = spawnSync(PYTHON, [join(here, "peer_data.py"), String(RESOLUTION), ...files], {
+    encoding: "utf8",
+    env: { ...process.env, OMP_NUM_THREADS: "1", OPENBLAS_NUM_THREADS: "1" },
+  });
+  if (child.status !== 0)
+    throw new Error(`peer_data.py failed: ${(child.stderr ?? "").trim().split("\n").slice(-3).join(" ")}`);
+  return (JSON.parse(child.stdout.trim().split("\n").pop()!) as { ms: number }).ms;
+}
+
+function runSdtune(dir: string, oneCore: boolean): number {
+  const saved = process.env.UV_THREADPOOL_SIZE;
+  if (oneCore) process.env.UV_THREADPOOL_SIZE = "1";
+  try {
+    const input: DataCase = { dir, resolution: RESOLUTION, oneCore };
+    return runCaseProcess(join(here, "_data_case.ts"), input, { what: "sdtune data case" }).ms as number;
+  } finally {
+    if (saved === undefined) delete process.env.UV_THREADPOOL_SIZE;
+    else process.env.UV_THREADPOOL_SIZE = saved;
+  }
+}
+
 export const benchmark: Benchmark = {
-  description: "images/s from JPEG files (1-4 MP) to normalised 512x512 tensors vs plain sharp on one core",
+  description: "images/s per core, JPEG (1-4 MP) -> normalised 512x512 tensors, vs PIL + torchvision",
   async run(args) {
-    const count = Number(args[0] ?? 48);
+    const count = Number(option(args, "--count") ?? 48);
+    const rounds = Number(option(args, "--rounds") ?? 3);
+    const missing = peerMissing();
+    if (missing) throw new Error(`the data peer is not set up: ${missing}`);
     const dir = await tempDir("sdtune-bench-data-");
-    const defaultSharpThreads = sharp.concurrency();
     try {
-      let bytes = 0;
-      let pixels = 0;
-      for (let i = 0; i < count; i++) {
-        const [w, h] = SIZES[i % SIZES.length]!;
-        bytes += await writePhoto(join(dir.path, `${String(i).padStart(4, "0")}.jpg`), w, h, i);
-        pixels += w * h;
-      }
-      const files = Array.from({ length: count }, (_, i) => join(dir.path, `${String(i).padStart(4, "0")}.jpg`));
-
-      const scanStart = performance.now();
-      const dataset = await openDataset({ path: dir.path, type: "imagefolder" });
-      const scanMs = performance.now() - scanStart;
-
-      // Baseline: sharp alone, one core, one image at a time, resize shortest side + centre crop.
-      const baseline = async (): Promise<number> => {
-        sharp.concurrency(1);
-        const t0 = performance.now();
-        for (const f of files) await sharp(f).resize(512, 512, { fit: "cover" }).raw().toBuffer();
-        sharp.concurrency(defaultSharpThreads);
-        return performance.now() - t0;
-      };
-
-      const pipeline = async (concurrency: number, sharpThreads: number, batchSize = 4): Promise<number> => {
-        sharp.concurrency(sharpThreads);
-        const t0 = performance.now();
-        const stream = createBatchStream(dataset, {
-          resolution: 512,
-          batchSize,
-          epochs: 1,
-          concurrency,
-          prefetch: 4,
-          seed: 0,
-        });
-        for await (const batch of stream) batch.pixels.dispose();
-        sharp.concurrency(defaultSharpThreads);
-        return performance.now() - t0;
-      };
-
-      const configs: { concurrency: number; sharpThreads: number }[] = [];
-      const cores = cpus().length;
-      for (const concurrency of [...new Set([1, 2, 4, cores])]) {
-        for (const sharpThreads of [...new Set([1, defaultSharpThreads])]) configs.push({ concurrency, sharpThreads });
-      }
-      await baseline(); // warm the page cache and sharp
-      await pipeline(4, defaultSharpThreads); // and load the addon
-      // Rounds interleave the baseline and every configuration, so a busy machine slows them alike.
-      const rounds = 5;
-      const baselineTimes: number[] = [];
-      const configTimes = configs.map(() => [] as number[]);
-      const defaultTimes: number[] = [];
+      const images = await prepareImages(dir.path, option(args, "--images"), count);
+      const files = (await readdir(dir.path))
+        .filter((n) => n.endsWith(".jpg"))
+        .sort()
+        .map((n) => join(dir.path, n));
+      const loadBefore = loadavg();
+      runPeer(files); // warm the page cache
+      const peer: number[] = [];
+      const ours: number[] = [];
+      const oursDefault: number[] = [];
       for (let r = 0; r < rounds; r++) {
-        baselineTimes.push(await baseline());
-        defaultTimes.push(await pipeline(4, defaultSharpThreads));
-        for (const [i, c] of configs.entries()) configTimes[i]!.push(await pipeline(c.concurrency, c.sharpThreads));
+        ours.push(runSdtune(dir.path, true));
+        peer.push(runPeer(files));
+        oursDefault.push(runSdtune(dir.path, false));
       }
-      const baselineMs = median(baselineTimes);
-      const defaultRun = median(defaultTimes);
-      const ips = (ms: number): number => (count * 1000) / ms;
-      const results = configs.map((c, i) => ({
-        ...c,
-        imagesPerSecond: ips(median(configTimes[i]!)),
-        efficiencyVsBaseline: baselineMs / median(configTimes[i]!),
-      }));
-
-      // The uint8 HWC -> float CHW pass alone, per 512x512 image: JS (createRawBatchStream) and native (createBatchStream).
-      const hwc = Buffer.alloc(4 * 512 * 512 * 3, 7);
-      const chw = new Float32Array(512 * 512 * 3);
-      const reps = 20;
-      const js0 = performance.now();
-      for (let i = 0; i < reps * 4; i++) hwcToChw(hwc.subarray(0, 512 * 512 * 3), chw, 0, 512 * 512);
-      const jsMs = (performance.now() - js0) / (reps * 4);
-      const packed = tensorFrom(hwc, [4, 512, 512, 3], "uint8");
-      const n0 = performance.now();
-      for (let i = 0; i < reps; i++) (await native().data.pixelsToTensor(packed)).dispose();
-      const nativeMs = (performance.now() - n0) / (reps * 4);
-      packed.dispose();
-
+      const ips = (ms: number): number => (files.length * 1000) / ms;
+      const sdtunePerCore = ips(median(ours));
+      const peerPerCore = ips(median(peer));
       return {
         machine: machine(),
-        images: count,
-        megapixelsMean: pixels / count / 1e6,
-        jpegBytesMean: Math.round(bytes / count),
-        sharpDefaultThreads: defaultSharpThreads,
-        scanMsPerImage: scanMs / count,
-        baseline: {
-          description: "sharp resize 512x512 cover, sharp.concurrency(1), sequential",
-          imagesPerSecond: ips(baselineMs),
+        images,
+        rounds,
+        loadAverageBefore: loadBefore,
+        loadAverageAfter: loadavg(),
+        peer: {
+          description:
+            "PIL open + convert(RGB) + exif_transpose, torchvision Resize(512, bilinear) CenterCrop ToTensor Normalize; torch.set_num_threads(1)",
+          imagesPerSecondPerCore: peerPerCore,
+          msRuns: peer,
         },
-        pipeline: { concurrency: 4, sharpThreads: defaultSharpThreads, batchSize: 4, imagesPerSecond: ips(defaultRun) },
-        efficiencyRatio: baselineMs / defaultRun,
-        configurations: results,
-        floatConversionMsPerImage: { js: jsMs, native: nativeMs },
+        sdtune: {
+          description:
+            "openDataset + createBatchStream(batch 4); UV_THREADPOOL_SIZE=1, sharp.concurrency(1), setNumThreads(1), concurrency 1",
+          imagesPerSecondPerCore: sdtunePerCore,
+          msRuns: ours,
+        },
+        sdtuneDefaultThreads: { imagesPerSecond: ips(median(oursDefault)), msRuns: oursDefault },
+        ratioPerCore: sdtunePerCore / peerPerCore,
+        target: 2,
       };
     } finally {
-      sharp.concurrency(defaultSharpThreads);
       await dir.cleanup();
     }
   },

@@ -1,10 +1,13 @@
 // Text-to-image seconds per image and pipeline overhead (total time / UNet time), for the
 // fixture tiny pipeline and for an SD-2-base-shaped random-init pipeline (built with
 // UNet/VAE/TextEncoder.fromConfig, written with savePipeline, loaded with loadPipeline).
-//   npm run bench -- generate [--quick] [--device cuda] [--dtype float16] [--size 128] [--steps 4] [--images 2]
-// --quick: an SD-2-base-shaped pipeline at 1/5 width (UNet) and a 2-layer text encoder.
+//   npm run bench -- generate [--quick] [--device cuda] [--dtype float16] [--size 512] [--steps 2] [--images 1]
+// --quick: an SD-2-base-shaped pipeline at 1/5 width (UNet) and a 2-layer text encoder, 64 px.
+// The SD-2-base-shaped pipeline runs untiled and tiled VAE decode (default tile size); its
+// outside-UNet share at the default 50 steps is derived from the measured per-step and
+// per-image times (a 512 px CFG step of the 865 M UNet takes many seconds on a CPU).
 import { rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,7 +16,7 @@ import type { ModelDType } from "../src/models/options.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
 import { UNet } from "../src/models/unet.js";
 import { VAE } from "../src/models/vae.js";
-import { generateImages } from "../src/pipeline/generate.js";
+import { generateImages, type GenerateTimings } from "../src/pipeline/generate.js";
 import { loadPipeline, savePipeline, type StableDiffusionPipeline } from "../src/pipeline/index.js";
 import { readSchedulerConfig } from "../src/sched/config.js";
 import { ClipTokenizer } from "../src/text/clip_tokenizer.js";
@@ -67,7 +70,11 @@ interface Setup {
   size: number;
   steps: number;
   images: number;
+  vaeTiling?: boolean;
 }
+
+/** generate()'s default step count (src/pipeline/options.ts). */
+const DEFAULT_STEPS = 50;
 
 async function measure(
   name: string,
@@ -82,8 +89,11 @@ async function measure(
     steps: s.steps,
     seed: 1,
     numImages: s.images,
+    ...(s.vaeTiling === undefined ? {} : { vaeTiling: s.vaeTiling }),
   };
-  await generateImages(pipe.context(), { ...options, numImages: 1, steps: 1 }); // warm-up
+  // Warm-up at a small size: loads kernels/allocator without paying a second 512 px run.
+  const warm = Math.min(size, 8 * pipe.vaeScaleFactor);
+  await generateImages(pipe.context(), { ...options, width: warm, height: warm, numImages: 1, steps: 1 });
   const r = await generateImages(pipe.context(), options, { syncTimings: true });
   const t = r.timings;
   const perImage = (x: number): number => round(x / s.images);
@@ -92,7 +102,10 @@ async function measure(
     image: `${size}x${size}`,
     steps: s.steps,
     images: s.images,
+    vaeTiling: s.vaeTiling ?? "auto",
     sampler: r.sampler,
+    outsideUnetShareMeasured: round((t.total - t.unet) / t.total),
+    atDefaultSteps: atSteps(t, s.steps, DEFAULT_STEPS),
     secondsPerImage: perImage(t.total),
     unetSecondsPerImage: perImage(t.unet),
     overheadRatio: round(t.total / t.unet),
@@ -105,6 +118,17 @@ async function measure(
       other: perImage(t.total - t.textEncoder - t.denoise - t.decode - t.png),
     },
   };
+}
+
+/**
+ * Derived (not measured): the outside-UNet share at `target` steps, scaling the per-step parts
+ * (UNet, sampler and guidance) and keeping the per-run parts (text encoder, decode, PNG, rest).
+ */
+function atSteps(t: GenerateTimings, steps: number, target: number): Record<string, unknown> {
+  const perStep = t.denoise / steps;
+  const unet = (t.unet / steps) * target;
+  const total = t.total - t.denoise + perStep * target;
+  return { steps: target, derived: true, totalSeconds: round(total), outsideUnetShare: round((total - unet) / total) };
 }
 
 function round(x: number): number {
@@ -124,9 +148,9 @@ export const benchmark: Benchmark = {
     const s: Setup = {
       device: flag(args, "--device") ?? "cpu",
       dtype: (flag(args, "--dtype") ?? "float32") as ModelDType,
-      size: Number(flag(args, "--size") ?? (quick ? 64 : 128)),
-      steps: Number(flag(args, "--steps") ?? (quick ? 3 : 4)),
-      images: Number(flag(args, "--images") ?? 2),
+      size: Number(flag(args, "--size") ?? (quick ? 64 : 512)),
+      steps: Number(flag(args, "--steps") ?? (quick ? 3 : 2)),
+      images: Number(flag(args, "--images") ?? (quick ? 2 : 1)),
     };
     const load = { device: s.device, dtype: s.dtype };
     const results: Record<string, unknown>[] = [];
@@ -167,17 +191,19 @@ export const benchmark: Benchmark = {
       const name = quick
         ? "SD-2-base-shaped at 1/5 width (UNet blocks [64, 128, 256, 256]), random init"
         : "SD-2-base-shaped (UNet blocks [320, 640, 1280, 1280], 23-layer text encoder), random init";
-      results.push({
-        ...(await measure(name, sd2, s, s.size)),
-        unetParameters: params,
-        buildAndSaveSeconds: round(buildSeconds),
-        loadSeconds: round(loadSeconds),
-      });
+      for (const vaeTiling of [false, true]) {
+        results.push({
+          ...(await measure(name, sd2, { ...s, vaeTiling }, s.size)),
+          unetParameters: params,
+          buildAndSaveSeconds: round(buildSeconds),
+          loadSeconds: round(loadSeconds),
+        });
+      }
       sd2.dispose();
     } finally {
       tiny.dispose();
       await rm(dir, { recursive: true, force: true });
     }
-    return { machine: machine(), device: s.device, dtype: s.dtype, results };
+    return { machine: machine(), loadAverage: loadavg(), device: s.device, dtype: s.dtype, results };
   },
 };

@@ -97,6 +97,8 @@ void joinProcessGroup(train::Trainer& trainer, const std::shared_ptr<dist::Proce
   }
   group->broadcast(params, 0);
   trainer.setGradientReducer([group](const std::vector<torch::Tensor>& grads) { group->allReduceMean(grads); });
+  group->attachReducer(params);
+  trainer.setOverlappedBackward([group](const torch::Tensor& loss) { group->backwardOverlapped(loss); });
 }
 
 // batch.globalRows / batch.globalBatch: this rank's rows of a data-parallel global batch.
@@ -244,6 +246,7 @@ class TrainerHandle : public Napi::ObjectWrap<TrainerHandle> {
             o.Set("priorLoss", r.priorLoss);
             o.Set("optimizerStepped", r.optimizerStepped);
             o.Set("overflow", r.overflow);
+            o.Set("gradientsOverlapped", r.gradientsOverlapped);
             o.Set("gradNorm", r.gradNorm);
             o.Set("lossScale", r.lossScale);
             o.Set("microStep", static_cast<double>(r.microStep));

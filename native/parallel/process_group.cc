@@ -17,15 +17,39 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+
 #include <cstdlib>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 
 namespace sdtune::dist {
 
+// The gradient all-reduce overlapped with the backward, as DDP's reducer does it: each trained
+// parameter's gradient accumulator gets a hook; when every gradient of a bucket has arrived, its
+// all-reduce is launched (buckets strictly in order, so every rank issues the same collectives in
+// the same order), and after the backward the works are waited for and the means copied back.
+struct Overlap {
+  std::vector<torch::Tensor> params;
+  std::vector<std::vector<size_t>> buckets;  // parameter indices, in launch order
+  std::vector<size_t> bucketOf;              // parameter -> bucket
+  // Kept alive: a leaf's accumulator (which carries the hook) is otherwise rebuilt each forward.
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::mutex mutex;
+  bool armed = false;           // a syncing backward is running
+  bool late = false;            // a gradient arrived after its bucket was launched (used twice)
+  std::vector<size_t> waiting;  // per bucket: gradients not arrived yet
+  std::vector<bool> arrived;    // per parameter
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  std::vector<torch::Tensor> flats;
+  size_t next = 0;  // next bucket to launch
+};
+
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroup> group;
+  std::shared_ptr<Overlap> overlap;
 };
 
 namespace {
@@ -169,15 +193,17 @@ void ProcessGroup::run(const char* what, const std::function<void()>& collective
 
 void ProcessGroup::allReduceMean(const std::vector<torch::Tensor>& tensors) {
   if (worldSize() == 1) return;
-  run("the gradient all-reduce", [&] {
-    torch::NoGradGuard noGrad;
-    for (const auto& bucket : buckets(tensors, options_.bucketBytes)) {
-      std::vector<torch::Tensor> flat{flatten(bucket)};
-      impl_->group->allreduce(flat)->wait();
-      flat[0].div_(worldSize());
-      unflatten(flat[0], bucket);
-    }
-  });
+  run("the gradient all-reduce", [&] { allReduceMeanUnguarded(tensors); });
+}
+
+void ProcessGroup::allReduceMeanUnguarded(const std::vector<torch::Tensor>& tensors) {
+  torch::NoGradGuard noGrad;
+  for (const auto& bucket : buckets(tensors, options_.bucketBytes)) {
+    std::vector<torch::Tensor> flat{flatten(bucket)};
+    impl_->group->allreduce(flat)->wait();
+    flat[0].div_(worldSize());
+    unflatten(flat[0], bucket);
+  }
 }
 
 void ProcessGroup::broadcast(const std::vector<torch::Tensor>& tensors, int root) {
@@ -222,6 +248,143 @@ std::vector<double> ProcessGroup::allReduceMeanValues(const std::vector<double>&
     for (size_t i = 0; i < values.size(); ++i) out[i] = t[0][static_cast<int64_t>(i)].item<double>();
   });
   return out;
+}
+
+namespace {
+
+// One bucket's gradients as one flat tensor (zeros for a parameter the loss did not reach).
+torch::Tensor flatGradients(const Overlap& o, size_t b) {
+  std::vector<torch::Tensor> grads;
+  for (size_t i : o.buckets[b]) {
+    const torch::Tensor& g = o.params[i].grad();
+    grads.push_back(g.defined() ? g : torch::zeros_like(o.params[i]));
+  }
+  return flatten(grads);
+}
+
+// Launches every bucket, in order, whose gradients have all arrived (all of them when `all`).
+void launchReady(Overlap& o, c10d::ProcessGroup& group, bool all) {
+  torch::NoGradGuard noGrad;
+  while (o.next < o.buckets.size() && (all || o.waiting[o.next] == 0)) {
+    std::vector<torch::Tensor> flat{flatGradients(o, o.next)};
+    o.works[o.next] = group.allreduce(flat);
+    o.flats[o.next] = flat[0];
+    ++o.next;
+  }
+}
+
+void arrive(Overlap& o, c10d::ProcessGroup& group, size_t i) {
+  std::lock_guard<std::mutex> lock(o.mutex);
+  if (!o.armed) return;  // an accumulating micro-step, or no data parallel backward
+  if (o.arrived[i]) {
+    o.late = true;
+    return;
+  }
+  o.arrived[i] = true;
+  if (--o.waiting[o.bucketOf[i]] == 0) launchReady(o, group, false);
+}
+
+}  // namespace
+
+void ProcessGroup::attachReducer(const std::vector<torch::Tensor>& params) {
+  impl_->overlap.reset();  // the old hooks hold it weakly: they turn into no-ops
+  if (worldSize() == 1 || params.empty()) return;
+  auto o = std::make_shared<Overlap>();
+  o->params = params;
+  // Reverse parameter order (roughly the order the backward produces the gradients), cut into
+  // buckets of about bucketBytes per dtype and device.
+  std::map<std::pair<int, std::string>, size_t> open;  // kind -> its bucket being filled
+  std::vector<size_t> filled;
+  o->bucketOf.resize(params.size());
+  for (size_t i = params.size(); i-- > 0;) {
+    const torch::Tensor& p = params[i];
+    auto kind = std::make_pair(static_cast<int>(p.scalar_type()), p.device().str());
+    const size_t bytes = p.numel() * p.element_size();
+    auto it = open.find(kind);
+    if (it == open.end() || filled[it->second] + bytes > options_.bucketBytes) {
+      o->buckets.emplace_back();
+      filled.push_back(0);
+      it = open.insert_or_assign(kind, o->buckets.size() - 1).first;
+    }
+    o->buckets[it->second].push_back(i);
+    o->bucketOf[i] = it->second;
+    filled[it->second] += bytes;
+  }
+  c10d::ProcessGroup* group = impl_->group.get();
+  std::weak_ptr<Overlap> weak = o;
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto accumulator = torch::autograd::impl::grad_accumulator(params[i]);
+    TORCH_CHECK(accumulator, "attachReducer: parameter ", i, " is not a trainable leaf");
+    accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [weak, group, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+          if (auto o = weak.lock()) arrive(*o, *group, i);
+          return outputs;
+        }));
+    o->accumulators.push_back(std::move(accumulator));
+  }
+  impl_->overlap = std::move(o);
+}
+
+void ProcessGroup::backwardOverlapped(const torch::Tensor& loss) {
+  std::shared_ptr<Overlap> o = impl_->overlap;
+  if (!o) {
+    loss.backward();
+    return;
+  }
+  run("the gradient all-reduce", [&] {
+    {
+      std::lock_guard<std::mutex> lock(o->mutex);
+      o->armed = true;
+      o->late = false;
+      o->next = 0;
+      o->arrived.assign(o->params.size(), false);
+      o->waiting.clear();
+      for (const auto& b : o->buckets) o->waiting.push_back(b.size());
+      o->works.assign(o->buckets.size(), {});
+      o->flats.assign(o->buckets.size(), {});
+    }
+    try {
+      loss.backward();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(o->mutex);
+      o->armed = false;
+      for (auto& w : o->works) {  // nothing in flight may outlive its tensors
+        try {
+          if (w) w->wait();
+        } catch (...) {
+          // the backward's own error is the one to report
+        }
+      }
+      throw;
+    }
+    std::lock_guard<std::mutex> lock(o->mutex);
+    o->armed = false;
+    launchReady(*o, *impl_->group, true);  // buckets holding parameters the loss did not reach
+    for (auto& w : o->works) w->wait();
+    if (o->late) {
+      // A gradient grew after its bucket left: the gradients here are still this rank's own, whole;
+      // average them after the backward instead (the graph, hence this path, is the same on every rank).
+      std::vector<torch::Tensor> grads;
+      for (const auto& p : o->params) grads.push_back(p.grad());
+      allReduceMeanUnguarded(grads);
+      return;
+    }
+    torch::NoGradGuard noGrad;
+    for (size_t b = 0; b < o->buckets.size(); ++b) {
+      torch::Tensor mean = o->flats[b].div_(worldSize());
+      int64_t offset = 0;
+      for (size_t i : o->buckets[b]) {
+        torch::Tensor& p = o->params[i];
+        torch::Tensor slice = mean.narrow(0, offset, p.numel()).view(p.sizes());
+        offset += p.numel();
+        if (p.grad().defined()) {
+          p.mutable_grad().copy_(slice);
+        } else if (slice.count_nonzero().item<int64_t>() > 0) {
+          p.mutable_grad() = slice.to(p.scalar_type()).clone();
+        }
+      }
+    }
+  });
 }
 
 int64_t hashTensors(const std::vector<torch::Tensor>& tensors) {

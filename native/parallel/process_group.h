@@ -53,10 +53,22 @@ class ProcessGroup {
   // Marks the group unusable: later calls fail at once (after a failure, a rank must not wait again).
   void abort(const std::string& why);
 
+  // The gradient all-reduce overlapped with the backward, as DDP's reducer does it, over `params`
+  // (the trained parameters, in the same order on every rank; replaces an earlier set): hooks on
+  // their gradient accumulators launch each bucket's c10d all-reduce (about options.bucketBytes, in
+  // reverse parameter order) as soon as its gradients have arrived, while the backward goes on.
+  // (c10d::Reducer itself cannot be built against Debian's libtorch headers: reducer.hpp includes
+  // the distributed-autograd headers, which the package leaves out.)
+  void attachReducer(const std::vector<torch::Tensor>& params);
+  // loss.backward(), then a wait for the launched all-reduces: the gradients are the mean over
+  // ranks when it returns (attachReducer first; without it, a plain backward).
+  void backwardOverlapped(const torch::Tensor& loss);
+
  private:
   struct Impl;
   explicit ProcessGroup(ProcessGroupOptions options);
   void run(const char* what, const std::function<void()>& collective);
+  void allReduceMeanUnguarded(const std::vector<torch::Tensor>& tensors);
   ProcessGroupOptions options_;
   std::unique_ptr<Impl> impl_;
   std::string failed_;

@@ -219,7 +219,7 @@ StepResult Trainer::stepInTrainMode(const TrainBatch& batch, const std::vector<d
   result.phaseMs.forward = msSince(clock);
   // accelerate divides by the accumulation count so accumulated gradients average.
   torch::Tensor weighted = batch.lossWeight == 1.0 ? loss : loss * batch.lossWeight;  // data parallel shares
-  scaler_.scaleLoss(weighted / static_cast<double>(options_.gradientAccumulationSteps)).backward();
+  backward(scaler_.scaleLoss(weighted / static_cast<double>(options_.gradientAccumulationSteps)), result);
   result.phaseMs.backward = msSince(clock);
   ++microStep_;
   if (microStep_ % options_.gradientAccumulationSteps == 0) optimizerBoundary(lrs, result);
@@ -229,9 +229,25 @@ StepResult Trainer::stepInTrainMode(const TrainBatch& batch, const std::vector<d
   return result;
 }
 
+void Trainer::backward(const torch::Tensor& loss, StepResult& result) {
+  // Accumulating micro-steps keep their gradients local (DDP's no_sync); the boundary's backward
+  // averages everything accumulated so far. Gradient checkpointing's recomputation runs nested
+  // backwards: there the gradients are averaged after the backward.
+  const bool boundary = (microStep_ + 1) % options_.gradientAccumulationSteps == 0;
+  const bool checkpointing =
+      unet_->gradientCheckpointing.load() || (textEncoder_ && textEncoder_->gradientCheckpointing());
+  result.gradientsOverlapped = boundary && overlappedBackward_ && !checkpointing;
+  if (result.gradientsOverlapped) {
+    overlappedBackward_(loss);
+  } else {
+    loss.backward();
+  }
+}
+
 void Trainer::optimizerBoundary(const std::vector<double>& lrs, StepResult& result) {
   auto clock = Clock::now();
-  if (gradientReducer_) gradientReducer_(grads());  // data parallel: the mean over ranks
+  // Data parallel: the mean over ranks (unless the backward took it already).
+  if (gradientReducer_ && !result.gradientsOverlapped) gradientReducer_(grads());
   // Unscaled, clipped and applied in float32: unscaling half gradients in place would flush the
   // small ones to zero, which is what the scaling was for (GradScaler refuses fp16 grads too).
   std::vector<torch::Tensor> all;

@@ -77,9 +77,10 @@ struct StepResult {
   double loss = 0;          // the loss of this micro-batch (before accumulation division)
   double instanceLoss = 0;  // prior preservation: the two parts
   double priorLoss = 0;
-  bool optimizerStepped = false;  // an accumulation boundary was reached
-  bool overflow = false;          // non-finite gradients: the step was skipped
-  double gradNorm = 0;            // at a boundary: total norm before clipping
+  bool optimizerStepped = false;     // an accumulation boundary was reached
+  bool overflow = false;             // non-finite gradients: the step was skipped
+  bool gradientsOverlapped = false;  // data parallel: averaged inside the backward (c10d's Reducer)
+  double gradNorm = 0;               // at a boundary: total norm before clipping
   double lossScale = 1;
   int64_t microStep = 0;      // micro-batches done
   int64_t optimizerStep = 0;  // optimizer steps done
@@ -111,6 +112,12 @@ class Trainer {
   // clipping and the optimizer step (at accumulation boundaries); it averages them across ranks in place.
   using GradientReducer = std::function<void(const std::vector<torch::Tensor>&)>;
   void setGradientReducer(GradientReducer reducer) { gradientReducer_ = std::move(reducer); }
+  // Data parallel: the backward of a micro-step that ends an accumulation boundary, averaging the
+  // gradients as it goes (bucketed all-reduces launched as gradients arrive); the gradient reducer
+  // is then skipped. Not used under gradient checkpointing (nested backwards): the reducer then
+  // averages after the backward.
+  using OverlappedBackward = std::function<void(const torch::Tensor& loss)>;
+  void setOverlappedBackward(OverlappedBackward backward) { overlappedBackward_ = std::move(backward); }
   int64_t optimizerStep() const { return optimizerStep_; }
 
  private:
@@ -119,6 +126,7 @@ class Trainer {
   torch::Tensor encodeText(const TrainBatch& batch);
   torch::Tensor target(const torch::Tensor& latents, const torch::Tensor& noise, const torch::Tensor& t) const;
   std::vector<torch::Tensor> grads() const;
+  void backward(const torch::Tensor& loss, StepResult& result);
   void optimizerBoundary(const std::vector<double>& lrs, StepResult& result);
   torch::Tensor randn(at::IntArrayRef shape, const torch::Tensor& like);
   torch::Tensor randTimesteps(int64_t rows);
@@ -138,6 +146,7 @@ class Trainer {
   int64_t microStep_ = 0;
   int64_t optimizerStep_ = 0;
   GradientReducer gradientReducer_;
+  OverlappedBackward overlappedBackward_;
   torch::Tensor drawRows_;  // the current batch's globalRows (undefined: draw the batch's own rows)
   int64_t drawTotal_ = 0;
 };

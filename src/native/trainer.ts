@@ -57,6 +57,8 @@ export interface NativeStepResult {
   priorLoss: number;
   optimizerStepped: boolean;
   overflow: boolean;
+  /** Data parallel: the gradients were averaged inside the backward (c10d's Reducer), not after it. */
+  gradientsOverlapped: boolean;
   gradNorm: number;
   lossScale: number;
   microStep: number;

@@ -27,6 +27,21 @@ async function pipelineOf(models: StageModels, name: string): Promise<StableDiff
   });
 }
 
+const className = (n: number): string => `class_${String(n).padStart(5, "0")}.png`;
+
+/**
+ * The numbers of the images still to make: numbered after the `present` ones, skipping a number
+ * whose file exists. A data-parallel run stopped midway can leave rank 1's number 1 without rank
+ * 0's number 0; counting from `present` alone would then redo number 1 and never reach the total.
+ */
+export function missingNumbers(classDir: string, present: number, total: number): number[] {
+  const numbers: number[] = [];
+  for (let n = present; numbers.length < total - present; n++) {
+    if (!existsSync(join(classDir, className(n)))) numbers.push(n);
+  }
+  return numbers;
+}
+
 /**
  * Fills `classDir` up to num_class_images with images of the class prompt, as
  * train_dreambooth.py does: generated with the base model, numbered after the ones
@@ -52,8 +67,9 @@ export async function generateClassImages(
   const present = (await readdir(classDir)).filter((f) => IMAGE.test(f)).length;
   // No rank writes before every rank has counted, so all agree on the numbers.
   await dp?.barrier();
-  const numbers: number[] = [];
-  for (let n = present; n < prior.num_class_images; n++) if (!dp || n % dp.worldSize === dp.rank) numbers.push(n);
+  const numbers = missingNumbers(classDir, present, prior.num_class_images).filter(
+    (n) => !dp || n % dp.worldSize === dp.rank,
+  );
   if (numbers.length === 0) return 0;
   const pipe = await pipelineOf(models, "base");
   for (let made = 0; made < numbers.length;) {
@@ -71,7 +87,7 @@ export async function generateClassImages(
       onWarning: () => undefined,
     });
     for (const [i, image] of result.images.entries()) {
-      const name = `class_${String(batch[i]!).padStart(5, "0")}.png`;
+      const name = className(batch[i]!);
       if (!existsSync(join(classDir, name))) await writeFileAtomic(join(classDir, name), image.png!);
     }
     made += batch.length;

@@ -202,6 +202,8 @@ async function recordStep(
     step_time: seconds,
     images_per_sec: totals.examples / seconds,
     ...(rankHashes ? { rank_hashes: rankHashes } : {}),
+    // Data parallel: the gradient all-reduce ran overlapped with the backward (absent: after it).
+    ...(result.gradientsOverlapped ? { gradients_overlapped: true } : {}),
     time: Date.now() / 1000,
   });
   loop.ctx.onProgress?.({
