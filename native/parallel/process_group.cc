@@ -30,6 +30,8 @@ namespace sdtune::dist {
 // parameter's gradient accumulator gets a hook; when every gradient of a bucket has arrived, its
 // all-reduce is launched (buckets strictly in order, so every rank issues the same collectives in
 // the same order), and after the backward the works are waited for and the means copied back.
+constexpr size_t kNoBucket = static_cast<size_t>(-1);
+
 struct Overlap {
   std::vector<torch::Tensor> params;
   std::vector<std::vector<size_t>> buckets;  // parameter indices, in launch order
@@ -90,27 +92,42 @@ c10::intrusive_ptr<c10d::ProcessGroup> makeNccl(const c10::intrusive_ptr<c10d::S
 #endif
 }
 
-// Tensors of one dtype and device, cut into buckets of about `bucketBytes`.
-std::vector<std::vector<torch::Tensor>> buckets(const std::vector<torch::Tensor>& tensors, size_t bucketBytes) {
-  std::map<std::pair<int, std::string>, std::vector<std::vector<torch::Tensor>>> byKind;
+// Indices of `tensors`, taken in `order`, cut into buckets of about `bucketBytes` of one dtype and
+// device each (undefined and empty tensors left out); all buckets of the first kind seen come first.
+std::vector<std::vector<size_t>> bucketIndices(const std::vector<torch::Tensor>& tensors,
+                                               const std::vector<size_t>& order, size_t bucketBytes) {
+  std::map<std::pair<int, std::string>, std::vector<std::vector<size_t>>> byKind;
   std::map<std::pair<int, std::string>, size_t> filled;
-  std::vector<std::pair<int, std::string>> order;
-  for (const auto& t : tensors) {
+  std::vector<std::pair<int, std::string>> kinds;
+  for (size_t i : order) {
+    const torch::Tensor& t = tensors[i];
     if (!t.defined() || t.numel() == 0) continue;
     auto kind = std::make_pair(static_cast<int>(t.scalar_type()), t.device().str());
     auto& list = byKind[kind];
-    if (list.empty()) order.push_back(kind);
+    if (list.empty()) kinds.push_back(kind);
     size_t bytes = t.numel() * t.element_size();
     if (list.empty() || filled[kind] + bytes > bucketBytes) {
       list.emplace_back();
       filled[kind] = 0;
     }
-    list.back().push_back(t);
+    list.back().push_back(i);
     filled[kind] += bytes;
   }
-  std::vector<std::vector<torch::Tensor>> out;
-  for (const auto& kind : order) {
+  std::vector<std::vector<size_t>> out;
+  for (const auto& kind : kinds) {
     for (auto& bucket : byKind[kind]) out.push_back(std::move(bucket));
+  }
+  return out;
+}
+
+// The tensors themselves, in their own order, bucketed as bucketIndices does.
+std::vector<std::vector<torch::Tensor>> buckets(const std::vector<torch::Tensor>& tensors, size_t bucketBytes) {
+  std::vector<size_t> order(tensors.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::vector<std::vector<torch::Tensor>> out;
+  for (const auto& indices : bucketIndices(tensors, order, bucketBytes)) {
+    out.emplace_back();
+    for (size_t i : indices) out.back().push_back(tensors[i]);
   }
   return out;
 }
@@ -281,7 +298,7 @@ void arrive(Overlap& o, c10d::ProcessGroup& group, size_t i) {
     return;
   }
   o.arrived[i] = true;
-  if (--o.waiting[o.bucketOf[i]] == 0) launchReady(o, group, false);
+  if (o.bucketOf[i] != kNoBucket && --o.waiting[o.bucketOf[i]] == 0) launchReady(o, group, false);
 }
 
 }  // namespace
@@ -291,24 +308,13 @@ void ProcessGroup::attachReducer(const std::vector<torch::Tensor>& params) {
   if (worldSize() == 1 || params.empty()) return;
   auto o = std::make_shared<Overlap>();
   o->params = params;
-  // Reverse parameter order (roughly the order the backward produces the gradients), cut into
-  // buckets of about bucketBytes per dtype and device.
-  std::map<std::pair<int, std::string>, size_t> open;  // kind -> its bucket being filled
-  std::vector<size_t> filled;
-  o->bucketOf.resize(params.size());
-  for (size_t i = params.size(); i-- > 0;) {
-    const torch::Tensor& p = params[i];
-    auto kind = std::make_pair(static_cast<int>(p.scalar_type()), p.device().str());
-    const size_t bytes = p.numel() * p.element_size();
-    auto it = open.find(kind);
-    if (it == open.end() || filled[it->second] + bytes > options_.bucketBytes) {
-      o->buckets.emplace_back();
-      filled.push_back(0);
-      it = open.insert_or_assign(kind, o->buckets.size() - 1).first;
-    }
-    o->buckets[it->second].push_back(i);
-    o->bucketOf[i] = it->second;
-    filled[it->second] += bytes;
+  // Reverse parameter order: roughly the order the backward produces the gradients.
+  std::vector<size_t> reversed;
+  for (size_t i = params.size(); i-- > 0;) reversed.push_back(i);
+  o->buckets = bucketIndices(params, reversed, options_.bucketBytes);
+  o->bucketOf.assign(params.size(), kNoBucket);  // an empty parameter is in none
+  for (size_t b = 0; b < o->buckets.size(); ++b) {
+    for (size_t i : o->buckets[b]) o->bucketOf[i] = b;
   }
   c10d::ProcessGroup* group = impl_->group.get();
   std::weak_ptr<Overlap> weak = o;
