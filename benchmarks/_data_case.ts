@@ -5,7 +5,7 @@
 import sharp from "sharp";
 
 import { createBatchStream, openDataset } from "../src/data/index.js";
-import { setNumThreads } from "../src/index.js";
+import { runtimeInfo, setNumThreads } from "../src/index.js";
 import { caseMain } from "./_util.js";
 
 export interface DataCase {
@@ -19,6 +19,7 @@ await caseMain(async (c: DataCase) => {
     sharp.concurrency(1);
     setNumThreads(1);
   }
+  runtimeInfo(); // loads the addon (libtorch) before the clock starts, in both modes
   const dataset = await openDataset({ path: c.dir, type: "imagefolder" });
   const t0 = performance.now();
   const stream = createBatchStream(dataset, {

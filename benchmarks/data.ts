@@ -126,15 +126,19 @@ function runPeer(files: string[]): number {
   return (JSON.parse(child.stdout.trim().split("\n").pop()!) as { ms: number }).ms;
 }
 
-function runSdtune(dir: string, oneCore: boolean): number {
-  const saved = process.env.UV_THREADPOOL_SIZE;
-  if (oneCore) process.env.UV_THREADPOOL_SIZE = "1";
+/** One timed pass in a fresh process; `sharpOnly`: SDTUNE_JPEG=sharp (no libjpeg road). */
+function runSdtune(dir: string, oneCore: boolean, sharpOnly = false): number {
+  const vars = { UV_THREADPOOL_SIZE: oneCore ? "1" : undefined, SDTUNE_JPEG: sharpOnly ? "sharp" : undefined };
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  for (const [k, v] of Object.entries(vars)) if (v !== undefined) process.env[k] = v;
   try {
     const input: DataCase = { dir, resolution: RESOLUTION, oneCore };
     return runCaseProcess(join(here, "_data_case.ts"), input, { what: "sdtune data case" }).ms as number;
   } finally {
-    if (saved === undefined) delete process.env.UV_THREADPOOL_SIZE;
-    else process.env.UV_THREADPOOL_SIZE = saved;
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
   }
 }
 
@@ -157,9 +161,11 @@ export const benchmark: Benchmark = {
       const peer: number[] = [];
       const ours: number[] = [];
       const oursDefault: number[] = [];
+      const oursSharp: number[] = [];
       for (let r = 0; r < rounds; r++) {
         ours.push(runSdtune(dir.path, true));
         peer.push(runPeer(files));
+        oursSharp.push(runSdtune(dir.path, true, true));
         oursDefault.push(runSdtune(dir.path, false));
       }
       const ips = (ms: number): number => (files.length * 1000) / ms;
@@ -179,9 +185,15 @@ export const benchmark: Benchmark = {
         },
         sdtune: {
           description:
-            "openDataset + createBatchStream(batch 4); UV_THREADPOOL_SIZE=1, sharp.concurrency(1), setNumThreads(1), concurrency 1",
+            "openDataset + createBatchStream(batch 4), JPEGs on the libjpeg road (DCT-scaled decode); UV_THREADPOOL_SIZE=1, sharp.concurrency(1), setNumThreads(1), concurrency 1",
           imagesPerSecondPerCore: sdtunePerCore,
           msRuns: ours,
+        },
+        sdtuneSharpOnly: {
+          description: "the same with SDTUNE_JPEG=sharp: every image decoded full size by sharp, then resized",
+          imagesPerSecondPerCore: ips(median(oursSharp)),
+          msRuns: oursSharp,
+          ratioPerCore: ips(median(oursSharp)) / peerPerCore,
         },
         sdtuneDefaultThreads: { imagesPerSecond: ips(median(oursDefault)), msRuns: oursDefault },
         ratioPerCore: sdtunePerCore / peerPerCore,

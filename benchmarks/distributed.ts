@@ -2,12 +2,14 @@
 // 1 process (train_batch_size B), 1 process with the global batch (2B), and 2 processes
 // (--nproc-per-node 2, B each: Gloo all-reduce on CPU). Throughput is the median
 // images_per_sec of metrics.jsonl after the warm-up steps. Scaling efficiency = throughput of
-// 2 processes / (2 x throughput of 1 process with the same per-rank batch); on a CPU machine the
-// processes share the cores, so it says what the all-reduce and the split cost, not a speedup.
+// 2 processes / (2 x throughput of 1 process with the same per-rank batch). On a CPU machine a
+// "device" is a share of the cores: every case runs with the threads one rank of 2 gets
+// (OMP_NUM_THREADS = cores / 2, as --nproc-per-node sets it), so 1 process is one device and 2
+// are two; a last case gives 1 process every core, for reference.
 //   npm run bench -- distributed [--steps N] [--batch B] [--resolution PX]
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -49,7 +51,7 @@ function run(
   dir: string,
   name: string,
   data: string,
-  opts: { batch: number; steps: number; resolution: number; nproc: number },
+  opts: { batch: number; steps: number; resolution: number; nproc: number; threads: number },
 ): Record<string, unknown> {
   const config = join(dir, `${name}.yaml`);
   const lines = [
@@ -64,7 +66,11 @@ function run(
   const args = ["--import", "tsx", join(here, "_cli.mjs"), "train", "--config", config];
   if (opts.nproc > 1) args.push("--nproc-per-node", String(opts.nproc));
   const t0 = performance.now();
-  const result = spawnSync(process.execPath, args, { encoding: "utf8", cwd: resolve(here, "..") });
+  const result = spawnSync(process.execPath, args, {
+    encoding: "utf8",
+    cwd: resolve(here, ".."),
+    env: { ...process.env, SDTUNE_NUM_THREADS: "", OMP_NUM_THREADS: String(opts.threads) },
+  });
   const wallS = (performance.now() - t0) / 1000;
   if (result.status !== 0) return { name, error: result.stderr.split("\n").slice(-6).join("\n") };
   const metrics = readFileSync(join(dir, name, "metrics.jsonl"), "utf8")
@@ -75,6 +81,7 @@ function run(
   return {
     name,
     processes: opts.nproc,
+    threadsPerProcess: opts.threads,
     perRankBatch: opts.batch,
     globalBatch: opts.batch * opts.nproc,
     imagesPerSec: Math.round(median(timed.map((m) => m.images_per_sec)) * 100) / 100,
@@ -93,19 +100,22 @@ export const benchmark: Benchmark = {
     const loadBefore = loadavg()[0];
     try {
       const data = await writeData(dir, 8, resolution);
-      const common = { steps, resolution };
+      const cores = availableParallelism();
+      const common = { steps, resolution, threads: Math.max(1, Math.floor(cores / 2)) };
       const one = run(dir, "one", data, { ...common, batch, nproc: 1 });
       const oneGlobal = run(dir, "one-global", data, { ...common, batch: batch * 2, nproc: 1 });
       const two = run(dir, "two", data, { ...common, batch, nproc: 2 });
+      const oneAllCores = run(dir, "one-all-cores", data, { ...common, batch: batch * 2, nproc: 1, threads: cores });
       const tp = (r: Record<string, unknown>): number | undefined => r.imagesPerSec as number | undefined;
       const ratio = (a?: number, b?: number): number | null =>
         a !== undefined && b !== undefined && b > 0 ? Math.round((a / b) * 1000) / 1000 : null;
       return {
         machine: machine(),
         settings: { steps, warmup: WARMUP, perRankBatch: batch, resolution, model: "fixture tiny-sd, LoRA" },
-        cases: [one, oneGlobal, two],
+        cases: [one, oneGlobal, two, oneAllCores],
         scalingEfficiency: ratio(tp(two), tp(one) === undefined ? undefined : 2 * tp(one)!),
         twoProcessesOverOneWithGlobalBatch: ratio(tp(two), tp(oneGlobal)),
+        twoProcessesOverOneWithAllCores: ratio(tp(two), tp(oneAllCores)),
         // On a shared machine other work skews every number: say how busy it was.
         loadAverage: { before: loadBefore, after: loadavg()[0] },
       };

@@ -18,6 +18,7 @@ const buildPackages = [
   "libtorch-dev", // libtorch headers and libraries (CPU)
   "libgloo-dev", // headers that libtorch's CMake package requires; c10d's ProcessGroupGloo (data-parallel training)
   "libopenblas0-pthread", // a fast BLAS; the reference BLAS is ~20x slower
+  "libjpeg-dev", // libjpeg-turbo: the data pipeline decodes JPEGs at reduced DCT scale (optional; sharp otherwise)
   "cmake",
   "g++",
 ];

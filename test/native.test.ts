@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
 
-import { native } from "../src/native/index.js";
+import { addonPath, native } from "../src/native/index.js";
 import { cancelTokenFor, tensorFrom } from "../src/tensor.js";
 
 describe("the Tensor handle", () => {
@@ -142,9 +142,25 @@ describe("runtime", () => {
   it("sets threads from the cores available and reports the BLAS", () => {
     const info = native().info();
     expect(info.threads).toBeGreaterThanOrEqual(1);
-    expect(info.threads).toBe(process.env.SDTUNE_NUM_THREADS ? Number(process.env.SDTUNE_NUM_THREADS) : info.cores);
+    const fromEnv = Number(process.env.SDTUNE_NUM_THREADS) || Number(process.env.OMP_NUM_THREADS);
+    expect(info.threads).toBe(fromEnv > 0 ? fromEnv : info.cores);
     expect(info.libtorchVersion).toMatch(/^\d+\.\d+/);
     expect(Array.isArray(info.blasLibraries)).toBe(true);
+  });
+
+  it("takes OMP_NUM_THREADS (as torchrun and --nproc-per-node set it), SDTUNE_NUM_THREADS first", () => {
+    const threads = (env: Record<string, string>): number => {
+      const child = spawnSync(
+        process.execPath,
+        ["-e", `console.log(require(${JSON.stringify(addonPath())}).info().threads)`],
+        { encoding: "utf8", env: { ...process.env, SDTUNE_NUM_THREADS: "", OMP_NUM_THREADS: "", ...env } },
+      );
+      expect(child.status, child.stderr).toBe(0);
+      return Number(child.stdout.trim());
+    };
+    expect(threads({ OMP_NUM_THREADS: "1" })).toBe(1);
+    expect(threads({ OMP_NUM_THREADS: "1", SDTUNE_NUM_THREADS: "3" })).toBe(3);
+    expect(threads({})).toBe(native().info().cores);
   });
 
   it("limits OpenBLAS's own thread pool to one thread unless OPENBLAS_NUM_THREADS is set", () => {

@@ -16,6 +16,8 @@ function members(value: object): string[] {
 function check(declared: unknown, actual: unknown, path: string, problems: string[]): void {
   if (declared === "array") {
     if (!Array.isArray(actual)) problems.push(`${path}: declared an array, addon has ${typeof actual}`);
+  } else if (declared === "boolean") {
+    if (typeof actual !== "boolean") problems.push(`${path}: declared a boolean, addon has ${typeof actual}`);
   } else if (declared === "class" || declared === "function") {
     if (typeof actual !== "function") problems.push(`${path}: declared a ${declared}, addon has ${typeof actual}`);
   } else {

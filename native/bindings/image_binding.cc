@@ -8,6 +8,7 @@
 #include "bindings/common.h"
 #include "bindings/tensor_handle.h"
 #include "image/clip_preprocess.h"
+#include "image/jpeg_render.h"
 #include "image/resample.h"
 
 namespace sdtune {
@@ -111,10 +112,79 @@ Napi::Value clipPreprocess(const Napi::CallbackInfo& info) {
   });
 }
 
+// One JPEG of the training data pipeline, decoded on libuv's pool as sharp decodes (pure image
+// work, no libtorch: it must not queue behind a training step on the executor thread).
+class JpegWorker : public Napi::AsyncWorker {
+ public:
+  JpegWorker(Napi::Env env, Napi::Uint8Array bytes, const image::JpegRenderJob& job)
+      : Napi::AsyncWorker(env, "sdtune:image.renderJpeg"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        bytes_(Napi::Persistent(bytes)),
+        data_(bytes.Data()),
+        size_(bytes.ByteLength()),
+        job_(job) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      result_ = image::renderJpeg(data_, size_, job_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    if (!result_) return deferred_.Resolve(Env().Null());
+    deferred_.Resolve(Napi::Buffer<uint8_t>::Copy(Env(), result_->data(), result_->size()));
+  }
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::Reference<Napi::Uint8Array> bytes_;  // keeps the input alive while the pool reads it
+  const uint8_t* data_;
+  size_t size_;
+  image::JpegRenderJob job_;
+  std::optional<std::vector<uint8_t>> result_;
+};
+
+image::JpegRenderJob readJpegJob(const Napi::Value& value) {
+  const std::string what = "job";
+  Napi::Object o = requireObject(value, what);
+  image::JpegRenderJob job;
+  int* fields[] = {&job.resizedWidth, &job.resizedHeight, &job.left, &job.top, &job.width, &job.height};
+  const char* names[] = {"resizedWidth", "resizedHeight", "left", "top", "width", "height"};
+  for (int i = 0; i < 6; ++i) {
+    const int64_t v = getInt(o, names[i], what);
+    if (v < 0 || v > 65535) throw std::invalid_argument(what + "." + names[i] + " must be 0..65535");
+    *fields[i] = static_cast<int>(v);
+  }
+  job.flip = getBool(o, "flip", false, what);
+  job.filter = image::parseResampleFilter(getOptionalString(o, "filter", what).value_or("lanczos"));
+  job.maxPixels = getOptionalInt(o, "maxPixels", what).value_or(0);
+  return job;
+}
+
+// renderJpeg(bytes: Uint8Array, job) -> Promise<Buffer | null> (null: decode it with sharp instead).
+Napi::Value renderJpeg(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      throw std::invalid_argument("bytes must be a Uint8Array (or Buffer)");
+    }
+    auto* worker = new JpegWorker(env, info[0].As<Napi::Uint8Array>(), readJpegJob(info[1]));
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+  });
+}
+
 void initImage(Napi::Env env, Napi::Object exports) {
   Napi::Object ns = Napi::Object::New(env);
   ns.Set("resize", Napi::Function::New(env, resize));
   ns.Set("clipPreprocess", Napi::Function::New(env, clipPreprocess));
+  ns.Set("renderJpeg", Napi::Function::New(env, renderJpeg));
+  ns.Set("jpegAvailable", Napi::Boolean::New(env, image::jpegAvailable()));
   exports.Set("image", ns);
 }
 

@@ -64,13 +64,18 @@ void tuneMalloc() {
   setMalloc(M_TRIM_THRESHOLD, "M_TRIM_THRESHOLD", "MALLOC_TRIM_THRESHOLD_", 1 << 30);
 }
 
-// libtorch starts with one intra-op thread here; use the cores we may run on. The
-// executor thread applies the same count to itself (OpenMP keeps it per thread).
+// libtorch starts with one intra-op thread here; use the cores we may run on, unless
+// SDTUNE_NUM_THREADS or OMP_NUM_THREADS says otherwise (torchrun and `--nproc-per-node` set the
+// latter to cores / processes: N ranks of all the cores each fought over them). The executor
+// thread applies the same count to itself (OpenMP keeps it per thread).
 void configureThreads() {
   int threads = availableCores();
-  if (const char* env = std::getenv("SDTUNE_NUM_THREADS")) {
-    int requested = std::atoi(env);
-    if (requested > 0) threads = requested;
+  for (const char* name : {"SDTUNE_NUM_THREADS", "OMP_NUM_THREADS"}) {
+    const char* env = std::getenv(name);
+    if (env && std::atoi(env) > 0) {
+      threads = std::atoi(env);
+      break;
+    }
   }
   at::set_num_threads(threads);
   setExecutorThreads(threads);

@@ -98,7 +98,7 @@ void joinProcessGroup(train::Trainer& trainer, const std::shared_ptr<dist::Proce
   group->broadcast(params, 0);
   trainer.setGradientReducer([group](const std::vector<torch::Tensor>& grads) { group->allReduceMean(grads); });
   group->attachReducer(params);
-  trainer.setOverlappedBackward([group](const torch::Tensor& loss) { group->backwardOverlapped(loss); });
+  trainer.setOverlappedBackward([group](const torch::Tensor& loss) { return group->backwardOverlapped(loss); });
 }
 
 // batch.globalRows / batch.globalBatch: this rank's rows of a data-parallel global batch.

@@ -74,30 +74,45 @@ inline uint8_t clip8(int32_t sum) {
   return static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-// Horizontal pass over rows [rowBegin, rowBegin + rows) of src -> rows x outWidth.
-void horizontalPass(const uint8_t* src, int width, int channels, int rowBegin, int rows, uint8_t* dst, int outWidth,
+// Horizontal pass over rows [rowBegin, rowBegin + rows) of src -> rows x outWidth. The channel
+// count is a template argument so the per-tap loop unrolls (the data pipeline's RGB is the hot case).
+template <int Channels>
+void horizontalRows(const uint8_t* src, int width, int rowBegin, int rows, uint8_t* dst, int outWidth,
                     const ResampleCoefficients& c) {
   const int32_t half = 1 << (kPrecisionBits - 1);
   for (int y = 0; y < rows; ++y) {
-    const uint8_t* in = src + static_cast<size_t>(rowBegin + y) * width * channels;
-    uint8_t* out = dst + static_cast<size_t>(y) * outWidth * channels;
+    const uint8_t* in = src + static_cast<size_t>(rowBegin + y) * width * Channels;
+    uint8_t* out = dst + static_cast<size_t>(y) * outWidth * Channels;
     for (int x = 0; x < outWidth; ++x) {
       const int32_t* k = c.weights.data() + static_cast<size_t>(x) * c.taps;
-      const uint8_t* s = in + static_cast<size_t>(c.first[x]) * channels;
-      int32_t sum[4] = {half, half, half, half};
+      const uint8_t* s = in + static_cast<size_t>(c.first[x]) * Channels;
+      int32_t sum[Channels];
+      for (int ch = 0; ch < Channels; ++ch) sum[ch] = half;
       for (int t = 0; t < c.count[x]; ++t) {
-        const uint8_t* px = s + t * channels;
-        for (int ch = 0; ch < channels; ++ch) sum[ch] += static_cast<int32_t>(px[ch]) * k[t];
+        for (int ch = 0; ch < Channels; ++ch) sum[ch] += static_cast<int32_t>(s[t * Channels + ch]) * k[t];
       }
-      for (int ch = 0; ch < channels; ++ch) out[x * channels + ch] = clip8(sum[ch]);
+      for (int ch = 0; ch < Channels; ++ch) out[x * Channels + ch] = clip8(sum[ch]);
     }
+  }
+}
+
+void horizontalPass(const uint8_t* src, int width, int channels, int rowBegin, int rows, uint8_t* dst, int outWidth,
+                    const ResampleCoefficients& c) {
+  switch (channels) {
+    case 1: return horizontalRows<1>(src, width, rowBegin, rows, dst, outWidth, c);
+    case 2: return horizontalRows<2>(src, width, rowBegin, rows, dst, outWidth, c);
+    case 3: return horizontalRows<3>(src, width, rowBegin, rows, dst, outWidth, c);
+    default: return horizontalRows<4>(src, width, rowBegin, rows, dst, outWidth, c);
   }
 }
 
 // Vertical pass: src has `height` rows (already offset so c.first is relative to it) -> outHeight rows.
 // Whole rows are accumulated tap by tap (integer sums are exact, so the order does not matter).
-void verticalPass(const uint8_t* src, int width, int channels, uint8_t* dst, int outHeight,
-                  const ResampleCoefficients& c, int rowOffset) {
+// Built for AVX2 too (chosen at load): SSE2 has no 32-bit multiply, so the baseline build of this
+// loop stays scalar.
+__attribute__((target_clones("avx2", "default"))) void verticalPass(const uint8_t* src, int width, int channels,
+                                                                    uint8_t* dst, int outHeight,
+                                                                    const ResampleCoefficients& c, int rowOffset) {
   const int32_t half = 1 << (kPrecisionBits - 1);
   const size_t stride = static_cast<size_t>(width) * channels;
   std::vector<int32_t> sums(stride);

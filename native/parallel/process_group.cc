@@ -331,12 +331,13 @@ void ProcessGroup::attachReducer(const std::vector<torch::Tensor>& params) {
   impl_->overlap = std::move(o);
 }
 
-void ProcessGroup::backwardOverlapped(const torch::Tensor& loss) {
+bool ProcessGroup::backwardOverlapped(const torch::Tensor& loss) {
   std::shared_ptr<Overlap> o = impl_->overlap;
   if (!o) {
     loss.backward();
-    return;
+    return false;
   }
+  bool overlapped = true;
   run("the gradient all-reduce", [&] {
     {
       std::lock_guard<std::mutex> lock(o->mutex);
@@ -373,6 +374,7 @@ void ProcessGroup::backwardOverlapped(const torch::Tensor& loss) {
       std::vector<torch::Tensor> grads;
       for (const auto& p : o->params) grads.push_back(p.grad());
       allReduceMeanUnguarded(grads);
+      overlapped = false;
       return;
     }
     torch::NoGradGuard noGrad;
@@ -391,6 +393,7 @@ void ProcessGroup::backwardOverlapped(const torch::Tensor& loss) {
       }
     }
   });
+  return overlapped;
 }
 
 int64_t hashTensors(const std::vector<torch::Tensor>& tensors) {

@@ -61,8 +61,10 @@ class ProcessGroup {
   // the distributed-autograd headers, which the package leaves out.)
   void attachReducer(const std::vector<torch::Tensor>& params);
   // loss.backward(), then a wait for the launched all-reduces: the gradients are the mean over
-  // ranks when it returns (attachReducer first; without it, a plain backward).
-  void backwardOverlapped(const torch::Tensor& loss);
+  // ranks when it returns (attachReducer first; without it, a plain backward). False when a
+  // gradient grew after its bucket was sent (a parameter reached twice through nested backwards):
+  // then the whole gradients were averaged after the backward instead.
+  bool backwardOverlapped(const torch::Tensor& loss);
 
  private:
   struct Impl;

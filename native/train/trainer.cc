@@ -232,13 +232,11 @@ StepResult Trainer::stepInTrainMode(const TrainBatch& batch, const std::vector<d
 void Trainer::backward(const torch::Tensor& loss, StepResult& result) {
   // Accumulating micro-steps keep their gradients local (DDP's no_sync); the boundary's backward
   // averages everything accumulated so far. Gradient checkpointing's recomputation runs nested
-  // backwards: there the gradients are averaged after the backward.
+  // backwards on this thread: the accumulators' hooks fire inside them just the same.
   const bool boundary = (microStep_ + 1) % options_.gradientAccumulationSteps == 0;
-  const bool checkpointing =
-      unet_->gradientCheckpointing.load() || (textEncoder_ && textEncoder_->gradientCheckpointing());
-  result.gradientsOverlapped = boundary && overlappedBackward_ && !checkpointing;
-  if (result.gradientsOverlapped) {
-    overlappedBackward_(loss);
+  if (boundary && overlappedBackward_) {
+    result.gradientsAveraged = true;
+    result.gradientsOverlapped = overlappedBackward_(loss);
   } else {
     loss.backward();
   }
@@ -247,7 +245,7 @@ void Trainer::backward(const torch::Tensor& loss, StepResult& result) {
 void Trainer::optimizerBoundary(const std::vector<double>& lrs, StepResult& result) {
   auto clock = Clock::now();
   // Data parallel: the mean over ranks (unless the backward took it already).
-  if (gradientReducer_ && !result.gradientsOverlapped) gradientReducer_(grads());
+  if (gradientReducer_ && !result.gradientsAveraged) gradientReducer_(grads());
   // Unscaled, clipped and applied in float32: unscaling half gradients in place would flush the
   // small ones to zero, which is what the scaling was for (GradScaler refuses fp16 grads too).
   std::vector<torch::Tensor> all;

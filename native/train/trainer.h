@@ -79,7 +79,8 @@ struct StepResult {
   double priorLoss = 0;
   bool optimizerStepped = false;     // an accumulation boundary was reached
   bool overflow = false;             // non-finite gradients: the step was skipped
-  bool gradientsOverlapped = false;  // data parallel: averaged inside the backward (c10d's Reducer)
+  bool gradientsAveraged = false;    // data parallel: the backward returned the mean over ranks
+  bool gradientsOverlapped = false;  // ... and its all-reduces ran while the backward went on
   double gradNorm = 0;               // at a boundary: total norm before clipping
   double lossScale = 1;
   int64_t microStep = 0;      // micro-batches done
@@ -116,7 +117,9 @@ class Trainer {
   // gradients as it goes (bucketed all-reduces launched as gradients arrive); the gradient reducer
   // is then skipped. Not used under gradient checkpointing (nested backwards): the reducer then
   // averages after the backward.
-  using OverlappedBackward = std::function<void(const torch::Tensor& loss)>;
+  // Returns false when the gradients had to be averaged after the backward instead (see
+  // ProcessGroup::backwardOverlapped).
+  using OverlappedBackward = std::function<bool(const torch::Tensor& loss)>;
   void setOverlappedBackward(OverlappedBackward backward) { overlappedBackward_ = std::move(backward); }
   int64_t optimizerStep() const { return optimizerStep_; }
 

@@ -4,7 +4,7 @@
 import type { BatchOptions } from "../data/batches.js";
 import type { Bucket, Fit } from "../data/buckets.js";
 import { exampleGeometry, planExamples, type PlannedExample } from "../data/examples.js";
-import { parseBackground } from "../data/image.js";
+import { parseBackground, pixelDecoder } from "../data/image.js";
 import { EpochPlanner } from "../data/plan.js";
 import type { DataItem, Dataset } from "../data/types.js";
 import { sha256Hex } from "./fingerprint.js";
@@ -74,6 +74,7 @@ export function latentKey(example: Omit<PlannedLatent, "key">, options: BatchOpt
       example.flip,
       options.kernel ?? "lanczos3",
       [background.r, background.g, background.b],
+      pixelDecoder(),
     ]),
   ).slice(0, 32);
 }

@@ -2,8 +2,15 @@
 // work: EXIF orientation, colour conversion to 8-bit sRGB (CMYK, grey, 16-bit,
 // palette), alpha flattened onto a background, resize, crop, flip. JS then does
 // one pass from uint8 HWC to float32 CHW in [-1, 1] straight into the batch.
+// JPEGs take a faster road when the addon has libjpeg (native/image/jpeg_render.cc):
+// decoded at a reduced DCT scale (1/2, 1/4 ... of a 1-4 MP photo), not at full size
+// and then shrunk; whatever that road declines (CMYK, a non-sRGB ICC profile, a
+// damaged file) goes to sharp as before. SDTUNE_JPEG=sharp sends every image to sharp.
+import { readFile } from "node:fs/promises";
+
 import sharp from "sharp";
 
+import { native, type NativeAddon, type ResampleFilter } from "../native/index.js";
 import type { Bucket, Fit } from "./buckets.js";
 import type { ImageSource } from "./types.js";
 
@@ -26,6 +33,38 @@ export interface RenderJob {
   maxPixels: number;
 }
 
+/** sharp's kernels that PIL-exact resampling computes alike (Catmull-Rom is PIL's bicubic). */
+const JPEG_FILTERS: Partial<Record<ResizeKernel, ResampleFilter>> = {
+  lanczos3: "lanczos",
+  linear: "bilinear",
+  cubic: "bicubic",
+};
+
+let jpegOps: NativeAddon["image"] | null | undefined;
+
+/** The addon's JPEG road, or null (no addon, built without libjpeg, or SDTUNE_JPEG=sharp). */
+function jpegRoad(): NativeAddon["image"] | null {
+  if (jpegOps === undefined) {
+    try {
+      const ops = native().image;
+      jpegOps = ops.jpegAvailable && process.env.SDTUNE_JPEG !== "sharp" ? ops : null;
+    } catch {
+      jpegOps = null; // the raw stream works without the addon
+    }
+  }
+  return jpegOps;
+}
+
+/**
+ * Which decoder produces this process's pixels: part of the latent cache key, since the two roads
+ * agree only to within a few levels (a DCT-scaled decode is a slightly different downscale).
+ */
+export function pixelDecoder(): string {
+  return jpegRoad() ? "jpeg-dct-scaled-1" : "sharp";
+}
+
+const isJpeg = (b: Uint8Array): boolean => b.length > 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff;
+
 /** Renders one image to packed RGB bytes (HWC, bucket.height x bucket.width x 3). */
 export async function renderImage(job: RenderJob): Promise<Buffer> {
   const { bucket, fit } = job;
@@ -39,10 +78,28 @@ export async function renderImage(job: RenderJob): Promise<Buffer> {
       `crop ${bucket.width}x${bucket.height}+${job.left}+${job.top} is outside the resized ${fit.resizedWidth}x${fit.resizedHeight} image`,
     );
   }
-  const input =
+  const road = JPEG_FILTERS[job.kernel] !== undefined ? jpegRoad() : null;
+  let input: string | Buffer =
     job.source.kind === "file"
       ? job.source.path
       : Buffer.from(job.source.data.buffer, job.source.data.byteOffset, job.source.data.byteLength);
+  if (road) {
+    if (typeof input === "string") input = await readFile(input);
+    if (isJpeg(input)) {
+      const bytes = await road.renderJpeg(input, {
+        resizedWidth: fit.resizedWidth,
+        resizedHeight: fit.resizedHeight,
+        left: job.left,
+        top: job.top,
+        width: bucket.width,
+        height: bucket.height,
+        flip: job.flip,
+        filter: JPEG_FILTERS[job.kernel]!,
+        maxPixels: job.maxPixels,
+      });
+      if (bytes) return bytes;
+    }
+  }
   // sharp mirrors before it extracts after a resize, so a flipped crop is taken from the mirrored side.
   const left = job.flip ? fit.resizedWidth - job.left - bucket.width : job.left;
   let image = sharp(input, { failOn: "error", limitInputPixels: job.maxPixels, autoOrient: true })

@@ -7,7 +7,7 @@ import type {
   NativeTextEncoder,
 } from "./clip.js";
 import type { SchedulerParams } from "../config/scheduler.js";
-import type { NativeClipPreprocessOptions, ResampleFilter } from "./image.js";
+import type { NativeClipPreprocessOptions, NativeJpegJob, ResampleFilter } from "./image.js";
 import type { NativeLoraOps } from "./lora.js";
 import type { LoraFilesOps } from "./lora_files.js";
 import type { LoraToolsOps } from "./lora_tools.js";
@@ -65,6 +65,14 @@ export interface NativeAddon {
     resize(pixels: Tensor, options: { width: number; height: number; filter?: ResampleFilter }): Promise<Tensor>;
     /** CLIPImageProcessor: uint8 RGB images [H, W, 3] -> float32 pixel_values [n, 3, H', W']. */
     clipPreprocess(images: Tensor[], options: NativeClipPreprocessOptions): Promise<Tensor>;
+    /**
+     * The data pipeline's JPEG road (native/image/jpeg_render.h): decode at a reduced DCT scale,
+     * resize, EXIF-orient, crop, flip -> packed RGB [height, width, 3]; null when sharp must decode it.
+     * Runs on libuv's pool, not the executor.
+     */
+    renderJpeg(bytes: Uint8Array, job: NativeJpegJob): Promise<Buffer | null>;
+    /** Whether the addon was built with libjpeg (renderJpeg otherwise always returns null). */
+    jpegAvailable: boolean;
   };
   /** Evaluation math (native/bindings/metrics_binding.cc), in the embeddings' dtype. */
   metrics: {
@@ -119,11 +127,13 @@ export interface NativeAddon {
  */
 type Member<T> = T extends readonly unknown[]
   ? "array"
-  : T extends abstract new (...args: never[]) => unknown
-    ? "class"
-    : T extends (...args: never[]) => unknown
-      ? "function"
-      : { [K in keyof T]-?: Member<T[K]> };
+  : T extends boolean
+    ? "boolean"
+    : T extends abstract new (...args: never[]) => unknown
+      ? "class"
+      : T extends (...args: never[]) => unknown
+        ? "function"
+        : { [K in keyof T]-?: Member<T[K]> };
 
 export type AddonSurface = { [K in keyof NativeAddon]-?: Member<NativeAddon[K]> };
 
@@ -139,7 +149,7 @@ export const ADDON_SURFACE: AddonSurface = {
   Optimizer: "class",
   clipGradNorm: "function",
   data: { pixelsToTensor: "function", sampleLatents: "function" },
-  image: { resize: "function", clipPreprocess: "function" },
+  image: { resize: "function", clipPreprocess: "function", renderJpeg: "function", jpegAvailable: "boolean" },
   metrics: { rowCosine: "function", cosineMatrix: "function" },
   loraFiles: { fold: "function", foldExact: "function", unfold: "function" },
   loraTools: { lowRankOfDifference: "function", lowRankOfProduct: "function", concat: "function" },

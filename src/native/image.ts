@@ -21,3 +21,17 @@ export interface NativeClipPreprocessOptions {
   mean?: number[];
   std?: number[];
 }
+
+/** One JPEG for the data pipeline: resize the oriented image to resized*, crop, then mirror. */
+export interface NativeJpegJob {
+  resizedWidth: number;
+  resizedHeight: number;
+  left: number;
+  top: number;
+  width: number;
+  height: number;
+  flip: boolean;
+  filter: ResampleFilter;
+  /** Largest stored image (width x height) it decodes; larger ones are left to sharp's limit. */
+  maxPixels: number;
+}

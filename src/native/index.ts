@@ -13,7 +13,7 @@ export type {
   NativeTextEncoder,
   NativeClipModel,
 } from "./clip.js";
-export type { ResampleFilter, NativeClipPreprocessOptions } from "./image.js";
+export type { ResampleFilter, NativeClipPreprocessOptions, NativeJpegJob } from "./image.js";
 export type { AdamWOptions, AdamW, NativeOptimizerSpec, Optimizer } from "./optim.js";
 export type { LoraFilesOps } from "./lora_files.js";
 export type { LoraToolsOps, LowRankOptions, LowRankResult } from "./lora_tools.js";
