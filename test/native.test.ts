@@ -148,6 +148,20 @@ describe("runtime", () => {
     expect(Array.isArray(info.blasLibraries)).toBe(true);
   });
 
+  it("runs libtorch on a thread that allocates from glibc's main arena, without MALLOC_ARENA_MAX set", () => {
+    // A fresh process, as a user's script starts: node's own threads already hold their arenas.
+    const script = `const a = require(${JSON.stringify(addonPath())});
+      const t = a.tensorFromTypedArray(new Float32Array(4), [2, 2], "float32");
+      a.ops.matmul(t, t).then(() => console.log(JSON.stringify(a.info().executor)));`;
+    const env = { ...process.env };
+    delete env.MALLOC_ARENA_MAX;
+    const child = spawnSync(process.execPath, ["-e", script], { encoding: "utf8", env });
+    expect(child.status, child.stderr).toBe(0);
+    const executor = JSON.parse(child.stdout.trim()) as { started: boolean; mainHeap: boolean };
+    expect(executor.started).toBe(true);
+    expect(executor.mainHeap).toBe(true);
+  });
+
   it("takes OMP_NUM_THREADS (as torchrun and --nproc-per-node set it), SDTUNE_NUM_THREADS first", () => {
     const threads = (env: Record<string, string>): number => {
       const child = spawnSync(

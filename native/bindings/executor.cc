@@ -7,10 +7,13 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "bindings/common.h"
 
@@ -32,6 +35,27 @@ struct Entry {
   ExecutorJob* job;
 };
 
+// True when this thread allocates from glibc's main arena: its heap is the brk segment, below the
+// program break; the other arenas' heaps are mmap'd far above it.
+bool allocatesFromMainHeap() {
+  void* p = std::malloc(64);
+  const bool main = p != nullptr && reinterpret_cast<uintptr_t>(p) < reinterpret_cast<uintptr_t>(sbrk(0));
+  std::free(p);
+  return main;
+}
+
+// A candidate executor thread: it reports where its first allocation landed, then waits to be
+// chosen (it runs the executor loop) or released (it exits).
+struct Probe {
+  std::mutex mutex;
+  std::condition_variable cv;
+  int onMainHeap = -1;  // -1 not known yet
+  bool chosen = false;
+  bool released = false;
+};
+
+constexpr int kMaxProbes = 16;  // glibc's arena limit on 2 cores (8 per core); more cannot help
+
 // Allocated once and never freed: no static destructor may join or tear down the thread
 // at process exit (exit() may come while a job runs, as it could on libuv's pool).
 class Executor {
@@ -48,9 +72,48 @@ class Executor {
   std::atomic<uint64_t> jobsRun{0};
   std::atomic<int64_t> threadId{0};
 
+  bool mainHeap = false;  // the executor thread allocates from glibc's main arena
+
+  // glibc gives a thread its malloc arena at its first allocation. Node's threads exist before the
+  // addon loads, so mallopt(M_ARENA_MAX, 1) (runtime.cc) only makes later threads share an existing
+  // arena, taken round-robin. A secondary arena's heaps stop at 64 MB, so on one every larger block
+  // (attention scores at 512 px, oneDNN's reordered convolution weights) is a fresh mmap, page-faulted
+  // and zeroed on every step: a 7x slower LoRA step was measured on the fixture model at 96 px (6.6 s
+  // vs 0.5 s with MALLOC_ARENA_MAX=1 set before start). So the executor is the first of a few
+  // candidate threads whose first allocation lands in the main heap (each takes the next arena).
   void startLocked() {
     if (thread.joinable()) return;
-    thread = std::thread([this, mine = generation] { loop(mine); });
+    std::vector<std::pair<std::thread, std::shared_ptr<Probe>>> losers;
+    for (int i = 0; i < kMaxProbes && !thread.joinable(); ++i) {
+      auto probe = std::make_shared<Probe>();
+      std::thread t([this, probe, mine = generation] {
+        std::unique_lock<std::mutex> lock(probe->mutex);
+        probe->onMainHeap = allocatesFromMainHeap() ? 1 : 0;
+        probe->cv.notify_all();
+        probe->cv.wait(lock, [&] { return probe->chosen || probe->released; });
+        if (!probe->chosen) return;
+        lock.unlock();
+        loop(mine);
+      });
+      std::unique_lock<std::mutex> lock(probe->mutex);
+      probe->cv.wait(lock, [&] { return probe->onMainHeap >= 0; });
+      if (probe->onMainHeap == 1 || i == kMaxProbes - 1) {
+        mainHeap = probe->onMainHeap == 1;
+        probe->chosen = true;
+        probe->cv.notify_all();
+        thread = std::move(t);
+      } else {
+        losers.emplace_back(std::move(t), probe);  // kept alive so the next probe takes the next arena
+      }
+    }
+    for (auto& [t, probe] : losers) {
+      {
+        std::lock_guard<std::mutex> lock(probe->mutex);
+        probe->released = true;
+      }
+      probe->cv.notify_all();
+      t.join();
+    }
   }
 
  private:
@@ -187,6 +250,7 @@ ExecutorStats executorStats() {
   {
     std::lock_guard<std::mutex> lock(ex.mutex);
     s.started = ex.thread.joinable();
+    s.mainHeap = ex.mainHeap;
   }
   s.jobsRun = ex.jobsRun.load();
   s.threadId = ex.threadId.load();

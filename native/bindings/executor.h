@@ -36,9 +36,10 @@ void postJob(Napi::Env env, ExecutorJob* job);
 void setExecutorThreads(int threads);
 
 struct ExecutorStats {
-  bool started = false;  // the thread exists
-  uint64_t jobsRun = 0;  // jobs run since the process started
-  int64_t threadId = 0;  // the executor's kernel thread id (0 before it starts)
+  bool started = false;   // the thread exists
+  uint64_t jobsRun = 0;   // jobs run since the process started
+  int64_t threadId = 0;   // the executor's kernel thread id (0 before it starts)
+  bool mainHeap = false;  // it allocates from glibc's main arena (see executor.cc)
 };
 ExecutorStats executorStats();
 

@@ -134,6 +134,7 @@ Napi::Object blasAndExecutorInfo(Napi::Env env, Napi::Object out) {
   executor.Set("started", stats.started);
   executor.Set("jobsRun", Napi::Number::New(env, static_cast<double>(stats.jobsRun)));
   executor.Set("threadId", Napi::Number::New(env, static_cast<double>(stats.threadId)));
+  executor.Set("mainHeap", stats.mainHeap);
   out.Set("executor", executor);
   return out;
 }

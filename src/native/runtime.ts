@@ -12,7 +12,8 @@ export interface RuntimeInfo {
   /** glibc malloc settings made at load ("M_ARENA_MAX=1", ...; a glibc variable that was set is left as set). */
   malloc: string[];
   /** The one native thread that runs every model, trainer and pipeline job. */
-  executor: { started: boolean; jobsRun: number; threadId: number };
+  /** mainHeap: the executor thread allocates from glibc's main arena (large blocks are reused, not re-mmapped). */
+  executor: { started: boolean; jobsRun: number; threadId: number; mainHeap: boolean };
   parallelInfo: string;
   buildConfig: string;
   cuda: {
