@@ -396,20 +396,4 @@ bool ProcessGroup::backwardOverlapped(const torch::Tensor& loss) {
   return overlapped;
 }
 
-int64_t hashTensors(const std::vector<torch::Tensor>& tensors) {
-  uint64_t h = 1469598103934665603ull;
-  for (const auto& t : tensors) {
-    if (!t.defined()) continue;
-    torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
-    const auto* bytes = static_cast<const uint8_t*>(c.data_ptr());
-    const size_t n = c.numel() * c.element_size();
-    for (size_t i = 0; i < n; ++i) {
-      h ^= bytes[i];
-      h *= 1099511628211ull;
-    }
-  }
-  // 53 bits: exact as a JS number.
-  return static_cast<int64_t>(h & ((1ull << 53) - 1));
-}
-
 }  // namespace sdtune::dist
