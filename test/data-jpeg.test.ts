@@ -30,8 +30,10 @@ async function photo(width: number, height: number, orientation = 1): Promise<Bu
 async function bySharp(bytes: Buffer, job: NativeJpegJob): Promise<Buffer> {
   const { data } = await sharp(bytes, { autoOrient: true })
     .resize(job.resizedWidth, job.resizedHeight, { fit: "fill", kernel: "lanczos3" })
+    .toColourspace("srgb") // a greyscale JPEG's one channel becomes three, as in the pipeline
     .raw()
     .toBuffer({ resolveWithObject: true });
+  expect(data.length).toBe(job.resizedWidth * job.resizedHeight * 3);
   const out = Buffer.alloc(job.width * job.height * 3);
   for (let y = 0; y < job.height; y++) {
     for (let x = 0; x < job.width; x++) {
@@ -94,6 +96,30 @@ describe("JPEG road", () => {
       maxPixels: 1e8,
     });
     expect(viaPipeline.equals(ours)).toBe(true);
+  });
+
+  it("decodes progressive and greyscale JPEGs as sharp does", async () => {
+    const job: NativeJpegJob = {
+      resizedWidth: 120,
+      resizedHeight: 90,
+      left: 10,
+      top: 5,
+      width: 100,
+      height: 80,
+      flip: false,
+      filter: "lanczos",
+      maxPixels: 0,
+    };
+    const plain = await photo(480, 360);
+    expect((await sharp(await sharp(plain).toColourspace("b-w").jpeg().toBuffer()).metadata()).channels).toBe(1);
+    for (const [name, bytes] of [
+      ["progressive", await sharp(plain).jpeg({ quality: 95, progressive: true }).toBuffer()],
+      ["greyscale", await sharp(plain).toColourspace("b-w").jpeg({ quality: 95 }).toBuffer()],
+    ] as const) {
+      const ours = await image.renderJpeg(bytes, job);
+      expect(ours, name).not.toBeNull();
+      expect(meanAbsDiff(ours!, await bySharp(bytes, job)), name).toBeLessThan(2);
+    }
   });
 
   it("declines what sharp must decode: CMYK, a non-sRGB ICC profile, damage, the pixel limit", async () => {
