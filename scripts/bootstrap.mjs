@@ -4,7 +4,7 @@
 // addon and the TypeScript. Idempotent, and quick when there is nothing to do
 // (it compares timestamps, it does not rebuild).
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { debianMissing, have } from "./native-requirements.mjs";
@@ -96,20 +96,34 @@ function ensureNpmDependencies() {
   if (run("npm", args) !== 0) process.exit(1);
 }
 
+/**
+ * A stamp dated when a successful build *started*: a source edited while the build ran is newer
+ * than it, so the next bootstrap builds again (dating it at the end would call that edit built).
+ */
+function markBuilt(stamp, startedMs) {
+  const full = join(root, stamp);
+  writeFileSync(full, "");
+  utimesSync(full, startedMs / 1000, startedMs / 1000);
+}
+
 function ensureAddon() {
   const addon = "build/Release/sdtune.node";
+  const stamp = "build/.native-stamp";
   const sources = newestMtime(["native", "CMakeLists.txt"]);
-  if (mtime(addon) > sources) return;
+  if (existsSync(join(root, addon)) && mtime(stamp) > sources) return;
   say("building the native addon (cmake-js)");
+  const started = Date.now();
   if (run(process.execPath, ["scripts/build-native.mjs"]) !== 0) process.exit(1);
+  markBuilt(stamp, started);
 }
 
 function ensureTypeScript() {
   const stamp = "dist/.stamp";
   if (mtime(stamp) > newestMtime(["src", "tsconfig.json", "tsconfig.build.json"])) return;
   say("compiling TypeScript");
+  const started = Date.now();
   if (run(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.build.json"]) !== 0) process.exit(1);
-  spawnSync("touch", [join(root, stamp)]);
+  markBuilt(stamp, started);
 }
 
 ensureSystemPackages();
