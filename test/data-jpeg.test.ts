@@ -49,6 +49,22 @@ async function bySharp(bytes: Buffer, job: NativeJpegJob): Promise<Buffer> {
   return out;
 }
 
+/** A lanczos job resizing to width x height, cropped as `part` says (default: all of it), no limit. */
+function crop(width: number, height: number, part: Partial<NativeJpegJob> = {}): NativeJpegJob {
+  return {
+    resizedWidth: width,
+    resizedHeight: height,
+    left: 0,
+    top: 0,
+    width,
+    height,
+    flip: false,
+    filter: "lanczos",
+    maxPixels: 0,
+    ...part,
+  };
+}
+
 function meanAbsDiff(a: Uint8Array, b: Uint8Array): number {
   expect(a.length).toBe(b.length);
   let sum = 0;
@@ -99,17 +115,7 @@ describe("JPEG road", () => {
   });
 
   it("decodes progressive and greyscale JPEGs as sharp does", async () => {
-    const job: NativeJpegJob = {
-      resizedWidth: 120,
-      resizedHeight: 90,
-      left: 10,
-      top: 5,
-      width: 100,
-      height: 80,
-      flip: false,
-      filter: "lanczos",
-      maxPixels: 0,
-    };
+    const job = crop(120, 90, { left: 10, top: 5, width: 100, height: 80 });
     const plain = await photo(480, 360);
     expect((await sharp(await sharp(plain).toColourspace("b-w").jpeg().toBuffer()).metadata()).channels).toBe(1);
     for (const [name, bytes] of [
@@ -123,17 +129,7 @@ describe("JPEG road", () => {
   });
 
   it("declines what sharp must decode: CMYK, a non-sRGB ICC profile, damage, the pixel limit", async () => {
-    const job: NativeJpegJob = {
-      resizedWidth: 32,
-      resizedHeight: 24,
-      left: 0,
-      top: 0,
-      width: 32,
-      height: 24,
-      flip: false,
-      filter: "lanczos",
-      maxPixels: 0,
-    };
+    const job = crop(32, 24);
     const plain = await photo(64, 48);
     expect(await image.renderJpeg(plain, job)).not.toBeNull();
     const srgb = await sharp(plain).withIccProfile("srgb").jpeg().toBuffer();
