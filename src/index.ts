@@ -165,7 +165,7 @@ export { Trainer } from "./train/trainer.js";
 export type { ParamGroupSpec, StepResult, TrainBatch, TrainerSpec } from "./train/trainer.js";
 export { resolveTrainConfig, trainConfigJsonSchema } from "./config/train.js";
 export type { StageConfig, TrainConfig } from "./config/train.js";
-export { applyOverrides, loadConfigFile } from "./config/load.js";
+export { applyOverrides, loadConfigFile, loadEvalConfigFile } from "./config/load.js";
 export { runDemo } from "./demo/index.js";
 export type { DemoOptions } from "./demo/index.js";
 

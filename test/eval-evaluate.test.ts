@@ -2,13 +2,15 @@
 // torchmetrics golden numbers; outputs, determinism, prompt sources, runs, mode B seams, CLI.
 import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify as toYaml } from "yaml";
 
 import { main } from "../src/cli/main.js";
 import { aggregateClipScore, clipImageSimilarity, ClipScorer } from "../src/eval/clip_score.js";
 import { parseEvalConfig } from "../src/config/eval.js";
+import { resolveEvalConfigPaths } from "../src/config/paths.js";
 import { evaluate, type EvaluateOutput } from "../src/eval/evaluate.js";
 import { variantPlan } from "../src/eval/generate.js";
 import { evalReportHref } from "../src/eval/hooks.js";
@@ -314,6 +316,47 @@ describe("training integration", () => {
 });
 
 describe("sdtune eval (CLI)", () => {
+  it("--config resolves the file's relative paths against its folder, not the working directory", async () => {
+    const folder = join(dir.path, "configs", "nested");
+    await mkdir(folder, { recursive: true });
+    const file = join(folder, "eval.yaml");
+    const config = {
+      output_dir: "out",
+      clip_model: relative(folder, CLIP),
+      images: [{ path: relative(folder, fx.goldenDir), name: "g" }],
+      grid_cell: 32,
+    };
+    await writeFile(file, toYaml(config));
+    const lines: string[] = [];
+    const original = console.log;
+    console.log = (...args: unknown[]) => lines.push(args.join(" "));
+    try {
+      expect(await main(["eval", "--config", file, "--json"])).toBe(0);
+    } finally {
+      console.log = original;
+    }
+    const summary = JSON.parse(lines.join("\n")) as { report: string };
+    expect(summary.report.startsWith(join(folder, "out"))).toBe(true);
+    expect(existsSync(join(folder, "out", "eval.json"))).toBe(true);
+
+    // Every path key, arrays included; hub ids and absolute paths stay as written.
+    const raw = {
+      runs: ["../runs/a"],
+      prompts_file: "prompts.txt",
+      clip_model: "openai/clip-vit-large-patch14",
+      instance_images: "/abs/instances",
+      generate: { model: "./base", variants: [{ name: "v", loras: [{ path: "loras/x.safetensors" }] }] },
+    };
+    const out = resolveEvalConfigPaths(raw, file) as typeof raw;
+    expect(out.runs).toEqual([join(folder, "../runs/a")]);
+    expect(out.prompts_file).toBe(join(folder, "prompts.txt"));
+    expect(out.clip_model).toBe("openai/clip-vit-large-patch14");
+    expect(out.instance_images).toBe("/abs/instances");
+    expect(out.generate.model).toBe(join(folder, "base"));
+    expect(out.generate.variants[0]!.loras[0]!.path).toBe(join(folder, "loras/x.safetensors"));
+    expect(raw.runs).toEqual(["../runs/a"]);
+  });
+
   it("scores folders and prints a JSON summary; usage errors exit 2", async () => {
     const lines: string[] = [];
     const original = console.log;

@@ -7,7 +7,7 @@ import {
   applyOverrides,
   evaluate,
   formatStat,
-  loadConfigFile,
+  loadEvalConfigFile,
   type EvaluateOutput,
   type ProgressEvent,
 } from "../index.js";
@@ -51,7 +51,8 @@ export const command: Command = {
   help,
   async run(argv) {
     const { values, positionals } = parseEvalArgs(argv);
-    const config = buildConfig(values, positionals, values.config ? await loadConfigFile(values.config as string) : {});
+    const file = values.config as string | undefined;
+    const config = buildConfig(values, positionals, file ? await loadEvalConfigFile(file) : {});
     const json = Boolean(values.json);
     const interrupt = interruptSignal();
     try {

@@ -4,6 +4,7 @@ import { readFile } from "node:fs/promises";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 
 import { ConfigError } from "./errors.js";
+import { resolveEvalConfigPaths } from "./paths.js";
 
 /** Parses a .yaml/.yml/.json config file; errors name the file (and line for YAML). */
 export async function loadConfigFile(path: string): Promise<Record<string, unknown>> {
@@ -70,4 +71,9 @@ export function applyOverrides(config: Record<string, unknown>, overrides: strin
     (node as Record<string, unknown>)[path.at(-1)!] = value;
   }
   return out;
+}
+
+/** An evaluation config file, its relative paths resolved against the file's folder (as `train` does). */
+export async function loadEvalConfigFile(path: string): Promise<Record<string, unknown>> {
+  return resolveEvalConfigPaths(await loadConfigFile(path), path);
 }

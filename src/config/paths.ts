@@ -1,4 +1,4 @@
-// Relative paths in a config file mean "next to this file", wherever sdtune is started from
+// Relative paths in a config file (training or evaluation) mean "next to this file", wherever sdtune is started from
 // (a config object passed to the API keeps them relative to the working directory). The rule:
 // - absolute paths and "~/..." are left alone;
 // - keys that only ever hold a path (output_dir, cache_dir, class_data_dir, instance_images)
@@ -22,7 +22,19 @@ const STAGE: Record<string, Kind> = {
   init_lora: "path-or-id",
 };
 
-/** A copy of a raw config read from `file` with its relative paths resolved against the file's folder. */
+/** Eval config keys (src/config/eval.ts); "[]" means every item of that array. */
+const EVAL: Record<string, Kind> = {
+  output_dir: "path",
+  clip_model: "path-or-id",
+  prompts_file: "path",
+  instance_images: "path",
+  "runs[]": "path",
+  "images[].path": "path",
+  "generate.model": "path-or-id",
+  "generate.variants[].loras[].path": "path",
+};
+
+/** A copy of a raw training config read from `file` with its relative paths resolved against the file's folder. */
 export function resolveConfigPaths(raw: Record<string, unknown>, file: string): Record<string, unknown> {
   const base = dirname(resolve(file));
   const out = structuredClone(raw);
@@ -31,6 +43,13 @@ export function resolveConfigPaths(raw: Record<string, unknown>, file: string): 
   if (Array.isArray(out.stages)) {
     for (const stage of out.stages) if (isObject(stage)) rewrite(stage, STAGE, base);
   }
+  return out;
+}
+
+/** The same for an evaluation config read from `file`. */
+export function resolveEvalConfigPaths(raw: Record<string, unknown>, file: string): Record<string, unknown> {
+  const out = structuredClone(raw);
+  rewrite(out, EVAL, dirname(resolve(file)));
   return out;
 }
 
@@ -44,15 +63,22 @@ export function resolveConfigPath(value: string, kind: Kind, base: string): stri
 }
 
 function rewrite(node: Record<string, unknown>, keys: Record<string, Kind>, base: string): void {
-  for (const [path, kind] of Object.entries(keys)) {
-    const parts = path.split(".");
-    let parent: unknown = node;
-    for (const part of parts.slice(0, -1)) parent = isObject(parent) ? parent[part] : undefined;
-    const last = parts.at(-1)!;
-    if (isObject(parent) && typeof parent[last] === "string") {
-      parent[last] = resolveConfigPath(parent[last], kind, base);
-    }
+  for (const [path, kind] of Object.entries(keys)) rewriteAt(node, path.split("."), kind, base);
+}
+
+/** `value` with the string at `parts` (a "key[]" part: each item of that array) resolved. */
+function rewriteAt(value: unknown, parts: string[], kind: Kind, base: string): unknown {
+  if (parts.length === 0) return typeof value === "string" ? resolveConfigPath(value, kind, base) : value;
+  if (!isObject(value)) return value;
+  const [head, ...rest] = parts as [string, ...string[]];
+  const key = head.endsWith("[]") ? head.slice(0, -2) : head;
+  const child = value[key];
+  if (head.endsWith("[]")) {
+    if (Array.isArray(child)) value[key] = child.map((item: unknown) => rewriteAt(item, rest, kind, base));
+  } else if (child !== undefined) {
+    value[key] = rewriteAt(child, rest, kind, base);
   }
+  return value;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
