@@ -47,6 +47,8 @@ std::string adapterTypeName(AdapterType type);
 
 // torch.nn.init.kaiming_uniform_(t, a=sqrt(5)) from `gen` (lora.cc).
 void kaimingUniform(torch::Tensor& t, at::Generator gen);
+// Throws one std::invalid_argument listing `problems` under `title` (the first 40, then a count).
+[[noreturn]] void fail(const std::string& title, const std::vector<std::string>& problems);
 
 // ---- LoHa (lora_loha.cc)
 
