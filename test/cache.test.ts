@@ -20,6 +20,9 @@ import {
   trainingCaptions,
   type LatentBatch,
 } from "../src/cache/index.js";
+import { latentKey } from "../src/cache/latent_plan.js";
+import { jpegRoadFor } from "../src/data/image.js";
+import type { DataItem } from "../src/data/types.js";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { TextEncoder } from "../src/models/text_encoder.js";
 import { VAE } from "../src/models/vae.js";
@@ -109,6 +112,24 @@ afterAll(async () => {
 });
 
 describe("latent cache", () => {
+  it("keys JPEGs rendered on the native road apart from sharp's pixels; other keys stay as they were", () => {
+    const example = (format: string): Parameters<typeof latentKey>[0] => ({
+      item: { key: "same-content", format } as DataItem,
+      bucket: { width: 64, height: 64 },
+      fit: { resizedWidth: 64, resizedHeight: 80 },
+      left: 0,
+      top: 8,
+      flip: false,
+    });
+    expect(native().image.jpegAvailable).toBe(true);
+    expect(jpegRoadFor("jpeg", "lanczos3")).toBeDefined();
+    expect(jpegRoadFor("png", "lanczos3")).toBeUndefined();
+    expect(jpegRoadFor("jpeg", "mitchell")).toBeUndefined(); // a kernel only sharp has
+    // The format enters the key only through the road: a PNG's key is the pre-road formula.
+    expect(latentKey(example("jpeg"), {})).not.toBe(latentKey(example("png"), {}));
+    expect(latentKey(example("jpeg"), { kernel: "mitchell" })).toBe(latentKey(example("png"), { kernel: "mitchell" }));
+  });
+
   it("misses, computes, then hits, also from a new instance (nothing recomputed)", async () => {
     const cache = await freshCache("basic");
     const planned = cache.plan(ds, OPTIONS);

@@ -54,7 +54,9 @@ struct Probe {
   bool released = false;
 };
 
-constexpr int kMaxProbes = 16;  // glibc's arena limit on 2 cores (8 per core); more cannot help
+// A fresh Node process holds about 5-9 arenas when the addon loads, and each probe takes the next
+// one in the rotation: 16 goes round it (if mallopt came too late to apply, none would ever win).
+constexpr int kMaxProbes = 16;
 
 // Allocated once and never freed: no static destructor may join or tear down the thread
 // at process exit (exit() may come while a job runs, as it could on libuv's pool).
@@ -78,9 +80,9 @@ class Executor {
   // addon loads, so mallopt(M_ARENA_MAX, 1) (runtime.cc) only makes later threads share an existing
   // arena, taken round-robin. A secondary arena's heaps stop at 64 MB, so on one every larger block
   // (attention scores at 512 px, oneDNN's reordered convolution weights) is a fresh mmap, page-faulted
-  // and zeroed on every step: a 7x slower LoRA step was measured on the fixture model at 96 px (6.6 s
-  // vs 0.5 s with MALLOC_ARENA_MAX=1 set before start). So the executor is the first of a few
-  // candidate threads whose first allocation lands in the main heap (each takes the next arena).
+  // and zeroed on every step: a 7x slower LoRA step was measured on the fixture model at 96 px
+  // (3.3-3.6 s vs 0.5 s with MALLOC_ARENA_MAX=1 set before start). So the executor is the first of a
+  // few candidate threads whose first allocation lands in the main heap (each takes the next arena).
   void startLocked() {
     if (thread.joinable()) return;
     std::vector<std::pair<std::thread, std::shared_ptr<Probe>>> losers;

@@ -61,9 +61,10 @@ class ProcessGroup {
   // the distributed-autograd headers, which the package leaves out.)
   void attachReducer(const std::vector<torch::Tensor>& params);
   // loss.backward(), then a wait for the launched all-reduces: the gradients are the mean over
-  // ranks when it returns (attachReducer first; without it, a plain backward). False when a
-  // gradient grew after its bucket was sent (a parameter reached twice through nested backwards):
-  // then the whole gradients were averaged after the backward instead.
+  // ranks when it returns (attachReducer first; without it, a plain backward, which is the mean on
+  // one rank). False when a gradient grew after its bucket was sent (a parameter reached twice
+  // through nested backwards): then the whole gradients were averaged after the backward instead;
+  // false too for the plain backward (nothing was overlapped).
   bool backwardOverlapped(const torch::Tensor& loss);
 
  private:

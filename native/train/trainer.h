@@ -115,8 +115,7 @@ class Trainer {
   void setGradientReducer(GradientReducer reducer) { gradientReducer_ = std::move(reducer); }
   // Data parallel: the backward of a micro-step that ends an accumulation boundary, averaging the
   // gradients as it goes (bucketed all-reduces launched as gradients arrive); the gradient reducer
-  // is then skipped. Not used under gradient checkpointing (nested backwards): the reducer then
-  // averages after the backward.
+  // is then skipped (also under gradient checkpointing: its nested backwards fire the same hooks).
   // Returns false when the gradients had to be averaged after the backward instead (see
   // ProcessGroup::backwardOverlapped).
   using OverlappedBackward = std::function<bool(const torch::Tensor& loss)>;

@@ -10,7 +10,8 @@
 // output dtype: exactly what a fresh encode yields, half the size for bf16.
 //
 // The key of an entry: the image content (the item's sha256), the bucket, the
-// resize, the crop box, the flip, the resize kernel and background. The folder
+// resize, the crop box, the flip, the resize kernel and background (and, for a JPEG that
+// the native road renders, that road: its pixels differ from sharp's by a level or two). The folder
 // it lives in (its namespace) adds the VAE's identity (config + weight content),
 // the dtype and the format version. Anything that changes misses; nothing is
 // ever overwritten. Random crops make a new box every step, so they cannot be

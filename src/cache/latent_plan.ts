@@ -4,7 +4,7 @@
 import type { BatchOptions } from "../data/batches.js";
 import type { Bucket, Fit } from "../data/buckets.js";
 import { exampleGeometry, planExamples, type PlannedExample } from "../data/examples.js";
-import { parseBackground, pixelDecoder } from "../data/image.js";
+import { jpegRoadFor, parseBackground } from "../data/image.js";
 import { EpochPlanner } from "../data/plan.js";
 import type { DataItem, Dataset } from "../data/types.js";
 import { sha256Hex } from "./fingerprint.js";
@@ -64,6 +64,9 @@ export function planLatents(cache: LatentCache, dataset: Dataset, options: Batch
 /** The cache key of an example (see latent_cache.ts for what it covers). */
 export function latentKey(example: Omit<PlannedLatent, "key">, options: BatchOptions): string {
   const background = parseBackground(options.background);
+  const kernel = options.kernel ?? "lanczos3";
+  // Only where the native JPEG road renders it: keys of sharp-rendered images stay as they were.
+  const road = jpegRoadFor(example.item.format, kernel);
   return sha256Hex(
     JSON.stringify([
       "latent",
@@ -72,9 +75,9 @@ export function latentKey(example: Omit<PlannedLatent, "key">, options: BatchOpt
       [example.fit.resizedWidth, example.fit.resizedHeight],
       [example.left, example.top],
       example.flip,
-      options.kernel ?? "lanczos3",
+      kernel,
       [background.r, background.g, background.b],
-      pixelDecoder(),
+      ...(road ? [road] : []),
     ]),
   ).slice(0, 32);
 }

@@ -56,11 +56,12 @@ function jpegRoad(): NativeAddon["image"] | null {
 }
 
 /**
- * Which decoder produces this process's pixels: part of the latent cache key, since the two roads
- * agree only to within a few levels (a DCT-scaled decode is a slightly different downscale).
+ * The native road's name when it renders images of this format with this kernel in this process,
+ * else undefined (sharp, as always). Part of the latent cache key: the two roads agree only to within
+ * a few levels (a DCT-scaled decode is a slightly different downscale).
  */
-export function pixelDecoder(): string {
-  return jpegRoad() ? "jpeg-dct-scaled-1" : "sharp";
+export function jpegRoadFor(format: string, kernel: ResizeKernel): string | undefined {
+  return format === "jpeg" && JPEG_FILTERS[kernel] !== undefined && jpegRoad() ? "jpeg-dct-scaled-1" : undefined;
 }
 
 const isJpeg = (b: Uint8Array): boolean => b.length > 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff;

@@ -11,8 +11,10 @@ export interface RuntimeInfo {
   blasThreads: { openblas: boolean; threads: number; setBySdtune: number; note: string };
   /** glibc malloc settings made at load ("M_ARENA_MAX=1", ...; a glibc variable that was set is left as set). */
   malloc: string[];
-  /** The one native thread that runs every model, trainer and pipeline job. */
-  /** mainHeap: the executor thread allocates from glibc's main arena (large blocks are reused, not re-mmapped). */
+  /**
+   * The one native thread that runs every model, trainer and pipeline job; mainHeap: it allocates from
+   * glibc's main arena (large blocks are reused, not re-mmapped).
+   */
   executor: { started: boolean; jobsRun: number; threadId: number; mainHeap: boolean };
   parallelInfo: string;
   buildConfig: string;
