@@ -7,6 +7,7 @@
 #include "bindings/async.h"
 #include "bindings/common.h"
 #include "bindings/tensor_handle.h"
+#include "nn/kernel_parity.h"
 
 namespace sdtune {
 
@@ -57,11 +58,58 @@ Napi::Value maxAbsDiff(const Napi::CallbackInfo& info) {
   });
 }
 
+// kernelParity({kernel, shape, seed}) -> Promise<report>: one of sdtune's own CPU kernels against
+// libtorch's plain ops (nn/kernel_parity.h). "attention": shape [b, h, lq, lk, d];
+// "linear": shape [rows, in, out], bias (default true); "conv": shape [batch, in, out, side,
+// kernel, stride] (padding kernel / 2).
+Napi::Value kernelParity(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    Napi::Object options = requireObject(info[0], "options");
+    std::string kernel = getString(options, "kernel", "options");
+    auto shape = toIntVector(options.Get("shape"), "options.shape");
+    auto seed = static_cast<uint64_t>(getInt(options, "seed", "options"));
+    const bool bias = getBool(options, "bias", true, "options");
+    const size_t want = kernel == "attention" ? 5 : kernel == "linear" ? 3 : kernel == "conv" ? 6 : 0;
+    if (want == 0) {
+      throw std::invalid_argument("options.kernel: expected \"attention\", \"linear\" or \"conv\", got \"" + kernel +
+                                  "\"");
+    }
+    if (shape.size() != want) throw std::invalid_argument("options.shape: expected " + std::to_string(want) + " sizes");
+    for (int64_t s : shape) {
+      if (s < 1 || s > 16384) throw std::invalid_argument("options.shape: sizes must be 1..16384");
+    }
+    return PromiseWorker<nn::ParityReport>::run(
+        env, "sdtune:ops.kernelParity",
+        [kernel, shape, seed, bias]() {
+          const auto& s = shape;
+          if (kernel == "attention") return nn::attentionParity(s[0], s[1], s[2], s[3], s[4], seed);
+          if (kernel == "conv") return nn::convParity(s[0], s[1], s[2], s[3], s[4], s[5], seed);
+          return nn::linearParity(s[0], s[1], s[2], bias, seed);
+        },
+        [](Napi::Env env, nn::ParityReport& r) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("output", r.output);
+          o.Set("inferenceOutput", r.inferenceOutput);
+          Napi::Array grads = Napi::Array::New(env, r.grads.size());
+          for (size_t i = 0; i < r.grads.size(); ++i) grads.Set(i, r.grads[i]);
+          o.Set("grads", grads);
+          o.Set("magnitude", r.magnitude);
+          o.Set("used", r.used);
+          o.Set("inputsChanged", r.inputsChanged);
+          o.Set("oursMs", r.oursMs);
+          o.Set("referenceMs", r.referenceMs);
+          return o;
+        });
+  });
+}
+
 void initOps(Napi::Env env, Napi::Object exports) {
   Napi::Object ns = Napi::Object::New(env);
   ns.Set("matmul", Napi::Function::New(env, matmul));
   ns.Set("randn", Napi::Function::New(env, randn));
   ns.Set("maxAbsDiff", Napi::Function::New(env, maxAbsDiff));
+  ns.Set("kernelParity", Napi::Function::New(env, kernelParity));
   exports.Set("ops", ns);
 }
 

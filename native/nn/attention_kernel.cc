@@ -1,5 +1,7 @@
 #include "nn/attention_kernel.h"
 
+#include "nn/attention_cpu.h"
+
 #include <torch/version.h>
 
 #include <algorithm>
@@ -65,6 +67,7 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch
     return at::scaled_dot_product_attention(q, k, v, m, 0.0, false, scale);
   }
 #endif
+  if (!options.forceManual && blockedAttentionApplies(q, k, v, mask)) return blockedAttention(q, k, v, scale);
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), Lk = k.size(2);
   const int64_t bytesPerRow = Lq * Lk * 4;  // one (batch, head) score matrix in float32
   const int64_t rows = B * H;

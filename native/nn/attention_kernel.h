@@ -1,7 +1,8 @@
 // The attention product softmax(q k^T * scale + mask) v, shared by every model.
 // libtorch >= 2.0: scaled_dot_product_attention (flash / memory-efficient kernels).
-// Older libtorch: an exact manual product, sliced over batch*heads so that the
-// score matrix never exceeds a memory bound.
+// Older libtorch: float32 CPU inputs without a mask go to the blocked kernel of
+// nn/attention_cpu.h; the rest to an exact manual product, sliced over batch*heads so
+// that the score matrix never exceeds a memory bound.
 #pragma once
 
 #include <torch/torch.h>

@@ -1,5 +1,7 @@
 #include "nn/linear.h"
 
+#include "nn/frozen_conv.h"
+#include "nn/frozen_linear.h"
 #include "nn/lora_types.h"
 
 #include <cmath>
@@ -73,7 +75,7 @@ void LinearImpl::reset() {
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = F::linear(x, weight, bias);
+  torch::Tensor y = frozenLinearApplies(x, weight, bias) ? frozenLinear(x, weight, bias) : F::linear(x, weight, bias);
   if (!hasLiveAdapters()) return y;
   return applyAdapters(adapters_, x, y, is_training(), nullptr, weight, bias);
 }
@@ -96,8 +98,11 @@ void Conv2dImpl::reset() {
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
+  const ConvGeometry geometry{options.kernel_size(), options.stride(), options.padding()};
   torch::Tensor y =
-      F::conv2d(x, weight, F::Conv2dFuncOptions().bias(bias).stride(options.stride()).padding(options.padding()));
+      frozenConvApplies(x, weight, bias, geometry)
+          ? frozenConv2d(x, weight, bias, geometry)
+          : F::conv2d(x, weight, F::Conv2dFuncOptions().bias(bias).stride(options.stride()).padding(options.padding()));
   if (!hasLiveAdapters()) return y;
   return applyAdapters(adapters_, x, y, is_training(), &options, weight, bias);
 }

@@ -28,6 +28,34 @@ import type { AnyTypedArray, CancelToken, DType, Tensor } from "./tensor.js";
 import type { NativeTrainer, NativeTrainerOptions } from "./trainer.js";
 import type { NativeProcessGroup, NativeProcessGroupOptions } from "./dist.js";
 
+/**
+ * attention: shape [batch, heads, queryLength, keyLength, headDim]; linear: [rows, in, out];
+ * conv: [batch, in, out, side, kernel, stride] (padding kernel / 2).
+ */
+export interface KernelParityOptions {
+  kernel: "attention" | "linear" | "conv";
+  shape: number[];
+  seed: number;
+  /** linear: with a bias (default true). */
+  bias?: boolean;
+}
+
+/** Largest absolute differences, ours against the reference: output, output without gradient mode, each gradient. */
+export interface KernelParityReport {
+  output: number;
+  inferenceOutput: number;
+  grads: number[];
+  /** Largest absolute reference output, for relative bounds. */
+  magnitude: number;
+  /** Whether our kernel took the inputs on this thread (false: both sides were libtorch's). */
+  used: boolean;
+  /** Largest change of any input (weight, bias) after our kernel ran on it: must be 0. */
+  inputsChanged: number;
+  /** Milliseconds of one forward + backward after a warm-up: ours, then libtorch's (benchmarks, not tests). */
+  oursMs: number;
+  referenceMs: number;
+}
+
 export interface NativeAddon {
   Tensor: abstract new () => Tensor;
   tensorFromTypedArray(data: AnyTypedArray, shape: number[], dtype: DType): Tensor;
@@ -43,6 +71,8 @@ export interface NativeAddon {
     matmul(a: Tensor, b: Tensor): Promise<Tensor>;
     randn(shape: number[], options?: { seed?: number; dtype?: DType }): Tensor;
     maxAbsDiff(a: Tensor, b: Tensor): number;
+    /** One of sdtune's own CPU kernels against libtorch's plain ops on seeded random inputs (tests). */
+    kernelParity(options: KernelParityOptions): Promise<KernelParityReport>;
   };
   AdamW: new (params: [string, Tensor][], options?: AdamWOptions) => AdamW;
   /** Any optimizer by type: AdamW, Prodigy, Adafactor (relativeStep ignores step()'s lr) or Lion. */
@@ -144,7 +174,7 @@ export const ADDON_SURFACE: AddonSurface = {
   CancelToken: "class",
   SafetensorsFile: "class",
   safetensors: { inspect: "function", open: "function", write: "function" },
-  ops: { matmul: "function", randn: "function", maxAbsDiff: "function" },
+  ops: { matmul: "function", randn: "function", maxAbsDiff: "function", kernelParity: "function" },
   AdamW: "class",
   Optimizer: "class",
   clipGradNorm: "function",
