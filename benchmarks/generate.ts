@@ -121,14 +121,20 @@ async function measure(
 }
 
 /**
- * Derived (not measured): the outside-UNet share at `target` steps, scaling the per-step parts
- * (UNet, sampler and guidance) and keeping the per-run parts (text encoder, decode, PNG, rest).
+ * The outside-UNet share at `target` steps, scaling the per-step parts (UNet, sampler and
+ * guidance) and keeping the per-run parts (text encoder, decode, PNG, rest): derived unless the
+ * run itself took `target` steps (then it is the measured share).
  */
 function atSteps(t: GenerateTimings, steps: number, target: number): Record<string, unknown> {
   const perStep = t.denoise / steps;
   const unet = (t.unet / steps) * target;
   const total = t.total - t.denoise + perStep * target;
-  return { steps: target, derived: true, totalSeconds: round(total), outsideUnetShare: round((total - unet) / total) };
+  return {
+    steps: target,
+    derived: steps !== target,
+    totalSeconds: round(total),
+    outsideUnetShare: round((total - unet) / total),
+  };
 }
 
 function round(x: number): number {
