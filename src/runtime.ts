@@ -19,6 +19,8 @@ export interface RuntimeReport {
   blasThreads: RuntimeInfo["blasThreads"];
   /** glibc malloc settings made at load: one arena, 1 GiB mmap and trim thresholds (see README, Runtime). */
   malloc: string[];
+  /** sdtune's own CPU kernels: which are on, and the threads they run on (see README, Runtime). */
+  cpuKernels: RuntimeInfo["cpuKernels"];
   cuda: RuntimeInfo["cuda"];
   node: string;
 }
@@ -35,6 +37,7 @@ export function runtimeInfo(): RuntimeReport {
     blas: info.blasLibraries,
     blasThreads: info.blasThreads,
     malloc: info.malloc,
+    cpuKernels: info.cpuKernels,
     cuda: info.cuda,
     node: process.version,
   };

@@ -148,6 +148,24 @@ describe("runtime", () => {
     expect(Array.isArray(info.blasLibraries)).toBe(true);
   });
 
+  it("runs its CPU kernels' parallel loops on every thread (an addon built without OpenMP runs them on one)", () => {
+    const { cpuKernels, threads } = native().info();
+    expect(cpuKernels.parallelForThreads).toBe(threads);
+  });
+
+  it("turns its CPU kernels off with SDTUNE_PARALLEL_GEMM=0 and SDTUNE_BLOCKED_ATTENTION=0", () => {
+    const script = `const a = require(${JSON.stringify(addonPath())});
+      Promise.all([a.ops.kernelParity({ kernel: "linear", shape: [256, 64, 64], seed: 1 }),
+        a.ops.kernelParity({ kernel: "attention", shape: [1, 2, 256, 256, 16], seed: 1 })])
+        .then(([l, t]) => console.log(JSON.stringify({ kernels: a.info().cpuKernels, used: [l.used, t.used] })));`;
+    const env = { ...process.env, SDTUNE_PARALLEL_GEMM: "0", SDTUNE_BLOCKED_ATTENTION: "0" };
+    const child = spawnSync(process.execPath, ["-e", script], { encoding: "utf8", env });
+    expect(child.status, child.stderr).toBe(0);
+    const out = JSON.parse(child.stdout.trim()) as { kernels: Record<string, unknown>; used: boolean[] };
+    expect(out.kernels).toMatchObject({ splitProducts: false, blockedAttention: false });
+    expect(out.used).toEqual([false, false]);
+  });
+
   it("runs libtorch on a thread that allocates from glibc's main arena, without MALLOC_ARENA_MAX set", () => {
     // A fresh process, as a user's script starts: node's own threads already hold their arenas.
     const script = `const a = require(${JSON.stringify(addonPath())});

@@ -15,6 +15,7 @@
 
 #include "bindings/common.h"
 #include "bindings/executor.h"
+#include "nn/parallel_mm.h"
 
 #ifdef SDTUNE_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -170,6 +171,13 @@ Napi::Value infoUnguarded(const Napi::CallbackInfo& call) {
   for (size_t i = 0; i < libs.size(); ++i) blas.Set(static_cast<uint32_t>(i), libs[i]);
   out.Set("blasLibraries", blas);
   blasAndExecutorInfo(env, out);
+  // sdtune's own CPU kernels (nn/parallel_mm.h, nn/attention_cpu.h): their switches, and how many
+  // threads their parallel loops really get (1 on a build without OpenMP).
+  Napi::Object kernels = Napi::Object::New(env);
+  kernels.Set("splitProducts", nn::kernelSwitchOn("SDTUNE_PARALLEL_GEMM"));
+  kernels.Set("blockedAttention", nn::kernelSwitchOn("SDTUNE_BLOCKED_ATTENTION"));
+  kernels.Set("parallelForThreads", static_cast<double>(nn::parallelForThreads()));
+  out.Set("cpuKernels", kernels);
   auto notes = Napi::Array::New(env);
   for (size_t i = 0; i < mallocNotes.size(); ++i) notes.Set(static_cast<uint32_t>(i), mallocNotes[i]);
   out.Set("malloc", notes);

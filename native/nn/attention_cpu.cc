@@ -1,13 +1,11 @@
 #include "nn/attention_cpu.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <utility>
 #include <vector>
+
+#include "nn/parallel_mm.h"
 
 // What the blocks save against the plain product (baddbmm, softmax, bmm and autograd's
 // backward of each), at SD's 64x64 latents (Lq = Lk = 4096, 5 heads: 335 MB of scores):
@@ -80,8 +78,7 @@ void forwardTask(const Plan& p, int64_t t, const torch::Tensor& q, const torch::
 torch::Tensor forwardAll(const Plan& p, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                          double scale, const torch::Tensor& probs) {
   torch::Tensor out = newHeadsLast(p, p.Lq, p.Dv, q.options());
-  at::parallel_for(0, p.tasks(), 1, [&](int64_t begin, int64_t end) {
-    torch::NoGradGuard noGrad;  // grad mode is per thread: an OpenMP worker's is on
+  parallelFor(0, p.tasks(), 1, [&](int64_t begin, int64_t end) {
     torch::Tensor scratch;
     if (!probs.defined()) scratch = at::empty({p.rows, p.Lk}, q.options());
     for (int64_t t = begin; t < end; ++t) {
@@ -129,8 +126,7 @@ variable_list backwardAll(const Plan& p, const Saved& s, double scale) {
   torch::Tensor dq = newHeadsLast(p, p.Lq, s.q.size(3), options);
   std::vector<PartialSums> partial;
   std::mutex lock;
-  at::parallel_for(0, p.tasks(), 1, [&](int64_t begin, int64_t end) {
-    torch::NoGradGuard noGrad;
+  parallelFor(0, p.tasks(), 1, [&](int64_t begin, int64_t end) {
     PartialSums sums{begin, newHeadsLast(p, p.Lk, s.k.size(3), options).zero_(),
                      newHeadsLast(p, p.Lk, p.Dv, options).zero_()};
     torch::Tensor scratch = at::empty({p.rows, p.Lk}, options);
@@ -169,19 +165,11 @@ struct BlockedAttentionFunction : public torch::autograd::Function<BlockedAttent
   }
 };
 
-bool enabled() {
-  static const bool on = [] {
-    const char* value = std::getenv("SDTUNE_BLOCKED_ATTENTION");
-    return !(value && std::strcmp(value, "0") == 0);
-  }();
-  return on;
-}
-
 }  // namespace
 
 bool blockedAttentionApplies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                              const torch::Tensor& mask) {
-  if (mask.defined() || !enabled()) return false;
+  if (mask.defined() || !kernelSwitchOn("SDTUNE_BLOCKED_ATTENTION")) return false;
   for (const torch::Tensor* t : {&q, &k, &v}) {
     if (t->dim() != 4 || !t->device().is_cpu() || t->scalar_type() != torch::kFloat) return false;
   }

@@ -42,11 +42,7 @@ torch::Tensor unbatch(const torch::Tensor& y, int64_t B, int64_t Ho, int64_t Wo)
 torch::Tensor convForward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                           const ConvGeometry& g) {
   const int64_t B = x.size(0), O = weight.size(0);
-  torch::Tensor cols = columns(x, g);
-  // A fresh buffer always: .contiguous() of a one-column broadcast would hand back the bias itself.
-  torch::Tensor y = at::empty({O, cols.size(1)}, x.options());
-  if (bias.defined()) y.copy_(bias.unsqueeze(1).expand_as(y));
-  parallelAddmmInto(y, weight.reshape({O, -1}), cols, bias.defined() ? 1.0 : 0.0, 1.0);
+  torch::Tensor y = parallelMmPlus(weight.reshape({O, -1}), columns(x, g), bias.defined() ? bias.unsqueeze(1) : bias);
   return unbatch(y, B, outSide(x.size(2), g), outSide(x.size(3), g));
 }
 
@@ -93,9 +89,7 @@ struct FrozenConvFunction : public torch::autograd::Function<FrozenConvFunction>
 
 bool frozenConvApplies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                        const ConvGeometry& g) {
-  if (x.dim() != 4 || weight.dim() != 4 || weight.requires_grad() || !parallelGemmAvailable(x)) return false;
-  if (!parallelGemmEnabled() || weight.scalar_type() != torch::kFloat || !weight.device().is_cpu()) return false;
-  if (bias.defined() && (bias.requires_grad() || bias.scalar_type() != torch::kFloat)) return false;
+  if (x.dim() != 4 || weight.dim() != 4 || !frozenProductApplies(x, weight, bias)) return false;
   const int64_t positions = x.size(0) * outSide(x.size(2), g) * outSide(x.size(3), g);
   return positions <= kMaxPositions || (x.size(0) == 1 && x.numel() <= kLibtorchSlowPathValues);
 }

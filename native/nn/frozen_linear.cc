@@ -9,13 +9,9 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// x [..., in] -> [..., out]: the bias broadcast into the output, then x W^T added onto it.
+// x [..., in] -> [..., out].
 torch::Tensor linearForward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  torch::Tensor x2 = x.reshape({-1, x.size(-1)});
-  // A fresh buffer always: .contiguous() of a one-row broadcast would hand back the bias itself.
-  torch::Tensor y = at::empty({x2.size(0), weight.size(0)}, x.options());
-  if (bias.defined()) y.copy_(bias.unsqueeze(0).expand_as(y));
-  parallelAddmmInto(y, x2, weight.t(), bias.defined() ? 1.0 : 0.0, 1.0);
+  torch::Tensor y = parallelMmPlus(x.reshape({-1, x.size(-1)}), weight.t(), bias);
   std::vector<int64_t> sizes = x.sizes().vec();
   sizes.back() = weight.size(0);
   return y.view(sizes);
@@ -45,9 +41,7 @@ struct FrozenLinearFunction : public torch::autograd::Function<FrozenLinearFunct
 }  // namespace
 
 bool frozenLinearApplies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  if (!parallelGemmEnabled() || !parallelGemmAvailable(x) || x.dim() < 2 || weight.requires_grad()) return false;
-  if (weight.scalar_type() != torch::kFloat || !weight.device().is_cpu()) return false;
-  return !bias.defined() || (!bias.requires_grad() && bias.scalar_type() == torch::kFloat);
+  return x.dim() >= 2 && frozenProductApplies(x, weight, bias);
 }
 
 torch::Tensor frozenLinear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {

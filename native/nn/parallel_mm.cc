@@ -1,10 +1,12 @@
 #include "nn/parallel_mm.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
 
 namespace sdtune::nn {
 
@@ -24,12 +26,32 @@ std::pair<int64_t, int64_t> slice(int64_t size, int64_t t, int64_t n) {
 
 }  // namespace
 
-bool parallelGemmEnabled() {
-  static const bool on = [] {
-    const char* value = std::getenv("SDTUNE_PARALLEL_GEMM");
-    return !(value && std::strcmp(value, "0") == 0);
-  }();
-  return on;
+int64_t parallelForThreads() {
+  std::mutex lock;
+  std::set<int> seen;
+  at::parallel_for(0, std::max(at::get_num_threads(), 1), 1, [&](int64_t, int64_t) {
+    std::lock_guard<std::mutex> hold(lock);
+    seen.insert(at::get_thread_num());
+  });
+  return static_cast<int64_t>(seen.size());
+}
+
+bool kernelSwitchOn(const char* variable) {
+  static std::mutex lock;
+  static std::map<std::string, bool> read;
+  std::lock_guard<std::mutex> hold(lock);
+  auto it = read.find(variable);
+  if (it == read.end()) {
+    const char* value = std::getenv(variable);
+    it = read.emplace(variable, !(value && std::strcmp(value, "0") == 0)).first;
+  }
+  return it->second;
+}
+
+bool frozenProductApplies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!kernelSwitchOn("SDTUNE_PARALLEL_GEMM") || !parallelGemmAvailable(x) || weight.requires_grad()) return false;
+  if (weight.scalar_type() != torch::kFloat || !weight.device().is_cpu()) return false;
+  return !bias.defined() || (!bias.requires_grad() && bias.scalar_type() == torch::kFloat && bias.device().is_cpu());
 }
 
 bool parallelGemmAvailable(const torch::Tensor& a) {
@@ -46,8 +68,7 @@ void parallelAddmmInto(torch::Tensor& out, const torch::Tensor& a, const torch::
     return;
   }
   const bool byRows = M >= N;
-  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-    torch::NoGradGuard noGrad;  // grad mode is per thread: an OpenMP worker's is on
+  parallelFor(0, threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       auto [start, length] = slice(byRows ? M : N, t, threads);
       if (length <= 0) continue;
@@ -57,6 +78,13 @@ void parallelAddmmInto(torch::Tensor& out, const torch::Tensor& a, const torch::
       at::addmm_out(o, o, x, y, beta, alpha);
     }
   });
+}
+
+torch::Tensor parallelMmPlus(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& add) {
+  torch::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  if (add.defined()) out.copy_(add.expand_as(out));
+  parallelAddmmInto(out, a, b, add.defined() ? 1.0 : 0.0, 1.0);
+  return out;
 }
 
 torch::Tensor parallelMm(const torch::Tensor& a, const torch::Tensor& b) {

@@ -1,5 +1,5 @@
 // `sdtune info`: what the addon was built against and what it runs on.
-import { formatBytes, runtimeInfo } from "../index.js";
+import { formatBytes, runtimeInfo, type RuntimeReport } from "../index.js";
 import { parseCommandArgs, type Command } from "./command.js";
 
 export const command: Command = {
@@ -31,6 +31,7 @@ export const command: Command = {
         `BLAS      ${report.blas.length ? report.blas.join(", ") : "none loaded yet"}`,
         `BLAS pool ${report.blasThreads.openblas ? `${report.blasThreads.threads} thread(s): ${report.blasThreads.note}` : report.blasThreads.note}`,
         `malloc    ${report.malloc.join(", ")}`,
+        `kernels   ${cpuKernels(report.cpuKernels)}`,
         `CUDA      ${cuda}`,
         `node      ${report.node}`,
       ].join("\n"),
@@ -38,3 +39,12 @@ export const command: Command = {
     return 0;
   },
 };
+
+/** One line on sdtune's own CPU kernels: which are on, and on how many threads. */
+function cpuKernels(k: RuntimeReport["cpuKernels"]): string {
+  const on = (yes: boolean): string => (yes ? "on" : "off");
+  return (
+    `split products ${on(k.splitProducts)} (SDTUNE_PARALLEL_GEMM), blocked attention ${on(k.blockedAttention)} ` +
+    `(SDTUNE_BLOCKED_ATTENTION), ${k.parallelForThreads} thread(s)`
+  );
+}

@@ -16,6 +16,11 @@ export interface RuntimeInfo {
    * glibc's main arena (large blocks are reused, not re-mmapped).
    */
   executor: { started: boolean; jobsRun: number; threadId: number; mainHeap: boolean };
+  /**
+   * sdtune's CPU kernels: split products for frozen layers (SDTUNE_PARALLEL_GEMM), blocked attention
+   * (SDTUNE_BLOCKED_ATTENTION), and the threads their parallel loops run on (1 without an OpenMP build).
+   */
+  cpuKernels: { splitProducts: boolean; blockedAttention: boolean; parallelForThreads: number };
   parallelInfo: string;
   buildConfig: string;
   cuda: {
